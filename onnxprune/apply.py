@@ -1,0 +1,127 @@
+"""The only mutator: remove the planned channels from a copy of the model.
+
+All groups are applied at once: removed indices are gathered per initializer
+axis and per tensor space first (several groups may share a Concat output or
+a consumer's weight), then each initializer is cut once, and attributes and
+shape constants are set from the new sizes of the spaces they follow.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import numpy as np
+import onnx
+
+from . import ir
+from .errors import PlanError
+from .group import Group
+from .ir import Graph
+from .planner import Plan, PlanGroup
+
+log = logging.getLogger(__name__)
+
+
+class Removal:
+    """Indices removed per initializer axis and per tensor space, over all planned groups."""
+
+    def __init__(self) -> None:
+        self.slices: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+        self.spaces: dict[tuple[str, int], set[int]] = defaultdict(set)
+        # the subset of slices that consume the channels (role "in"): the oracle zeroes these
+        self.consumed: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+        self.edits: dict = {}
+
+    def add(self, group: Group, pruned: tuple[int, ...]) -> None:
+        mask = group.mask(pruned)
+        for s in group.slices:
+            idx = s.indices(mask)
+            if len(idx):
+                self.slices[s.tensor][s.axis].update(idx.tolist())
+                if s.role == "in":
+                    self.consumed[s.tensor][s.axis].update(idx.tolist())
+        for sp in group.spaces:
+            idx = sp.indices(mask)
+            if len(idx):
+                self.spaces[(sp.tensor, sp.axis)].update(idx.tolist())
+        for e in group.edits:
+            self.edits[e] = None
+
+    def new_size(self, graph: Graph, space: tuple[str, int]) -> int:
+        return int(graph.dim(*space)) - len(self.spaces.get(space, ()))
+
+
+def matched_groups(groups: list[Group], plan: Plan) -> list[tuple[Group, PlanGroup]]:
+    """Pair every plan group with the analysed group it names; refuse a plan for another model."""
+    by_id = {g.id: g for g in groups}
+    pairs = []
+    for pg in plan.groups:
+        g = by_id.get(pg.id)
+        if g is None or g.root != pg.root or g.size != pg.size:
+            found = "no such group" if g is None else f"root {g.root_label} of size {g.size}"
+            raise PlanError(f"plan group {pg.id} expects root '{pg.root[0]}' axis {pg.root[1]} of size {pg.size}; "
+                            f"the model has {found}")
+        if g.frozen_reason:
+            raise PlanError(f"plan group {pg.id} ({g.root_label}) is frozen in this model: {g.frozen_reason}")
+        bad = [r for r in pg.pruned if not 0 <= r < g.size]
+        if bad:
+            raise PlanError(f"plan group {pg.id} prunes indices {bad[:5]} outside 0..{g.size - 1}")
+        units = set(g.units[list(pg.pruned)].tolist()) if pg.pruned else set()
+        whole = set(g.roots_of_units(units).tolist())
+        if whole != set(pg.pruned):
+            raise PlanError(f"plan group {pg.id} ({g.root_label}) splits coupled channels: "
+                            f"{sorted(whole - set(pg.pruned))[:5]} must go with the chosen ones")
+        pairs.append((g, pg))
+    return pairs
+
+
+def collect(graph: Graph, groups: list[Group], plan: Plan) -> Removal:
+    removal = Removal()
+    for g, pg in matched_groups(groups, plan):
+        removal.add(g, pg.pruned)
+    for space, idx in removal.spaces.items():
+        if len(idx) >= int(graph.dim(*space)):
+            raise PlanError(f"the plan removes every channel of '{space[0]}' along axis {space[1]}")
+    return removal
+
+
+def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: onnx.ModelProto | None = None) -> onnx.ModelProto:
+    """A pruned copy of `source` (default: the analysed model); `graph` is never changed."""
+    removal = collect(graph, groups, plan)
+    model = ir.copy_model(source if source is not None else graph.proto)
+    inits = ir.initializer_map(model)
+    for name, axes in removal.slices.items():
+        value = graph.const(name) if source is None else ir.to_array(inits[name])
+        for axis, idx in axes.items():
+            value = np.delete(value, sorted(idx), axis=axis)
+        ir.replace_initializer(inits[name], value)
+    _apply_edits(graph, removal, model, inits)
+    dims: dict[str, dict[int, int]] = defaultdict(dict)
+    for space in removal.spaces:
+        dims[space[0]][space[1]] = removal.new_size(graph, space)
+    ir.set_value_dims(model, dims)
+    log.info("cut %d initializers, %d edits", len(removal.slices), len(removal.edits))
+    return model
+
+
+def _apply_edits(graph: Graph, removal: Removal, model: onnx.ModelProto, inits: dict) -> None:
+    consts: dict[str, np.ndarray] = {}
+    for edit in removal.edits:
+        value = removal.new_size(graph, edit.space) * edit.mul // edit.div
+        kind = edit.target[0]
+        if kind == "const":
+            name, element = edit.target[1], edit.target[2]
+            arr = consts.setdefault(name, ir.to_array(inits[name]).copy())
+            arr.reshape(-1)[element] = value
+        else:
+            _, node_index, attr, element = edit.target
+            node = graph.nodes[node_index]
+            if element < 0:
+                ir.set_node_attr(model, node_index, attr, int(value))
+            else:
+                values = list(node.attr(attr))
+                current = ir.get_node_attr(model, node_index, attr, values)
+                current[element] = int(value)
+                ir.set_node_attr(model, node_index, attr, current)
+    for name, arr in consts.items():
+        ir.replace_initializer(inits[name], arr)

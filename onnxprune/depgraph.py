@@ -1,0 +1,168 @@
+"""The dependency graph: grow one group from every root channel space.
+
+Each node has an input side and an output side (its ports). Starting from a
+root (a Conv's filters, a Gemm's output features...), channels flow across
+inter-layer edges (a tensor links its producer's output port to every
+consumer's input port) and intra-layer edges (a rule forwarding from one port
+of a node to another). Rules say what to cut on the way. A space that reaches
+something no rule can follow freezes the whole group, with the reason.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import numpy as np
+
+from . import indexmap
+from .group import Group, Slice, Space
+from .indexmap import Pairs
+from .ir import Graph
+from .rules import Effects, Port, rule_for
+
+log = logging.getLogger(__name__)
+
+
+def build_groups(graph: Graph) -> list[Group]:
+    """One group per root channel space not already reached by an earlier group."""
+    groups: list[Group] = []
+    claimed: set[tuple[str, int]] = set()
+    for node in graph.nodes:
+        for tensor, axis in rule_for(node).roots(node, graph):
+            rank = graph.rank(tensor)
+            if rank is not None and axis < 0:
+                axis += rank
+            if (tensor, axis) in claimed or not tensor:
+                continue
+            size = graph.dim(tensor, axis)
+            if size is None or size < 2:
+                if size is None:
+                    groups.append(_frozen_stub(len(groups), node.name, tensor, axis,
+                                               f"size of '{tensor}' along axis {axis} is unknown"))
+                continue
+            group, visited = _Growth(graph, len(groups), node.name, (tensor, axis), size).run()
+            claimed.update(visited)
+            groups.append(group)
+    log.info("%d groups, %d frozen", len(groups), sum(g.frozen_reason is not None for g in groups))
+    return groups
+
+
+def _frozen_stub(gid: int, node: str, tensor: str, axis: int, reason: str) -> Group:
+    return Group(gid, (tensor, axis), node, 0, np.zeros(0, np.int64), (), (), (), (), reason)
+
+
+class _Growth:
+    """Breadth-first walk of one group. Per-walk state lives here, never on rules."""
+
+    def __init__(self, graph: Graph, gid: int, root_node: str, root: tuple[str, int], size: int):
+        self.graph, self.gid, self.root_node, self.root, self.size = graph, gid, root_node, root, size
+        self.spaces: dict[tuple[str, int], np.ndarray] = {}
+        self.cuts: dict[tuple[str, int, str, bool], np.ndarray] = {}
+        self.edits: dict = {}
+        self.inexact: list[str] = []
+        self.frozen: str | None = None
+        self.queue: deque = deque()
+
+    def run(self) -> tuple[Group, set[tuple[str, int]]]:
+        self._visit(self.root[0], self.root[1], indexmap.identity(self.size), None)
+        while self.queue and self.frozen is None:
+            self._step(*self.queue.popleft())
+        return self._group(), set(self.spaces)
+
+    def _visit(self, tensor: str, axis: int, pairs: Pairs, origin) -> None:
+        keys, fresh = indexmap.merge(self.spaces.get((tensor, axis)), pairs)
+        if len(fresh):
+            self.spaces[(tensor, axis)] = keys
+            self.queue.append((tensor, axis, fresh, origin))
+
+    def _step(self, tensor: str, axis: int, pairs: Pairs, origin) -> None:
+        problem = self._space_problem(tensor, axis, pairs)
+        if problem:
+            self.frozen = problem
+            return
+        for node, port in self._ports(tensor):
+            if origin == (node.index, port):
+                continue
+            if port.index < 0:
+                self.frozen = f"{node}: reads '{tensor}' inside a subgraph"
+                return
+            fx = Effects(node, self.graph)
+            rule_for(node).propagate(node, self.graph, port, axis, pairs, fx)
+            if fx.frozen_reason or self._take(fx):
+                self.frozen = self.frozen or fx.frozen_reason
+                return
+
+    def _ports(self, tensor: str):
+        producer = self.graph.producer(tensor)
+        if producer is not None:
+            yield producer, Port("out", producer.outputs.index(tensor))
+        for node, i in self.graph.consumers(tensor):
+            yield node, Port("in", i)
+
+    def _space_problem(self, tensor: str, axis: int, pairs: Pairs) -> str | None:
+        g = self.graph
+        if g.is_graph_output(tensor):
+            return f"reaches graph output '{tensor}'"
+        if g.is_graph_input(tensor):
+            return f"reaches graph input '{tensor}'"
+        size = g.dim(tensor, axis)
+        if size is None:
+            return f"size of '{tensor}' along axis {axis} is unknown (dynamic; fix it with --input-shape)"
+        if pairs[:, 0].max() >= size or pairs[:, 0].min() < 0:
+            log.warning("rule mapped positions outside '%s' axis %d (size %d)", tensor, axis, size)
+            return f"internal: positions outside '{tensor}' along axis {axis}"
+        return None
+
+    def _take(self, fx: Effects) -> bool:
+        """Record a rule's effects; return True when they freeze the group."""
+        for cut in fx.cuts:
+            users = self.graph.const_users(cut.tensor)
+            if users > 1 or self.graph.is_graph_output(cut.tensor):
+                self.frozen = f"{fx.node}: initializer '{cut.tensor}' is shared by {users} nodes"
+                return True
+            key = (cut.tensor, cut.axis, cut.role, cut.scale)
+            self.cuts[key], _ = indexmap.merge(self.cuts.get(key), cut.pairs)
+        for edit in fx.edits:
+            self.edits[edit] = None
+        self.inexact.extend(r for r in fx.inexact_reasons if r not in self.inexact)
+        for tensor, axis, pairs, port in fx.forwards:
+            self._visit(tensor, axis, pairs, (fx.node.index, port))
+        return False
+
+    def _group(self) -> Group:
+        spaces = []
+        for (tensor, axis), keys in self.spaces.items():
+            pairs = indexmap.decode(keys)
+            spaces.append(Space(tensor, axis, int(self.graph.dim(tensor, axis) or 0), pairs[:, 0], pairs[:, 1]))
+        slices = []
+        for (tensor, axis, role, scale), keys in self.cuts.items():
+            pairs = indexmap.decode(keys)
+            slices.append(Slice(tensor, axis, role, scale, pairs[:, 0], pairs[:, 1]))
+        units = _couple(self.size, [(s.positions, s.roots) for s in spaces] + [(s.positions, s.roots) for s in slices])
+        return Group(self.gid, self.root, self.root_node, self.size, units, tuple(spaces), tuple(slices),
+                     tuple(self.edits), tuple(self.inexact), self.frozen)
+
+
+def _couple(size: int, relations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Label root indices so that roots sharing any position carry the same label (0..U-1)."""
+    parent = np.arange(size, dtype=np.int64)
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = int(parent[x])
+        return x
+
+    for positions, roots in relations:
+        if len(positions) < 2:
+            continue
+        order = np.lexsort((roots, positions))
+        pos, rts = positions[order], roots[order]
+        same = (pos[1:] == pos[:-1]) & (rts[1:] != rts[:-1])
+        for a, b in zip(rts[:-1][same], rts[1:][same]):
+            ra, rb = find(int(a)), find(int(b))
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    labels = np.array([find(i) for i in range(size)], dtype=np.int64)
+    _, units = np.unique(labels, return_inverse=True)
+    return units.astype(np.int64)

@@ -1,0 +1,92 @@
+"""Index pairs: how the channels of one tensor axis relate to the root channels of a group.
+
+A `pairs` array has shape (n, 2): column 0 is a position along the tensor's
+axis, column 1 the root channel it belongs to (Torch-Pruning's
+`(idx, root_idx)`). One root may own several positions (Flatten turns one
+channel into a block of features; LSTM gates repeat a hidden unit four times),
+and positions outside a window may be absent (Split, Slice).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+Pairs = np.ndarray
+
+_KEY_SHIFT = np.int64(1) << np.int64(31)
+
+
+def identity(n: int) -> Pairs:
+    idx = np.arange(n, dtype=np.int64)
+    return np.stack([idx, idx], axis=1)
+
+
+def empty() -> Pairs:
+    return np.zeros((0, 2), dtype=np.int64)
+
+
+def shift(pairs: Pairs, offset: int) -> Pairs:
+    out = pairs.copy()
+    out[:, 0] += offset
+    return out
+
+
+def window(pairs: Pairs, lo: int, hi: int, step: int = 1) -> Pairs:
+    """Positions in range(lo, hi, step), renumbered as that range's own indices."""
+    pos = pairs[:, 0]
+    if step > 0:
+        keep = (pos >= lo) & (pos < hi) & ((pos - lo) % step == 0)
+    else:
+        keep = (pos <= lo) & (pos > hi) & ((lo - pos) % (-step) == 0)
+    out = pairs[keep].copy()
+    out[:, 0] = (out[:, 0] - lo) // step
+    return out
+
+
+def expand(pairs: Pairs, block: int) -> Pairs:
+    """Position p becomes positions p*block .. p*block+block-1."""
+    pos = (pairs[:, 0, None] * block + np.arange(block, dtype=np.int64)).reshape(-1)
+    return np.stack([pos, np.repeat(pairs[:, 1], block)], axis=1)
+
+
+def through_table(pairs: Pairs, table: np.ndarray) -> Pairs:
+    """Position p becomes every position in table[p] (table: 2-D int array)."""
+    if not len(pairs):
+        return empty()
+    rows = table[pairs[:, 0]]
+    k = rows.shape[1]
+    return np.stack([rows.reshape(-1), np.repeat(pairs[:, 1], k)], axis=1).astype(np.int64)
+
+
+def through_permutation(pairs: Pairs, new_position: np.ndarray) -> Pairs:
+    """Position p becomes new_position[p]; entries < 0 drop the position."""
+    if not len(pairs):
+        return empty()
+    pos = new_position[pairs[:, 0]]
+    keep = pos >= 0
+    return np.stack([pos[keep], pairs[keep, 1]], axis=1).astype(np.int64)
+
+
+def encode(pairs: Pairs) -> np.ndarray:
+    return pairs[:, 0] * _KEY_SHIFT + pairs[:, 1]
+
+
+def decode(keys: np.ndarray) -> Pairs:
+    return np.stack([keys // _KEY_SHIFT, keys % _KEY_SHIFT], axis=1)
+
+
+def merge(known: np.ndarray | None, pairs: Pairs) -> tuple[np.ndarray, Pairs]:
+    """Union `pairs` into the sorted key set `known`; return (new set, pairs that were new)."""
+    keys = np.unique(encode(pairs))
+    if known is None:
+        return keys, decode(keys)
+    fresh = np.setdiff1d(keys, known, assume_unique=True)
+    if not len(fresh):
+        return known, empty()
+    return np.union1d(known, fresh), decode(fresh)
+
+
+def block_table(block_shape: tuple[int, ...], local_axis: int) -> np.ndarray:
+    """For a row-major block of `block_shape`, the flat indices having coordinate p on `local_axis`, per p."""
+    flat = np.arange(int(np.prod(block_shape)), dtype=np.int64).reshape(block_shape)
+    moved = np.moveaxis(flat, local_axis, 0)
+    return moved.reshape(block_shape[local_axis], -1)

@@ -1,0 +1,197 @@
+"""What a rule is, what it may say, and the registry that finds one by op type.
+
+A rule holds the knowledge of one op family and no state. The dependency
+graph asks it two questions:
+
+* `roots(node, graph)`: which output axes start a new channel space (the
+  output side of a Conv, Gemm, MatMul with a weight, LSTM hidden units...).
+* `propagate(node, graph, port, axis, pairs, fx)`: channels `pairs` of the
+  tensor at `port` (an input or output of `node`) along `axis` are being
+  removed; say into `fx` which other tensors' channels go with them
+  (`fx.to_input` / `fx.to_output`), which initializer slices must be cut
+  (`fx.cut`), which attributes or shape constants follow the new sizes
+  (`fx.edit_attr` / `fx.edit_const`), whether the function changes
+  (`fx.inexact`), or that the space cannot be followed (`fx.freeze`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .. import indexmap
+from ..indexmap import Pairs
+from ..ir import Graph, Node
+
+
+@dataclass(frozen=True)
+class Port:
+    """One side of a node: `kind` is "in" or "out", `index` the input or output number."""
+
+    kind: str
+    index: int
+
+    @property
+    def is_input(self) -> bool:
+        return self.kind == "in"
+
+    def tensor(self, node: Node) -> str:
+        return node.input(self.index) if self.is_input else node.output(self.index)
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Set an attribute element or a constant element to a space's new size * mul // div.
+
+    target: ("attr", node_index, attr_name, element or -1 for a scalar)
+            or ("const", initializer_name, flat element index).
+    """
+
+    target: tuple
+    space: tuple[str, int]
+    mul: int = 1
+    div: int = 1
+
+
+@dataclass
+class Cut:
+    """Initializer slice that moves with the group: positions along `axis` of `tensor`."""
+
+    tensor: str
+    axis: int
+    pairs: Pairs
+    role: str  # "in": consumes the channels; "out": produces or transforms them
+    scale: bool = False  # a normalisation scale (BN gamma, LN weight): for the bn criterion
+
+
+@dataclass
+class Effects:
+    """Everything a rule says about one visit. Filled by the rule, read by the depgraph."""
+
+    node: Node
+    graph: Graph
+    forwards: list[tuple[str, int, Pairs, "Port"]] = field(default_factory=list)
+    cuts: list[Cut] = field(default_factory=list)
+    edits: list[Edit] = field(default_factory=list)
+    inexact_reasons: list[str] = field(default_factory=list)
+    frozen_reason: str | None = None
+
+    def to_input(self, i: int, axis: int, pairs: Pairs) -> None:
+        """The same channels live on input i (a constant input is cut instead, role "out")."""
+        name = self.node.input(i)
+        if not name or not len(pairs):
+            return
+        if self.graph.is_const(name):
+            self.cut(name, axis, pairs, role="out")
+        else:
+            self.forwards.append((name, _norm_axis(axis, self.graph.rank(name)), pairs, Port("in", i)))
+
+    def to_output(self, j: int, axis: int, pairs: Pairs) -> None:
+        name = self.node.output(j)
+        if name and len(pairs):
+            self.forwards.append((name, _norm_axis(axis, self.graph.rank(name)), pairs, Port("out", j)))
+
+    def cut(self, tensor: str, axis: int, pairs: Pairs, role: str, scale: bool = False) -> None:
+        if not len(pairs):
+            return
+        rank = len(self.graph.const_shape(tensor))
+        self.cuts.append(Cut(tensor, _norm_axis(axis, rank), pairs, role, scale))
+
+    def edit_attr(self, attr: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1) -> None:
+        self.edits.append(Edit(("attr", self.node.index, attr, element), space, mul, div))
+
+    def edit_const(self, tensor: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1) -> None:
+        self.edits.append(Edit(("const", tensor, element), space, mul, div))
+
+    def inexact(self, reason: str) -> None:
+        self.inexact_reasons.append(f"{self.node}: {reason}")
+
+    def freeze(self, reason: str) -> None:
+        if self.frozen_reason is None:
+            self.frozen_reason = f"{self.node}: {reason}"
+
+
+def _norm_axis(axis: int, rank: int | None) -> int:
+    if axis < 0 and rank is not None:
+        return axis + rank
+    return axis
+
+
+class Rule:
+    """Base rule: an op that no channel space can cross (override what the op supports)."""
+
+    op_types: tuple[str, ...] = ()
+
+    def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
+        return iter(())
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        fx.freeze(f"no rule follows channels of {port.kind}put {port.index} along axis {axis}")
+
+
+class UnknownOpRule(Rule):
+    """Used for op types no rule is registered for: every space reaching them is frozen."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        domain = f" (domain '{node.domain}')" if node.domain not in ("", "ai.onnx") else ""
+        fx.freeze(f"op type '{node.op_type}'{domain} has no pruning rule")
+
+
+_REGISTRY: dict[str, Rule] = {}
+_UNKNOWN = UnknownOpRule()
+
+
+def register(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
+    """Class decorator: register one stateless instance of the rule for each op type."""
+
+    def wrap(cls: type[Rule]) -> type[Rule]:
+        instance = cls()
+        for op in op_types:
+            if op in _REGISTRY:
+                raise ValueError(f"op type '{op}' already has rule {type(_REGISTRY[op]).__name__}")
+            _REGISTRY[op] = instance
+        cls.op_types = tuple(op_types)
+        return cls
+
+    return wrap
+
+
+def rule_for(node: Node) -> Rule:
+    if node.domain not in ("", "ai.onnx"):
+        return _UNKNOWN
+    return _REGISTRY.get(node.op_type, _UNKNOWN)
+
+
+def registered_op_types() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+# -- small helpers shared by rules ------------------------------------------
+
+def positive_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def const_ints(graph: Graph, name: str) -> list[int] | None:
+    """Integer values of a constant input, or None when absent or computed at run time."""
+    value = graph.const(name) if name else None
+    return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
+
+
+__all__ = ["Cut", "Edit", "Effects", "Port", "Rule", "register", "rule_for", "indexmap"]
+
+
+def broadcast_to_input(fx: Effects, graph: Graph, node: Node, i: int, out_axis: int, out_rank: int,
+                       pairs: Pairs) -> None:
+    """Send output channels to input i when that input is not broadcast along the axis."""
+    name = node.input(i)
+    shape = graph.shape(name) if name else None
+    if shape is None:
+        if name:
+            fx.freeze(f"shape of input '{name}' is unknown")
+        return
+    aligned = out_axis - (out_rank - len(shape))
+    if aligned < 0 or shape[aligned] == 1:
+        return  # broadcast: the same value serves every channel
+    fx.to_input(i, aligned, pairs)

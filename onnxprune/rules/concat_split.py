@@ -1,0 +1,96 @@
+"""Concat and Split: channels move by an offset along the joined / split axis.
+
+Along any other axis every operand shares the channel index, like an
+elementwise op.
+"""
+from __future__ import annotations
+
+from .. import indexmap
+from ..indexmap import Pairs
+from ..ir import Graph, Node
+from .base import Effects, Port, Rule, const_ints, positive_axis, register
+
+
+def _sizes(graph: Graph, names: list[str], axis: int) -> list[int] | None:
+    sizes = [graph.dim(n, axis) if n else 0 for n in names]
+    return None if any(s is None for s in sizes) else [int(s) for s in sizes]
+
+
+@register("Concat")
+class ConcatRule(Rule):
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        rank = graph.rank(node.output(0))
+        if rank is None:
+            fx.freeze("output rank is unknown")
+            return
+        cat_axis = positive_axis(int(node.attr("axis")), rank)
+        if axis != cat_axis:
+            if port.is_input:
+                fx.to_output(0, axis, pairs)
+            for i in range(len(node.inputs)):
+                if not (port.is_input and port.index == i):
+                    fx.to_input(i, axis, pairs)
+            return
+        sizes = _sizes(graph, node.inputs, cat_axis)
+        if sizes is None:
+            fx.freeze(f"a Concat input has an unknown size along axis {cat_axis}")
+            return
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        if port.is_input:
+            fx.to_output(0, axis, indexmap.shift(pairs, offsets[port.index]))
+            return
+        for i, (off, size) in enumerate(zip(offsets, sizes)):
+            part = indexmap.window(pairs, off, off + size)
+            if len(part):
+                fx.to_input(i, axis, part)
+
+
+@register("Split")
+class SplitRule(Rule):
+    """Split sizes come from the `split` attribute (opset < 13) or input 1; both follow the new sizes."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        rank = graph.rank(node.input(0))
+        if rank is None or (port.is_input and port.index != 0):
+            fx.freeze("input rank is unknown" if rank is None else "input 1 holds split sizes, not data")
+            return
+        split_axis = positive_axis(int(node.attr("axis", 0)), rank)
+        if axis != split_axis:
+            if not port.is_input:
+                fx.to_input(0, axis, pairs)
+            for j in range(len(node.outputs)):
+                if port.is_input or j != port.index:
+                    fx.to_output(j, axis, pairs)
+            return
+        sizes = _sizes(graph, node.outputs, split_axis)
+        if sizes is None:
+            fx.freeze(f"a Split output has an unknown size along axis {split_axis}")
+            return
+        offsets = [sum(sizes[:j]) for j in range(len(sizes))]
+        if not port.is_input:
+            fx.to_input(0, axis, indexmap.shift(pairs, offsets[port.index]))
+            return
+        if not self._edit_sizes(node, graph, split_axis, fx):
+            return
+        for j, (off, size) in enumerate(zip(offsets, sizes)):
+            part = indexmap.window(pairs, off, off + size)
+            if len(part):
+                fx.to_output(j, axis, part)
+
+    @staticmethod
+    def _edit_sizes(node: Node, graph: Graph, axis: int, fx: Effects) -> bool:
+        if node.attr("split") is not None:
+            for j, name in enumerate(node.outputs):
+                fx.edit_attr("split", j, (name, axis))
+            return True
+        if node.input(1):
+            if const_ints(graph, node.input(1)) is None:
+                fx.freeze(f"split sizes '{node.input(1)}' are computed at run time")
+                return False
+            for j, name in enumerate(node.outputs):
+                fx.edit_const(node.input(1), j, (name, axis))
+            return True
+        if len(node.outputs) == 1:
+            return True
+        fx.freeze("equal split without explicit sizes cannot keep unequal channel counts")
+        return False

@@ -1,0 +1,58 @@
+"""Elementwise ops: input and output channels are the same index space.
+
+Unary ops (and ops whose extra inputs are scalars: Clip, Dropout, CastLike)
+pass channels straight through. Broadcasting ops couple every operand that is
+not broadcast along the axis; constant operands are cut with the channels
+(a per-channel bias, a layer-scale Mul, a PRelu slope).
+"""
+from __future__ import annotations
+
+from ..indexmap import Pairs
+from ..ir import Graph, Node
+from .base import Effects, Port, Rule, broadcast_to_input, register
+
+UNARY = (
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "Gelu", "Elu", "Selu",
+    "Celu", "Softplus", "Softsign", "ThresholdedRelu", "Mish", "Swish", "Identity", "Cast", "CastLike",
+    "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos",
+    "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Not", "IsNaN", "IsInf",
+    "Shrink", "Clip", "Dropout",
+)
+
+BROADCAST = (
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "PRelu", "And", "Or", "Xor",
+    "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Mod", "BitShift",
+)
+
+
+@register(*UNARY)
+class UnaryRule(Rule):
+    """Output j has input 0's shape: every data output carries the same channels."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        if port.is_input and port.index != 0:
+            fx.freeze(f"input {port.index} is a scalar parameter, not data")
+            return
+        if not port.is_input:
+            fx.to_input(0, axis, pairs)
+        for j, name in enumerate(node.outputs):
+            if name and (port.is_input or j != port.index):
+                fx.to_output(j, axis, pairs)
+
+
+@register(*BROADCAST)
+class BroadcastRule(Rule):
+    """Multidirectional (numpy) broadcasting between every input and the output."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        out_rank = graph.rank(node.output(0))
+        here_rank = graph.rank(port.tensor(node))
+        if out_rank is None or here_rank is None:
+            fx.freeze("operand ranks are unknown")
+            return
+        out_axis = axis + (out_rank - here_rank)
+        if port.is_input:
+            fx.to_output(0, out_axis, pairs)
+        for i in range(len(node.inputs)):
+            if not (port.is_input and port.index == i):
+                broadcast_to_input(fx, graph, node, i, out_axis, out_rank, pairs)

@@ -1,0 +1,173 @@
+"""Ops that move axes around: Transpose, Squeeze, Unsqueeze, Flatten, Reshape.
+
+Transpose and (Un)Squeeze renumber the axis. Flatten and a merging Reshape
+turn one channel into a block of features (a conv channel feeding a Gemm
+becomes H*W input features). Going backwards through a merge is only
+possible when the other merged axes have size 1.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import indexmap
+from ..indexmap import Pairs
+from ..ir import Graph, Node
+from .base import Effects, Port, Rule, const_ints, positive_axis, register
+
+
+@register("Transpose")
+class TransposeRule(Rule):
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        rank = graph.rank(node.input(0))
+        if rank is None:
+            fx.freeze("input rank is unknown")
+            return
+        perm = list(node.attr("perm", list(range(rank - 1, -1, -1))))
+        if port.is_input:
+            fx.to_output(0, perm.index(axis), pairs)
+        else:
+            fx.to_input(0, perm[axis], pairs)
+
+
+def _squeeze_axes(node: Node, graph: Graph) -> list[int] | None:
+    axes = node.attr("axes")
+    if axes is None and node.input(1):
+        axes = const_ints(graph, node.input(1))
+        if axes is None:
+            return None
+    return list(axes) if axes is not None else None
+
+
+@register("Squeeze", "Unsqueeze")
+class SqueezeRule(Rule):
+    """The kept axes keep their order: map the axis by counting removed / inserted axes."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        in_shape, out_shape = graph.shape(node.input(0)), graph.shape(node.output(0))
+        if in_shape is None or out_shape is None or (port.is_input and port.index != 0):
+            fx.freeze("input or output shape is unknown" if port.index == 0 else "input 1 holds axes")
+            return
+        axes = _squeeze_axes(node, graph)
+        squeeze = node.op_type == "Squeeze"
+        if axes is None:
+            if not squeeze or node.input(1):
+                fx.freeze("axes are computed at run time")
+                return
+            axes = [i for i, d in enumerate(in_shape) if d == 1]
+        long_rank = len(in_shape) if squeeze else len(out_shape)
+        dropped = {positive_axis(a, long_rank) for a in axes}
+        kept = [i for i in range(long_rank) if i not in dropped]
+        on_long_side = port.is_input == squeeze
+        if on_long_side:
+            if axis in dropped:
+                fx.freeze(f"axis {axis} is squeezed away")
+                return
+            short_axis = kept.index(axis)
+            (fx.to_output if squeeze else fx.to_input)(0, short_axis, pairs)
+        else:
+            (fx.to_input if squeeze else fx.to_output)(0, kept[axis], pairs)
+
+
+def _merge_map(in_shape: tuple, out_shape: tuple, axis: int) -> tuple[int, np.ndarray | None] | None:
+    """Where input `axis` lands in the output of a reshape.
+
+    Returns (out_axis, None) when the axis survives unchanged, (out_axis,
+    table) when input axes merge into `out_axis` (table[p] = the flat
+    positions of channel p), or None when the axis is split or mixed.
+    """
+    in_prefix = np.cumprod([1] + [int(d) for d in in_shape])
+    out_prefix = np.cumprod([1] + [int(d) for d in out_shape])
+    lo, hi = in_prefix[axis], in_prefix[axis + 1]
+    for j in range(len(out_shape)):
+        if out_prefix[j] == lo and out_prefix[j + 1] == hi:
+            return j, None
+    for j in range(len(out_shape)):
+        if out_prefix[j] <= lo and out_prefix[j + 1] >= hi:
+            starts = [i for i in range(axis + 1) if in_prefix[i] == out_prefix[j]]
+            ends = [i for i in range(axis + 1, len(in_shape) + 1) if in_prefix[i] == out_prefix[j + 1]]
+            if not starts or not ends:
+                return None
+            i0, i1 = max(starts), min(ends)
+            return j, indexmap.block_table(tuple(int(d) for d in in_shape[i0:i1]), axis - i0)
+    return None
+
+
+def _single_axis_back(in_shape: tuple, out_shape: tuple, out_axis: int) -> int | None:
+    """The one input axis that output `out_axis` is made of, when all other merged axes are 1."""
+    in_prefix = np.cumprod([1] + [int(d) for d in in_shape])
+    out_prefix = np.cumprod([1] + [int(d) for d in out_shape])
+    lo, hi = out_prefix[out_axis], out_prefix[out_axis + 1]
+    block = [i for i in range(len(in_shape)) if in_prefix[i] >= lo and in_prefix[i + 1] <= hi]
+    if not block or in_prefix[block[0]] != lo or in_prefix[block[-1] + 1] != hi:
+        return None
+    big = [i for i in block if in_shape[i] != 1]
+    if len(big) == 1:
+        return big[0]
+    return None
+
+
+class _MergeRule(Rule):
+    """Shared by Flatten and Reshape: forward by block tables, backward through size-1 axes only."""
+
+    def shapes(self, node: Node, graph: Graph) -> tuple[tuple, tuple] | None:
+        in_shape, out_shape = graph.shape(node.input(0)), graph.shape(node.output(0))
+        if in_shape is None or out_shape is None or None in in_shape or None in out_shape:
+            return None
+        return in_shape, out_shape
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        shapes = self.shapes(node, graph)
+        if port.index != 0:
+            fx.freeze("input 1 holds the target shape, not data")
+            return
+        if shapes is None:
+            fx.freeze("input or output shape is not static (use --input-shape)")
+            return
+        in_shape, out_shape = shapes
+        if port.is_input:
+            mapped = _merge_map(in_shape, out_shape, axis)
+            if mapped is None:
+                self.split_axis(node, graph, axis, pairs, in_shape, out_shape, fx)
+                return
+            out_axis, table = mapped
+            if not self.follow_size(node, graph, axis, out_axis, fx):
+                return
+            fx.to_output(0, out_axis, pairs if table is None else indexmap.through_table(pairs, table))
+        else:
+            in_axis = _single_axis_back(in_shape, out_shape, axis)
+            if in_axis is None:
+                fx.freeze(f"output axis {axis} mixes several input axes; channels cannot be traced back")
+                return
+            fx.to_input(0, in_axis, pairs)
+
+    def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
+        return True
+
+    def split_axis(self, node, graph, axis, pairs, in_shape, out_shape, fx: Effects) -> None:
+        fx.freeze(f"axis {axis} of shape {list(in_shape)} is split or mixed into {list(out_shape)}")
+
+
+@register("Flatten")
+class FlattenRule(_MergeRule):
+    """Output is 2-D: [prod(in[:axis]), prod(in[axis:])]; no constant to fix."""
+
+
+@register("Reshape")
+class ReshapeRule(_MergeRule):
+    """The target shape constant's element for the changed axis follows the new size."""
+
+    def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
+        target = const_ints(graph, node.input(1))
+        if target is None:
+            fx.freeze(f"target shape '{node.input(1)}' is computed at run time")
+            return False
+        value = target[out_axis]
+        if value == -1:
+            return True
+        if value == 0 and not int(node.attr("allowzero", 0)):
+            if in_axis == out_axis and graph.dim(node.input(0), in_axis) == graph.dim(node.output(0), out_axis):
+                return True  # copies the input's own (pruned) size
+            fx.freeze(f"target shape element {out_axis} copies an input dim that does not follow the channels")
+            return False
+        fx.edit_const(node.input(1), out_axis, (node.output(0), out_axis))
+        return True

@@ -1,0 +1,80 @@
+"""Gemm and MatMul with a constant weight: output features (N) and input features (K)."""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..indexmap import Pairs
+from ..ir import Graph, Node
+from .base import Effects, Port, Rule, broadcast_to_input, register
+
+
+@register("Gemm")
+class GemmRule(Rule):
+    """Y = A' B' + C. B is [K, N] (transB=0) or [N, K]; A is [M, K] (transA=0) or [K, M]."""
+
+    def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
+        if graph.is_const(node.input(1)):
+            yield node.output(0), 1
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        weight = node.input(1)
+        trans_a, trans_b = int(node.attr("transA", 0)), int(node.attr("transB", 0))
+        k_axis_b, n_axis_b = (1, 0) if trans_b else (0, 1)
+        k_axis_a, m_axis_a = (0, 1) if trans_a else (1, 0)
+        if port.is_input and port.index == 0:
+            if axis == k_axis_a:
+                if not graph.is_const(weight):
+                    fx.freeze(f"weight '{weight}' is computed at run time")
+                    return
+                fx.cut(weight, k_axis_b, pairs, role="in")
+            else:
+                fx.to_output(0, 0, pairs)
+                broadcast_to_input(fx, graph, node, 2, 0, 2, pairs)
+        elif not port.is_input and axis == 1:
+            if not graph.is_const(weight):
+                fx.freeze(f"weight '{weight}' is computed at run time")
+                return
+            fx.cut(weight, n_axis_b, pairs, role="out")
+            broadcast_to_input(fx, graph, node, 2, 1, 2, pairs)
+        elif not port.is_input and axis == 0:
+            fx.to_input(0, m_axis_a, pairs)
+            broadcast_to_input(fx, graph, node, 2, 0, 2, pairs)
+        else:
+            fx.freeze(f"channels of {port.kind}put {port.index} along axis {axis} cannot be followed")
+
+
+@register("MatMul")
+class MatMulRule(Rule):
+    """Y = A @ B with a constant 2-D B [K, N]: the last axis of A is K, the last axis of Y is N.
+
+    Leading (batch / sequence) axes pass straight from A to Y. MatMul of two
+    computed tensors (attention) is left to the attention rules.
+    """
+
+    def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
+        if self._weight_2d(node, graph):
+            yield node.output(0), -1
+
+    @staticmethod
+    def _weight_2d(node: Node, graph: Graph) -> bool:
+        return graph.is_const(node.input(1)) and len(graph.const_shape(node.input(1))) == 2
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        a_rank, y_rank = graph.rank(node.input(0)), graph.rank(node.output(0))
+        if a_rank is None or y_rank is None or a_rank < 2:
+            fx.freeze("rank of the MatMul operands is unknown or below 2")
+            return
+        if not self._weight_2d(node, graph) or (port.is_input and port.index == 1):
+            self.computed_weight(node, graph, port, axis, pairs, fx)
+            return
+        weight = node.input(1)
+        last = (a_rank - 1) if port.is_input else (y_rank - 1)
+        if axis == last:
+            fx.cut(weight, 0 if port.is_input else 1, pairs, role="in" if port.is_input else "out")
+        elif port.is_input:
+            fx.to_output(0, axis + (y_rank - a_rank), pairs)
+        else:
+            fx.to_input(0, axis - (y_rank - a_rank), pairs)
+
+    def computed_weight(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        fx.freeze("MatMul of two computed tensors")

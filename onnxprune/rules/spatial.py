@@ -1,0 +1,83 @@
+"""Ops that act on spatial axes only: pooling, Pad, Resize/Upsample.
+
+Batch and channel axes (0 and 1) pass through unchanged when the op leaves
+them alone; anything done along the channel axis itself freezes the space.
+"""
+from __future__ import annotations
+
+from ..indexmap import Pairs
+from ..ir import Graph, Node
+from .base import Effects, Port, Rule, const_ints, positive_axis, register
+
+
+def _pass_through(port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+    if port.is_input:
+        fx.to_output(0, axis, pairs)
+    else:
+        fx.to_input(0, axis, pairs)
+
+
+@register("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+class PoolRule(Rule):
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        if port.index != 0:
+            fx.freeze("MaxPool indices encode channel offsets")
+            return
+        if axis > 1:
+            fx.freeze(f"pooling acts on axis {axis}")
+            return
+        if len(node.outputs) > 1 and node.output(1) and graph.consumers(node.output(1)):
+            fx.freeze("MaxPool indices output encodes channel offsets")
+            return
+        _pass_through(port, axis, pairs, fx)
+
+
+@register("Pad")
+class PadRule(Rule):
+    """Pads come from the attribute (opset < 11) or input 1; the channel axis must not be padded."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        rank = graph.rank(node.input(0))
+        if port.index != 0 or rank is None:
+            fx.freeze("input rank is unknown" if rank is None else "input holds pads, not data")
+            return
+        pads = node.attr("pads") if node.attr("pads") is not None else const_ints(graph, node.input(1))
+        if pads is None:
+            fx.freeze(f"pads '{node.input(1)}' are computed at run time")
+            return
+        axes = const_ints(graph, node.input(3)) if node.input(3) else list(range(rank))
+        if axes is None:
+            fx.freeze("pad axes are computed at run time")
+            return
+        axes = [positive_axis(a, rank) for a in axes]
+        if axis in axes:
+            k = axes.index(axis)
+            if pads[k] != 0 or pads[k + len(axes)] != 0:
+                fx.freeze(f"pads the channel axis {axis}")
+                return
+        _pass_through(port, axis, pairs, fx)
+
+
+@register("Resize", "Upsample")
+class ResizeRule(Rule):
+    """The scale of the channel axis must be 1; an explicit `sizes` entry follows the new size."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        in_shape, out_shape = graph.shape(node.input(0)), graph.shape(node.output(0))
+        if port.index != 0 or in_shape is None or out_shape is None:
+            fx.freeze("shapes are unknown" if port.index == 0 else "input holds scales or sizes, not data")
+            return
+        if in_shape[axis] is None or in_shape[axis] != out_shape[axis]:
+            fx.freeze(f"resizes axis {axis}")
+            return
+        sizes_name = node.input(3) if node.op_type == "Resize" else ""
+        if sizes_name:
+            sizes = const_ints(graph, sizes_name)
+            axes = node.attr("axes")
+            if sizes is None:
+                fx.freeze(f"sizes '{sizes_name}' are computed at run time")
+                return
+            axes = [positive_axis(a, len(in_shape)) for a in axes] if axes else list(range(len(in_shape)))
+            if axis in axes:
+                fx.edit_const(sizes_name, axes.index(axis), (node.output(0), axis))
+        _pass_through(port, axis, pairs, fx)

@@ -1,0 +1,149 @@
+"""Run models in ONNX Runtime: random inputs, outputs, latency, comparison, checker."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from . import ir
+from .errors import BadInputError, CheckFailedError
+
+log = logging.getLogger(__name__)
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    have = set(ort.get_available_providers())
+    return [short for short, full in PROVIDERS.items() if full in have]
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    """onnx.checker with full checks (shape inference included); raises CheckFailedError."""
+    try:
+        if model.ByteSize() < ir.EXTERNAL_DATA_THRESHOLD:
+            onnx.checker.check_model(model, full_check=True)
+        else:
+            onnx.checker.check_model(model)
+    except Exception as exc:  # checker raises ValidationError or InferenceError
+        raise CheckFailedError(f"pruned model fails onnx.checker: {exc}") from None
+
+
+def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]], seed: int = 0,
+                  int_high: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Seeded random feeds: floats ~ N(0,1); integer inputs in [0, high) (token ids) or ones (masks)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    highs = dict(_gather_table_rows(model))
+    highs.update(int_high or {})
+    for name, elem, dims in ir.input_specs(model):
+        shape = input_shapes.get(name)
+        if shape is None:
+            if any(not isinstance(d, int) or d <= 0 for d in dims):
+                raise BadInputError(f"input '{name}' has dynamic shape {list(dims)}; "
+                                    f"give it with --input-shape {name}:d0,d1,...")
+            shape = tuple(dims)
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feeds[name] = np.ones(shape, dtype=bool)
+        elif name in highs:
+            feeds[name] = rng.integers(0, highs[name], size=shape).astype(dtype)
+        else:
+            feeds[name] = np.ones(shape, dtype=dtype)
+    return feeds
+
+
+def _gather_table_rows(model: onnx.ModelProto):
+    """Inputs used as Gather indices into a constant table: valid values are [0, rows)."""
+    inits = {t.name: t for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Gather" and len(n.input) > 1 and n.input[0] in inits:
+            yield n.input[1], int(inits[n.input[0]].dims[0])
+
+
+@dataclass
+class RunResult:
+    outputs: list[np.ndarray]
+    names: list[str]
+    latency_ms: float | None
+
+
+def session(model: onnx.ModelProto | str, provider: str = "cpu", optimize: bool = True, threads: int = 0):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    full = PROVIDERS[provider]
+    source = model if isinstance(model, str) else _bytes_or_path(model)
+    try:
+        return ort.InferenceSession(source, opts, providers=[full])
+    except Exception as exc:
+        raise CheckFailedError(f"ONNX Runtime ({provider}) cannot load the model: {_first_line(exc)}") from None
+
+
+def _bytes_or_path(model: onnx.ModelProto):
+    if model.ByteSize() < ir.EXTERNAL_DATA_THRESHOLD:
+        return model.SerializeToString()
+    raise BadInputError("models over 2 GB are validated from their saved file")
+
+
+def run(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,
+        repeats: int = 0, threads: int = 0) -> RunResult:
+    """Run once (plus `repeats` timed runs for a median latency)."""
+    sess = session(model, provider, optimize, threads)
+    try:
+        outputs = sess.run(None, feeds)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            sess.run(None, feeds)
+            times.append((time.perf_counter() - t0) * 1000)
+    except Exception as exc:
+        raise CheckFailedError(f"ONNX Runtime ({provider}) failed to run the model: {_first_line(exc)}") from None
+    names = [o.name for o in sess.get_outputs()]
+    return RunResult(outputs, names, float(np.median(times)) if times else None)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+@dataclass
+class Comparison:
+    max_abs: float
+    scale: float
+    relative: float
+    shapes_match: bool
+    finite: bool
+
+
+def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> Comparison:
+    """Max abs difference over all outputs, relative to the reference's max magnitude."""
+    shapes = all(a.shape == b.shape for a, b in zip(reference, candidate)) and len(reference) == len(candidate)
+    finite = all(np.all(np.isfinite(b)) for b in candidate if np.issubdtype(b.dtype, np.floating))
+    if not shapes:
+        return Comparison(float("inf"), 0.0, float("inf"), False, finite)
+    diffs = [float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
+             for a, b in zip(reference, candidate)]
+    scales = [float(np.max(np.abs(a.astype(np.float64)))) if a.size else 0.0 for a in reference]
+    max_abs, scale = max(diffs), max(scales)
+    return Comparison(max_abs, scale, max_abs / scale if scale > 0 else max_abs, shapes, finite)
+
+
+def file_size(path: str) -> int:
+    size = os.path.getsize(path)
+    data = path + ".data"
+    return size + (os.path.getsize(data) if os.path.exists(data) else 0)
