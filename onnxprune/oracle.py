@@ -16,6 +16,7 @@ import onnx
 
 from . import ir
 from .apply import apply_plan, collect
+from .errors import CheckFailedError
 from .group import Group
 from .ir import Graph
 from .planner import Plan
@@ -59,7 +60,11 @@ def run_oracle(graph: Graph, groups: list[Group], plan: Plan, input_shapes: dict
     pruned = apply_plan(graph, groups, exact, source=zeroed)
     feeds = random_inputs(graph.proto, input_shapes or {}, seed)
     reference = run(zeroed, feeds, provider, optimize=False).outputs
-    candidate = run(pruned, feeds, provider, optimize=False).outputs
+    try:
+        candidate = run(pruned, feeds, provider, optimize=False).outputs
+    except CheckFailedError as exc:  # a missed consumer often makes the pruned model unrunnable
+        cmp = Comparison(float("inf"), 0.0, float("inf"), False, False)
+        return OracleResult(False, len(exact.groups), cmp, f"pruned model does not run: {exc}")
     cmp = compare(reference, candidate)
     passed = cmp.shapes_match and cmp.finite and cmp.relative <= TOLERANCE
     detail = (f"{len(exact.groups)} exact groups, max |diff| {cmp.max_abs:.3g} "

@@ -147,3 +147,29 @@ def file_size(path: str) -> int:
     size = os.path.getsize(path)
     data = path + ".data"
     return size + (os.path.getsize(data) if os.path.exists(data) else 0)
+
+
+def validate_pruned(original_path: str, pruned: onnx.ModelProto, feeds: dict[str, np.ndarray],
+                    providers: list[str], repeats: int = 10, threads: int = 0) -> dict:
+    """Run original and pruned on the same feeds on each provider; raise CheckFailedError on a broken model."""
+    check_model(pruned)
+    have = available_providers()
+    result: dict = {"providers": {}}
+    for provider in providers:
+        if provider not in have:
+            result["providers"][provider] = {"skipped": f"ONNX Runtime has no {PROVIDERS[provider]} here "
+                                                        f"(install onnxruntime-gpu for CUDA)"}
+            log.info("validation on %s skipped: provider not available", provider)
+            continue
+        log.info("validating on %s", provider)
+        before = run(original_path, feeds, provider, repeats=repeats, threads=threads)
+        after = run(pruned, feeds, provider, repeats=repeats, threads=threads)
+        cmp = compare(before.outputs, after.outputs)
+        if not cmp.shapes_match:
+            shapes = [(n, list(a.shape), list(b.shape)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
+            raise CheckFailedError(f"pruned model's output shapes differ from the original on {provider}: {shapes}")
+        if not cmp.finite:
+            raise CheckFailedError(f"pruned model produces non-finite outputs on {provider}")
+        result["providers"][provider] = {"latency_before_ms": before.latency_ms, "latency_after_ms": after.latency_ms,
+                                         "relative_change": cmp.relative, "max_abs_change": cmp.max_abs}
+    return result

@@ -129,6 +129,17 @@ class Rule:
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         fx.freeze(f"no rule follows channels of {port.kind}put {port.index} along axis {axis}")
 
+    def macs(self, node: Node, graph: Graph) -> int:
+        """Multiply-accumulates of one run of the node (0 for ops that are not counted)."""
+        return 0
+
+
+def prod(dims) -> int:
+    out = 1
+    for d in dims:
+        out *= int(d)
+    return out
+
 
 class UnknownOpRule(Rule):
     """Used for op types no rule is registered for: every space reaching them is frozen."""

@@ -13,7 +13,7 @@ from typing import Iterator
 from .. import indexmap
 from ..indexmap import Pairs
 from ..ir import Graph, Node
-from .base import Effects, Port, Rule, register
+from .base import Effects, Port, Rule, prod, register
 
 
 def conv_layout(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
@@ -63,6 +63,14 @@ class _ConvBase(Rule):
             self._depthwise(node, graph, port, pairs, layout, fx)
         else:
             self.grouped(node, graph, port, pairs, layout, fx)
+
+    def macs(self, node: Node, graph: Graph) -> int:
+        w, y, x = graph.shape(node.input(1)), graph.shape(node.output(0)), graph.shape(node.input(0))
+        if w is None or y is None or x is None or None in w or None in y or None in x:
+            return 0
+        if self.rows_are_outputs:  # each output element reads C/g * k inputs
+            return prod(y) * prod(w[1:])
+        return prod(x) * prod(w[1:])  # each input element is scattered to M/g * k outputs
 
     def _cut_filters(self, node: Node, out_axis: int, pairs: Pairs, fx: Effects) -> None:
         fx.cut(node.input(1), out_axis, pairs, role="out")

@@ -106,6 +106,44 @@ def _single_axis_back(in_shape: tuple, out_shape: tuple, out_axis: int) -> int |
     return None
 
 
+def _split_out_axes(in_shape: tuple, out_shape: tuple, axis: int) -> tuple[int, int] | None:
+    """Output axes [j0, j1) that input `axis` is split into (exactly, at least two of them)."""
+    in_prefix = np.cumprod([1] + [int(d) for d in in_shape])
+    out_prefix = np.cumprod([1] + [int(d) for d in out_shape])
+    starts = [j for j in range(len(out_shape) + 1) if out_prefix[j] == in_prefix[axis]]
+    ends = [j for j in range(len(out_shape) + 1) if out_prefix[j] == in_prefix[axis + 1]]
+    for j0 in starts:
+        for j1 in ends:
+            if j1 - j0 >= 2 and sum(1 for d in out_shape[j0:j1] if d != 1) >= 2:
+                return j0, j1
+    return None
+
+
+def _split_block(in_shape: tuple, out_shape: tuple, out_axis: int) -> tuple[int, int, int] | None:
+    """(input axis, j0, j1) when output axis `out_axis` is one of the axes an input axis was split into."""
+    for axis in range(len(in_shape)):
+        block = _split_out_axes(in_shape, out_shape, axis)
+        if block and block[0] <= out_axis < block[1]:
+            return axis, block[0], block[1]
+    return None
+
+
+def _remerged(node: Node, graph: Graph) -> bool:
+    """True when the split is undone: Reshape -> Transpose(s) -> Reshape back to the input's shape."""
+    tensor = node.output(0)
+    for _ in range(3):
+        users = graph.consumers(tensor)
+        if len(users) != 1:
+            return False
+        user = users[0][0]
+        if user.op_type == "Reshape":
+            return graph.shape(user.output(0)) == graph.shape(node.input(0))
+        if user.op_type != "Transpose":
+            return False
+        tensor = user.output(0)
+    return False
+
+
 class _MergeRule(Rule):
     """Shared by Flatten and Reshape: forward by block tables, backward through size-1 axes only."""
 
@@ -135,16 +173,49 @@ class _MergeRule(Rule):
             fx.to_output(0, out_axis, pairs if table is None else indexmap.through_table(pairs, table))
         else:
             in_axis = _single_axis_back(in_shape, out_shape, axis)
-            if in_axis is None:
+            if in_axis is not None:
+                fx.to_input(0, in_axis, pairs)
+                return
+            split = _split_block(in_shape, out_shape, axis)
+            if split is None:
                 fx.freeze(f"output axis {axis} mixes several input axes; channels cannot be traced back")
                 return
-            fx.to_input(0, in_axis, pairs)
+            in_axis, j0, j1 = split
+            table = indexmap.block_table(tuple(int(d) for d in out_shape[j0:j1]), axis - j0)
+            fx.to_input(0, in_axis, indexmap.through_table(pairs, table))
 
     def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
         return True
 
     def split_axis(self, node, graph, axis, pairs, in_shape, out_shape, fx: Effects) -> None:
-        fx.freeze(f"axis {axis} of shape {list(in_shape)} is split or mixed into {list(out_shape)}")
+        """One input axis becomes several output axes (hidden -> heads x head_dim, channel shuffle).
+
+        Only one of the new axes can carry the channels, so every position
+        sharing its coordinate on that axis goes together: the input side is
+        widened to whole blocks (whole heads), which couples their roots.
+        """
+        block = _split_out_axes(in_shape, out_shape, axis)
+        if block is None:
+            fx.freeze(f"axis {axis} of shape {list(in_shape)} is mixed into {list(out_shape)}")
+            return
+        j0, j1 = block
+        tracked = self.split_choice(node, graph, out_shape, j0, j1)
+        dims = tuple(int(d) for d in out_shape[j0:j1])
+        table = indexmap.block_table(dims, tracked - j0)
+        coord = np.empty(int(np.prod(dims)), dtype=np.int64)
+        coord[table.reshape(-1)] = np.repeat(np.arange(table.shape[0]), table.shape[1])
+        along = np.stack([coord[pairs[:, 0]], pairs[:, 1]], axis=1)
+        if not self.follow_size(node, graph, -1, tracked, fx):
+            return
+        fx.to_input(0, axis, indexmap.through_table(along, table))
+        fx.to_output(0, tracked, along)
+
+    def split_choice(self, node: Node, graph: Graph, out_shape: tuple, j0: int, j1: int) -> int:
+        """Which of the new axes carries channels: the outermost non-1 axis (whole heads), or the
+        innermost one when the split is undone by a later Reshape (a channel shuffle's groups axis
+        is tiny and only permutes channels)."""
+        big = [j for j in range(j0, j1) if out_shape[j] != 1]
+        return big[-1] if _remerged(node, graph) else big[0]
 
 
 @register("Flatten")

@@ -5,12 +5,23 @@ from typing import Iterator
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
-from .base import Effects, Port, Rule, broadcast_to_input, register
+from .base import Effects, Port, Rule, prod, broadcast_to_input, register
+
+
+def _matmul_macs(graph: Graph, a: str, y: str, k_axis: int) -> int:
+    """Every output element is a K-long dot product."""
+    a_shape, y_shape = graph.shape(a), graph.shape(y)
+    if a_shape is None or y_shape is None or None in a_shape or None in y_shape or not a_shape:
+        return 0
+    return prod(y_shape) * int(a_shape[k_axis])
 
 
 @register("Gemm")
 class GemmRule(Rule):
     """Y = A' B' + C. B is [K, N] (transB=0) or [N, K]; A is [M, K] (transA=0) or [K, M]."""
+
+    def macs(self, node: Node, graph: Graph) -> int:
+        return _matmul_macs(graph, node.input(0), node.output(0), 0 if int(node.attr("transA", 0)) else 1)
 
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         if graph.is_const(node.input(1)):
@@ -50,6 +61,9 @@ class MatMulRule(Rule):
     Leading (batch / sequence) axes pass straight from A to Y. MatMul of two
     computed tensors (attention) is left to the attention rules.
     """
+
+    def macs(self, node: Node, graph: Graph) -> int:
+        return _matmul_macs(graph, node.input(0), node.output(0), -1)
 
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         if self._weight_2d(node, graph):

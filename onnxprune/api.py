@@ -1,0 +1,151 @@
+"""The public pipeline: load -> analyse -> score -> plan -> apply -> validate -> save -> report."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ir
+from .apply import apply_plan
+from .depgraph import build_groups
+from .errors import BadInputError
+from .group import Group
+from .importance import CRITERIA, root_scores, unit_scores
+from .ir import Graph
+from .oracle import OracleResult, run_oracle
+from .planner import Plan, make_plan
+from .report import PruneReport, frozen_reasons, group_rows, model_stats
+from .validate import PROVIDERS, available_providers, file_size, random_inputs, validate_pruned
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PruneConfig:
+    """Everything a pruning run can be told. Defaults are what `onnxprune MODEL` does."""
+
+    ratio: float = 0.3
+    importance: str = "l1"
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    plan_in: str | None = None
+    plan_out: str | None = None
+    validate: bool = True
+    providers: list[str] | None = None  # None: cpu, plus cuda when available
+    seed: int = 0
+    latency_repeats: int = 10
+
+    def check(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise BadInputError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if self.importance not in CRITERIA:
+            raise BadInputError(f"--importance must be one of {', '.join(CRITERIA)}, got '{self.importance}'")
+        for p in self.providers or []:
+            if p not in PROVIDERS:
+                raise BadInputError(f"--providers accepts {', '.join(PROVIDERS)}, got '{p}'")
+
+
+@dataclass
+class Analysis:
+    graph: Graph
+    groups: list[Group]
+
+    @property
+    def prunable(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+
+def analyze(model_path: str, input_shapes: dict | None = None) -> Analysis:
+    """Load a model and find its groups and frozen spaces; writes nothing."""
+    graph = ir.load(model_path, input_shapes or {})
+    return Analysis(graph, build_groups(graph))
+
+
+def plan_for(analysis: Analysis, config: PruneConfig) -> Plan:
+    """A plan from the config: the saved plan if `plan_in` is set, else scored by `importance`."""
+    if config.plan_in:
+        return Plan.load(config.plan_in)
+    rng = np.random.default_rng(config.seed)
+    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, config.importance, rng))
+              for g in analysis.prunable}
+    plan = make_plan(analysis.groups, scores, config.ratio)
+    plan.meta["importance"] = config.importance
+    return plan
+
+
+def default_output(model_path: str) -> str:
+    root, ext = os.path.splitext(model_path)
+    return f"{root}.pruned{ext or '.onnx'}"
+
+
+def prune(model_path: str, output_path: str | None = None, config: PruneConfig | None = None) -> PruneReport:
+    """Prune `model_path`, validate, write `output_path` (default MODEL.pruned.onnx), return the report."""
+    config = config or PruneConfig()
+    config.check()
+    output_path = output_path or default_output(model_path)
+    if os.path.abspath(output_path) == os.path.abspath(model_path):
+        raise BadInputError(f"output '{output_path}' is the input model; choose another path with -o")
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[name] = now - t
+        t = now
+
+    log.info("loading %s", model_path)
+    analysis = analyze(model_path, config.input_shapes)
+    lap("analyse")
+    plan = plan_for(analysis, config)
+    lap("plan")
+    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    lap("apply")
+    report = _report(model_path, output_path, analysis, plan, pruned, config)
+    if config.validate:
+        feeds = random_inputs(analysis.graph.proto, config.input_shapes, config.seed)
+        providers = config.providers or ["cpu", "cuda"]
+        report.validation = validate_pruned(model_path, pruned, feeds, providers, config.latency_repeats)
+        lap("validate")
+    else:
+        report.validation = {"skipped": "--no-validate"}
+    if config.plan_out:
+        plan.save(config.plan_out, analysis.groups)
+    ir.save(pruned, output_path)
+    lap("save")
+    report.after.file_bytes = file_size(output_path)
+    report.timings_s = timings
+    return report
+
+
+def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, pruned, config) -> PruneReport:
+    before = model_stats(analysis.graph)
+    before.file_bytes = file_size(model_path)
+    after = model_stats(Graph(pruned, ir.infer_shapes(pruned, config.input_shapes)))
+    by_id = {g.id: g for g in analysis.groups}
+    notes = []
+    inexact = [pg for pg in plan.groups if not pg.exact]
+    if inexact:
+        notes.append(f"{len(inexact)} pruned groups are inexact (normalisation over the pruned axis): "
+                     "outputs change beyond the removed channels")
+    return PruneReport(
+        model=model_path, output=output_path, before=before, after=after,
+        groups_total=len(analysis.groups), groups_pruned=len(plan.groups),
+        groups_frozen=sum(g.frozen_reason is not None for g in analysis.groups),
+        groups_inexact_pruned=sum(not by_id[pg.id].exact for pg in plan.groups if pg.id in by_id),
+        channels_removed=sum(len(pg.pruned) for pg in plan.groups),
+        frozen_reasons=frozen_reasons(analysis.groups), group_rows=group_rows(analysis.groups, plan), notes=notes)
+
+
+def verify(model_path: str, config: PruneConfig | None = None) -> OracleResult:
+    """Run the dead-channel oracle for the plan the config gives (exact groups only)."""
+    config = config or PruneConfig()
+    config.check()
+    analysis = analyze(model_path, config.input_shapes)
+    plan = plan_for(analysis, config)
+    return run_oracle(analysis.graph, analysis.groups, plan, config.input_shapes, config.seed)
+
+
+__all__ = ["Analysis", "PruneConfig", "PruneReport", "analyze", "available_providers", "prune", "verify"]

@@ -1,0 +1,169 @@
+"""Command line: flags -> PruneConfig -> prune() / verify() / analyze().
+
+Exit codes: 0 success, 1 a failed check (validation or oracle), 2 bad usage or bad input.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from . import __version__
+from .api import PruneConfig, analyze, prune, verify
+from .errors import BadInputError, CheckFailedError, OnnxPruneError
+from .importance import CRITERIA
+from .report import format_text, frozen_reasons
+
+log = logging.getLogger("onnxprune")
+
+COMMANDS = ("verify", "analyze")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+        raise BadInputError(message)
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition(":")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d <= 0 for d in shape):
+        raise BadInputError(f"--input-shape expects NAME:D0,D1,... with positive integers, got '{text}'")
+    return name, shape
+
+
+def parse_ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInputError(f"--ratio expects a number in [0, 1), got '{text}'") from None
+    if not 0.0 <= value < 1.0:
+        raise BadInputError(f"--ratio must be in [0, 1), got {value}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="input .onnx file (never modified)")
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...",
+                   help="fix a model input's shape (repeat per input); needed for dynamic dimensions")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
+
+
+def _plan_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ratio", type=parse_ratio, default=0.3,
+                   help="fraction of the channels of every prunable group to remove (default 0.3)")
+    p.add_argument("--importance", choices=CRITERIA, default="l1", help="channel importance criterion (default l1)")
+    p.add_argument("--plan-in", metavar="PLAN.json", help="apply this saved plan; ignores --ratio and --importance")
+    p.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
+
+
+def build_parsers() -> dict[str, argparse.ArgumentParser]:
+    main = _Parser(prog="onnxprune", description="Structurally prune an ONNX model (DepGraph).",
+                   epilog="Also: 'onnxprune verify MODEL' runs the dead-channel oracle; "
+                          "'onnxprune analyze MODEL' lists groups and frozen spaces.")
+    _common(main)
+    _plan_flags(main)
+    main.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")
+    main.add_argument("--plan-out", metavar="PLAN.json", help="write the plan that was applied")
+    main.add_argument("--report-json", metavar="FILE", help="write the full report as JSON")
+    main.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime comparison")
+    main.add_argument("--providers", default="cpu,cuda",
+                      help="comma-separated providers to validate on: cpu, cuda (default: both; cuda is "
+                           "skipped with a note when unavailable)")
+    main.add_argument("--version", action="version", version=f"onnxprune {__version__}")
+    ver = _Parser(prog="onnxprune verify", description="Run the dead-channel oracle: exit 0 when it passes, 1 when not.")
+    _common(ver)
+    _plan_flags(ver)
+    ana = _Parser(prog="onnxprune analyze", description="List the groups and frozen spaces; writes nothing.")
+    _common(ana)
+    ana.add_argument("--json", metavar="FILE", help="write the groups as JSON")
+    return {"prune": main, "verify": ver, "analyze": ana}
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    level = logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="onnxprune: %(message)s", stream=sys.stderr)
+
+
+def _config(args: argparse.Namespace) -> PruneConfig:
+    shapes = dict(parse_input_shape(s) for s in args.input_shape)
+    config = PruneConfig(ratio=args.ratio, importance=args.importance, input_shapes=shapes,
+                         plan_in=args.plan_in, seed=args.seed)
+    if hasattr(args, "providers"):
+        config.providers = [p.strip() for p in args.providers.split(",") if p.strip()]
+        config.validate = not args.no_validate
+        config.plan_out = args.plan_out
+    return config
+
+
+def _run(argv: list[str]) -> int:
+    command = argv[0] if argv and argv[0] in COMMANDS else "prune"
+    args = build_parsers()[command].parse_args(argv[1:] if command != "prune" else argv)
+    _configure_logging(args)
+    if command == "analyze":
+        return _analyze(args)
+    config = _config(args)
+    if command == "verify":
+        result = verify(args.model, config)
+        print(f"oracle {'PASSED' if result.passed else 'FAILED'}: {result.detail}")
+        return 0 if result.passed else 1
+    report = prune(args.model, args.output, config)
+    if args.report_json:
+        report.save_json(args.report_json)
+    if not args.quiet:
+        print(format_text(report))
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    shapes = dict(parse_input_shape(s) for s in args.input_shape)
+    analysis = analyze(args.model, shapes)
+    groups = analysis.groups
+    print(f"{args.model}: {len(groups)} groups, {len(analysis.prunable)} prunable, "
+          f"{sum(g.frozen_reason is not None for g in groups)} frozen")
+    for g in groups:
+        state = "frozen: " + g.frozen_reason if g.frozen_reason else ("exact" if g.exact else "inexact")
+        print(f"  [{g.id:3d}] {g.root_label}  size {g.size}, {len(g.slices)} slices  {state}")
+    for reason, count in frozen_reasons(groups):
+        print(f"  frozen x{count}: {reason}")
+    if args.json:
+        rows = [{"id": g.id, "root": g.root_label, "node": g.root_node, "size": g.size, "units": g.unit_count,
+                 "exact": g.exact, "inexact": list(g.inexact_reasons), "frozen": g.frozen_reason,
+                 "slices": [{"tensor": s.tensor, "axis": s.axis, "role": s.role} for s in g.slices]}
+                for g in groups]
+        with open(args.json, "w") as f:
+            json.dump({"groups": rows}, f, indent=1)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _run(argv)
+    except BadInputError as exc:
+        print(f"onnxprune: error: {exc}", file=sys.stderr)
+        return 2
+    except CheckFailedError as exc:
+        print(f"onnxprune: check failed: {exc}", file=sys.stderr)
+        return 1
+    except OnnxPruneError as exc:
+        print(f"onnxprune: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("onnxprune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line, and the traceback with -v
+        if "-v" in argv or "--verbose" in argv:
+            raise
+        print(f"onnxprune: internal error: {type(exc).__name__}: {exc} (run with -v for a traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

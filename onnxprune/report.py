@@ -1,0 +1,131 @@
+"""What the user reads: size, compute and speed before and after, groups, frozen reasons."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .group import Group
+from .ir import Graph
+from .planner import Plan
+from .rules import rule_for
+
+
+@dataclass
+class ModelStats:
+    params: int
+    macs: int
+    file_bytes: int | None = None
+
+
+def model_stats(graph: Graph) -> ModelStats:
+    """Float parameters (initializer elements) and MACs of Conv / Gemm / MatMul nodes."""
+    params = sum(int(np.prod(t.dims)) for t in graph.initializers.values() if t.data_type in _FLOAT_TYPES)
+    macs = sum(rule_for(n).macs(n, graph) for n in graph.nodes)
+    return ModelStats(params, macs)
+
+
+_FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
+
+
+@dataclass
+class PruneReport:
+    model: str
+    output: str | None
+    before: ModelStats
+    after: ModelStats | None
+    groups_total: int
+    groups_pruned: int
+    groups_frozen: int
+    groups_inexact_pruned: int
+    channels_removed: int
+    frozen_reasons: list[tuple[str, int]]
+    group_rows: list[dict] = field(default_factory=list)
+    validation: dict = field(default_factory=dict)
+    timings_s: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def save_json(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=1, default=str)
+
+
+def frozen_reasons(groups: list[Group], top: int = 8) -> list[tuple[str, int]]:
+    """Most common reasons, with the node name stripped so that like reasons count together."""
+    counts = Counter(_generic(g.frozen_reason) for g in groups if g.frozen_reason)
+    return counts.most_common(top)
+
+
+def _generic(reason: str) -> str:
+    head, _, tail = reason.partition(": ")
+    return tail if tail and ("node '" in head) else reason
+
+
+def group_rows(groups: list[Group], plan: Plan) -> list[dict]:
+    pruned = {pg.id: pg for pg in plan.groups}
+    rows = []
+    for g in groups:
+        pg = pruned.get(g.id)
+        rows.append({"id": g.id, "root": g.root_label, "node": g.root_node, "size": g.size,
+                     "pruned": len(pg.pruned) if pg else 0, "exact": g.exact,
+                     "frozen": g.frozen_reason, "inexact": list(g.inexact_reasons)})
+    return rows
+
+
+def _fmt_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n} B"
+
+
+def _change(a: float | None, b: float | None) -> str:
+    if not a or b is None:
+        return ""
+    return f"({(b - a) / a * 100:+.1f}%)"
+
+
+def format_text(r: PruneReport) -> str:
+    lines = [f"onnxprune: {r.model} -> {r.output or '(not written)'}"]
+    after = r.after or ModelStats(0, 0)
+    lines.append(f"  params   {_fmt_count(r.before.params):>10} -> {_fmt_count(after.params):>10} "
+                 f"{_change(r.before.params, after.params)}")
+    lines.append(f"  MACs     {_fmt_count(r.before.macs):>10} -> {_fmt_count(after.macs):>10} "
+                 f"{_change(r.before.macs, after.macs)}")
+    lines.append(f"  file     {_fmt_bytes(r.before.file_bytes):>10} -> {_fmt_bytes(after.file_bytes):>10} "
+                 f"{_change(r.before.file_bytes, after.file_bytes)}")
+    lines.append(f"  groups   {r.groups_total} found, {r.groups_pruned} pruned "
+                 f"({r.groups_inexact_pruned} inexact), {r.groups_frozen} frozen; "
+                 f"{r.channels_removed} channels removed")
+    for reason, count in r.frozen_reasons:
+        lines.append(f"    frozen x{count}: {reason}")
+    for provider, v in r.validation.get("providers", {}).items():
+        if v.get("skipped"):
+            lines.append(f"  {provider:5s}    skipped: {v['skipped']}")
+            continue
+        lines.append(f"  {provider:5s}    latency {v['latency_before_ms']:.2f} ms -> {v['latency_after_ms']:.2f} ms "
+                     f"(x{v['latency_before_ms'] / max(v['latency_after_ms'], 1e-9):.2f}); "
+                     f"output change {v['relative_change']:.3g} (relative max abs)")
+    if r.validation.get("skipped"):
+        lines.append(f"  validation skipped: {r.validation['skipped']}")
+    for note in r.notes:
+        lines.append(f"  note: {note}")
+    if r.timings_s:
+        lines.append("  time     " + ", ".join(f"{k} {v:.2f}s" for k, v in r.timings_s.items()))
+    return "\n".join(lines)
