@@ -42,16 +42,20 @@ class Port:
 
 @dataclass(frozen=True)
 class Edit:
-    """Set an attribute element or a constant element to a space's new size * mul // div.
+    """Set an attribute element or a constant element from a space's new layout.
 
     target: ("attr", node_index, attr_name, element or -1 for a scalar)
             or ("const", initializer_name, flat element index).
+    Without `offset` the value is the space's new size * mul // div; with it,
+    the value is `offset` less the removed positions of the space below it
+    (a Slice bound moving left as channels before it go).
     """
 
     target: tuple
     space: tuple[str, int]
     mul: int = 1
     div: int = 1
+    offset: int | None = None
 
 
 @dataclass
@@ -98,11 +102,13 @@ class Effects:
         rank = len(self.graph.const_shape(tensor))
         self.cuts.append(Cut(tensor, _norm_axis(axis, rank), pairs, role, scale))
 
-    def edit_attr(self, attr: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1) -> None:
-        self.edits.append(Edit(("attr", self.node.index, attr, element), space, mul, div))
+    def edit_attr(self, attr: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1,
+                  offset: int | None = None) -> None:
+        self.edits.append(Edit(("attr", self.node.index, attr, element), space, mul, div, offset))
 
-    def edit_const(self, tensor: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1) -> None:
-        self.edits.append(Edit(("const", tensor, element), space, mul, div))
+    def edit_const(self, tensor: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1,
+                   offset: int | None = None) -> None:
+        self.edits.append(Edit(("const", tensor, element), space, mul, div, offset))
 
     def inexact(self, reason: str) -> None:
         self.inexact_reasons.append(f"{self.node}: {reason}")
@@ -122,6 +128,9 @@ class Rule:
     """Base rule: an op that no channel space can cross (override what the op supports)."""
 
     op_types: tuple[str, ...] = ()
+    # True for ops whose output depends only on their input's shape (Shape, Size):
+    # with static input shapes, everything computed from them can be folded to constants.
+    reads_shape_only = False
 
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         return iter(())

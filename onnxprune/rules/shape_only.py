@@ -12,6 +12,7 @@ from .base import Effects, Port, Rule, register
 
 @register("Shape", "Size")
 class ShapeOnlyRule(Rule):
+    reads_shape_only = True
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         if not port.is_input:
             fx.freeze("output is a shape, not channels")
