@@ -13,6 +13,7 @@ from .. import indexmap
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, const_ints, positive_axis, register
+from .shape_only import shape_element_source
 
 
 @register("Transpose")
@@ -228,11 +229,10 @@ class ReshapeRule(_MergeRule):
     """The target shape constant's element for the changed axis follows the new size."""
 
     def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
-        target = const_ints(graph, node.input(1))
-        if target is None:
-            fx.freeze(f"target shape '{node.input(1)}' is computed at run time")
-            return False
-        value = target[out_axis]
+        source = shape_element_source(graph, node.input(1), out_axis)
+        if source.const is None:
+            return True  # computed from tensor shapes at run time: follows the new sizes
+        value = source.value
         if value == -1:
             return True
         if value == 0 and not int(node.attr("allowzero", 0)):
@@ -240,5 +240,5 @@ class ReshapeRule(_MergeRule):
                 return True  # copies the input's own (pruned) size
             fx.freeze(f"target shape element {out_axis} copies an input dim that does not follow the channels")
             return False
-        fx.edit_const(node.input(1), out_axis, (node.output(0), out_axis))
+        fx.edit_const(source.const, source.index, (node.output(0), out_axis))
         return True
