@@ -179,7 +179,7 @@ class _MergeRule(Rule):
                 return
             split = _split_block(in_shape, out_shape, axis)
             if split is None:
-                fx.freeze(f"output axis {axis} mixes several input axes; channels cannot be traced back")
+                self.merged_back(in_shape, out_shape, axis, pairs, fx)
                 return
             in_axis, j0, j1 = split
             table = indexmap.block_table(tuple(int(d) for d in out_shape[j0:j1]), axis - j0)
@@ -187,6 +187,24 @@ class _MergeRule(Rule):
 
     def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
         return True
+
+    def merged_back(self, in_shape: tuple, out_shape: tuple, axis: int, pairs: Pairs, fx: Effects) -> None:
+        """Output axis `axis` merges several input axes (GQA: kv_heads x repeats -> heads).
+
+        Only the outermost non-1 input axis can carry the channels: output
+        position q belongs to its block q // inner. Going forward again the
+        block widens to every position sharing it, which couples their roots.
+        """
+        in_prefix = np.cumprod([1] + [int(d) for d in in_shape])
+        out_prefix = np.cumprod([1] + [int(d) for d in out_shape])
+        lo, hi = out_prefix[axis], out_prefix[axis + 1]
+        block = [i for i in range(len(in_shape)) if in_prefix[i] >= lo and in_prefix[i + 1] <= hi]
+        big = [i for i in block if in_shape[i] != 1]
+        if not big or in_prefix[block[0]] != lo or in_prefix[block[-1] + 1] != hi:
+            fx.freeze(f"output axis {axis} mixes several input axes; channels cannot be traced back")
+            return
+        inner = int(hi // in_prefix[big[0] + 1])
+        fx.to_input(0, big[0], np.stack([pairs[:, 0] // inner, pairs[:, 1]], axis=1))
 
     def split_axis(self, node, graph, axis, pairs, in_shape, out_shape, fx: Effects) -> None:
         """One input axis becomes several output axes (hidden -> heads x head_dim, channel shuffle).
@@ -208,7 +226,8 @@ class _MergeRule(Rule):
         along = np.stack([coord[pairs[:, 0]], pairs[:, 1]], axis=1)
         if not self.follow_size(node, graph, -1, tracked, fx):
             return
-        fx.to_input(0, axis, indexmap.through_table(along, table))
+        # `along` couples every root of a block on the output side; one root per block suffices upstream
+        fx.to_input(0, axis, indexmap.through_table(indexmap.representatives(along), table))
         fx.to_output(0, tracked, along)
 
     def split_choice(self, node: Node, graph: Graph, out_shape: tuple, j0: int, j1: int) -> int:
