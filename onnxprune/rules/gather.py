@@ -52,4 +52,6 @@ class GatherRule(Rule):
         if g_axis <= axis < g_axis + idx_rank:
             fx.freeze(f"output axis {axis} is an axis of the indices")
             return
+        if graph.is_const(node.input(0)):
+            fx.label("embedding")
         fx.to_input(0, axis if axis < g_axis else axis - idx_rank + 1, pairs)

@@ -174,6 +174,8 @@ class _MergeRule(Rule):
             fx.to_output(0, out_axis, pairs if table is None else indexmap.through_table(pairs, table))
         else:
             in_axis = _single_axis_back(in_shape, out_shape, axis)
+            if not self.follow_size(node, graph, -1 if in_axis is None else in_axis, axis, fx):
+                return  # the output side's size changes too
             if in_axis is not None:
                 fx.to_input(0, in_axis, pairs)
                 return

@@ -120,6 +120,7 @@ class MatMulRule(Rule):
         elif kind == "n" and not (port.is_input and port.index == 1):
             fx.to_input(1, rb - 1, pairs)
         elif kind == "batch":
+            fx.label("attention heads")
             for i in (0, 1):
                 if not (port.is_input and port.index == i):
                     broadcast_to_input(fx, graph, node, i, y_axis, ry, pairs)

@@ -91,3 +91,4 @@ class RecurrentRule(Rule):
             if port.is_input or port.index != j:
                 fx.to_output(j, axis, pairs)
         fx.edit_attr("hidden_size", -1, self._hidden_space(node))
+        fx.label(f"{node.op_type} hidden units")
