@@ -39,6 +39,9 @@ class PruneConfig:
     providers: list[str] | None = None  # None: cpu, plus cuda when available
     seed: int = 0
     latency_repeats: int = 10
+    # also prune inexact groups (transformer hidden size through LayerNorm/RMSNorm, channels under a
+    # normalisation): outputs change beyond the removed channels; proposed CLI flag: --inexact
+    inexact: bool = False
 
     def check(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -78,7 +81,7 @@ def plan_for(analysis: Analysis, config: PruneConfig) -> Plan:
         return Plan.load(config.plan_in)
     rng = np.random.default_rng(config.seed)
     scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, config.importance, rng))
-              for g in analysis.prunable}
+              for g in analysis.prunable if g.exact or config.inexact}
     plan = make_plan(analysis.groups, scores, config.ratio)
     plan.meta["importance"] = config.importance
     return plan

@@ -11,7 +11,8 @@ graph asks it two questions:
   (`fx.to_input` / `fx.to_output`), which initializer slices must be cut
   (`fx.cut`), which attributes or shape constants follow the new sizes
   (`fx.edit_attr` / `fx.edit_const`), whether the function changes
-  (`fx.inexact`), or that the space cannot be followed (`fx.freeze`).
+  (`fx.inexact`), what the units are (`fx.label`), or that the space cannot
+  be followed (`fx.freeze`).
 """
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ class Effects:
     edits: list[Edit] = field(default_factory=list)
     inexact_reasons: list[str] = field(default_factory=list)
     frozen_reason: str | None = None
+    kinds: list[str] = field(default_factory=list)
 
     def to_input(self, i: int, axis: int, pairs: Pairs) -> None:
         """The same channels live on input i (a constant input is cut instead, role "out")."""
@@ -112,6 +114,11 @@ class Effects:
 
     def inexact(self, reason: str) -> None:
         self.inexact_reasons.append(f"{self.node}: {reason}")
+
+    def label(self, kind: str) -> None:
+        """Name what the group's units are ("attention heads", "recurrent hidden units"), for reports."""
+        if kind not in self.kinds:
+            self.kinds.append(kind)
 
     def freeze(self, reason: str) -> None:
         if self.frozen_reason is None:
