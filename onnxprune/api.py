@@ -12,6 +12,7 @@ from . import ir
 from .apply import apply_plan
 from .depgraph import build_groups
 from .errors import BadInputError
+from .fold import fold_shape_arithmetic
 from .group import Group
 from .importance import CRITERIA, root_scores, unit_scores
 from .ir import Graph
@@ -21,6 +22,8 @@ from .report import PruneReport, frozen_reasons, group_rows, model_stats
 from .validate import PROVIDERS, available_providers, file_size, random_inputs, validate_pruned
 
 log = logging.getLogger(__name__)
+
+MAX_FOLD_ROUNDS = 8
 
 
 @dataclass
@@ -36,6 +39,9 @@ class PruneConfig:
     providers: list[str] | None = None  # None: cpu, plus cuda when available
     seed: int = 0
     latency_repeats: int = 10
+    # also prune inexact groups (transformer hidden size through LayerNorm/RMSNorm, channels under a
+    # normalisation): outputs change beyond the removed channels; proposed CLI flag: --inexact
+    inexact: bool = False
 
     def check(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
@@ -60,6 +66,12 @@ class Analysis:
 def analyze(model_path: str, input_shapes: dict | None = None) -> Analysis:
     """Load a model and find its groups and frozen spaces; writes nothing."""
     graph = ir.load(model_path, input_shapes or {})
+    # Each fold makes more shapes static, which can make more arithmetic foldable.
+    for _ in range(MAX_FOLD_ROUNDS):
+        folded = fold_shape_arithmetic(graph)
+        if folded is None:
+            break
+        graph = Graph(folded, ir.infer_shapes(folded, input_shapes or {}))
     return Analysis(graph, build_groups(graph))
 
 
@@ -69,7 +81,7 @@ def plan_for(analysis: Analysis, config: PruneConfig) -> Plan:
         return Plan.load(config.plan_in)
     rng = np.random.default_rng(config.seed)
     scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, config.importance, rng))
-              for g in analysis.prunable}
+              for g in analysis.prunable if g.exact or config.inexact}
     plan = make_plan(analysis.groups, scores, config.ratio)
     plan.meta["importance"] = config.importance
     return plan

@@ -50,6 +50,11 @@ class Removal:
     def new_size(self, graph: Graph, space: tuple[str, int]) -> int:
         return int(graph.dim(*space)) - len(self.spaces.get(space, ()))
 
+    def new_value(self, graph: Graph, edit) -> int:
+        if edit.offset is not None:
+            return edit.offset - sum(1 for p in self.spaces.get(edit.space, ()) if p < edit.offset)
+        return self.new_size(graph, edit.space) * edit.mul // edit.div
+
 
 def matched_groups(groups: list[Group], plan: Plan) -> list[tuple[Group, PlanGroup]]:
     """Pair every plan group with the analysed group it names; refuse a plan for another model."""
@@ -107,7 +112,7 @@ def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: onnx.Model
 def _apply_edits(graph: Graph, removal: Removal, model: onnx.ModelProto, inits: dict) -> None:
     consts: dict[str, np.ndarray] = {}
     for edit in removal.edits:
-        value = removal.new_size(graph, edit.space) * edit.mul // edit.div
+        value = removal.new_value(graph, edit)
         kind = edit.target[0]
         if kind == "const":
             name, element = edit.target[1], edit.target[2]

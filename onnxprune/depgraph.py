@@ -60,6 +60,7 @@ class _Growth:
         self.cuts: dict[tuple[str, int, str, bool], np.ndarray] = {}
         self.edits: dict = {}
         self.inexact: list[str] = []
+        self.kinds: list[str] = []
         self.frozen: str | None = None
         self.queue: deque = deque()
 
@@ -125,6 +126,7 @@ class _Growth:
         for edit in fx.edits:
             self.edits[edit] = None
         self.inexact.extend(r for r in fx.inexact_reasons if r not in self.inexact)
+        self.kinds.extend(k for k in fx.kinds if k not in self.kinds)
         for tensor, axis, pairs, port in fx.forwards:
             self._visit(tensor, axis, pairs, (fx.node.index, port))
         return False
@@ -140,7 +142,7 @@ class _Growth:
             slices.append(Slice(tensor, axis, role, scale, pairs[:, 0], pairs[:, 1]))
         units = _couple(self.size, [(s.positions, s.roots) for s in spaces] + [(s.positions, s.roots) for s in slices])
         return Group(self.gid, self.root, self.root_node, self.size, units, tuple(spaces), tuple(slices),
-                     tuple(self.edits), tuple(self.inexact), self.frozen)
+                     tuple(self.edits), tuple(self.inexact), self.frozen, tuple(self.kinds))
 
 
 def _couple(size: int, relations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -44,7 +44,8 @@ class Group:
 
     `units[r]` labels root index r; roots with the same label are coupled and
     can only be removed together (for example the two branches of a channel
-    shuffle). Scoring and planning work on units.
+    shuffle, or the head_dim channels of one attention head). Scoring and
+    planning work on units.
     """
 
     id: int
@@ -57,6 +58,7 @@ class Group:
     edits: tuple[Edit, ...]
     inexact_reasons: tuple[str, ...]
     frozen_reason: str | None
+    kinds: tuple[str, ...] = ()  # what the units are, from the rules ("attention heads", ...)
 
     @property
     def exact(self) -> bool:

@@ -66,6 +66,18 @@ def through_permutation(pairs: Pairs, new_position: np.ndarray) -> Pairs:
     return np.stack([pos[keep], pairs[keep, 1]], axis=1).astype(np.int64)
 
 
+def representatives(pairs: Pairs) -> Pairs:
+    """One pair per position (its smallest root): enough where the roots sharing a position are
+    already coupled elsewhere, and far fewer pairs to carry through the graph."""
+    if not len(pairs):
+        return empty()
+    order = np.lexsort((pairs[:, 1], pairs[:, 0]))
+    ordered = pairs[order]
+    first = np.ones(len(ordered), dtype=bool)
+    first[1:] = ordered[1:, 0] != ordered[:-1, 0]
+    return ordered[first]
+
+
 def encode(pairs: Pairs) -> np.ndarray:
     return pairs[:, 0] * _KEY_SHIFT + pairs[:, 1]
 

@@ -465,3 +465,30 @@ def save(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
         for leftover in os.listdir(tmp_dir):
             os.unlink(os.path.join(tmp_dir, leftover))
         os.rmdir(tmp_dir)
+
+
+def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray], derived: set[str]) -> onnx.ModelProto:
+    """Copy of `proto` where `values` become initializers and nodes producing only folded or
+    now-unused derived tensors are dropped."""
+    out = copy_model(proto)
+    g = out.graph
+    for name, value in values.items():
+        g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    needed = {o.name for o in g.output}
+    keep: list[onnx.NodeProto] = []
+    for n in reversed(g.node):
+        outputs = [o for o in n.output if o]
+        if all(o in derived and (o in values or o not in needed) for o in outputs):
+            continue
+        keep.append(n)
+        needed.update(i for i in n.input if i)
+    del g.node[:]
+    g.node.extend(reversed(keep))
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    unused = [t for t in g.initializer if t.name not in used]
+    for t in unused:
+        g.initializer.remove(t)
+    vi_keep = [v for v in g.value_info if v.name not in values]
+    del g.value_info[:]
+    g.value_info.extend(vi_keep)
+    return out

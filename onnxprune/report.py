@@ -71,8 +71,10 @@ def group_rows(groups: list[Group], plan: Plan) -> list[dict]:
     rows = []
     for g in groups:
         pg = pruned.get(g.id)
+        units_pruned = len(set(g.units[list(pg.pruned)].tolist())) if pg and pg.pruned else 0
         rows.append({"id": g.id, "root": g.root_label, "node": g.root_node, "size": g.size,
                      "pruned": len(pg.pruned) if pg else 0, "exact": g.exact,
+                     "kind": ", ".join(g.kinds), "units": g.unit_count, "units_pruned": units_pruned,
                      "frozen": g.frozen_reason, "inexact": list(g.inexact_reasons)})
     return rows
 

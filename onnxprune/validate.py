@@ -173,3 +173,19 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto, feeds: dict[str
         result["providers"][provider] = {"latency_before_ms": before.latency_ms, "latency_after_ms": after.latency_ms,
                                          "relative_change": cmp.relative, "max_abs_change": cmp.max_abs}
     return result
+
+
+def evaluate(model: onnx.ModelProto, names: list[str], input_shapes: dict[str, tuple[int, ...]]) -> dict | None:
+    """Values of intermediate tensors `names` for seeded random inputs, or None when the model cannot run."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    for name in names:
+        probe.graph.output.add().name = name
+    try:
+        feeds = random_inputs(model, input_shapes)
+        outputs = run(probe, feeds, optimize=False).outputs
+    except Exception as exc:  # best effort: an unfoldable model stays as it is
+        log.info("shape arithmetic not folded: %s", exc)
+        return None
+    return dict(zip(names, outputs))

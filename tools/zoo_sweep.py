@@ -58,10 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", nargs="?", default=str(zoo.ZOO))
     p.add_argument("--ratio", type=float, default=0.3)
     p.add_argument("--importance", default="l1")
+    p.add_argument("--inexact", action="store_true", help="also prune inexact groups (hidden size, ...)")
     p.add_argument("--only", nargs="*", help="model names (file stems) to run")
     p.add_argument("--cache", default="/tmp/onnxprune-zoo", help="where filled zoo models are written")
     args = p.parse_args(argv)
-    config = PruneConfig(ratio=args.ratio, importance=args.importance)
+    config = PruneConfig(ratio=args.ratio, importance=args.importance, inexact=args.inexact)
     paths = sorted(Path(args.folder).glob("*.onnx"))
     if args.only:
         paths = [q for q in paths if q.stem in set(args.only)]

@@ -11,7 +11,8 @@ graph asks it two questions:
   (`fx.to_input` / `fx.to_output`), which initializer slices must be cut
   (`fx.cut`), which attributes or shape constants follow the new sizes
   (`fx.edit_attr` / `fx.edit_const`), whether the function changes
-  (`fx.inexact`), or that the space cannot be followed (`fx.freeze`).
+  (`fx.inexact`), what the units are (`fx.label`), or that the space cannot
+  be followed (`fx.freeze`).
 """
 from __future__ import annotations
 
@@ -42,16 +43,20 @@ class Port:
 
 @dataclass(frozen=True)
 class Edit:
-    """Set an attribute element or a constant element to a space's new size * mul // div.
+    """Set an attribute element or a constant element from a space's new layout.
 
     target: ("attr", node_index, attr_name, element or -1 for a scalar)
             or ("const", initializer_name, flat element index).
+    Without `offset` the value is the space's new size * mul // div; with it,
+    the value is `offset` less the removed positions of the space below it
+    (a Slice bound moving left as channels before it go).
     """
 
     target: tuple
     space: tuple[str, int]
     mul: int = 1
     div: int = 1
+    offset: int | None = None
 
 
 @dataclass
@@ -76,6 +81,7 @@ class Effects:
     edits: list[Edit] = field(default_factory=list)
     inexact_reasons: list[str] = field(default_factory=list)
     frozen_reason: str | None = None
+    kinds: list[str] = field(default_factory=list)
 
     def to_input(self, i: int, axis: int, pairs: Pairs) -> None:
         """The same channels live on input i (a constant input is cut instead, role "out")."""
@@ -98,14 +104,21 @@ class Effects:
         rank = len(self.graph.const_shape(tensor))
         self.cuts.append(Cut(tensor, _norm_axis(axis, rank), pairs, role, scale))
 
-    def edit_attr(self, attr: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1) -> None:
-        self.edits.append(Edit(("attr", self.node.index, attr, element), space, mul, div))
+    def edit_attr(self, attr: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1,
+                  offset: int | None = None) -> None:
+        self.edits.append(Edit(("attr", self.node.index, attr, element), space, mul, div, offset))
 
-    def edit_const(self, tensor: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1) -> None:
-        self.edits.append(Edit(("const", tensor, element), space, mul, div))
+    def edit_const(self, tensor: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1,
+                   offset: int | None = None) -> None:
+        self.edits.append(Edit(("const", tensor, element), space, mul, div, offset))
 
     def inexact(self, reason: str) -> None:
         self.inexact_reasons.append(f"{self.node}: {reason}")
+
+    def label(self, kind: str) -> None:
+        """Name what the group's units are ("attention heads", "recurrent hidden units"), for reports."""
+        if kind not in self.kinds:
+            self.kinds.append(kind)
 
     def freeze(self, reason: str) -> None:
         if self.frozen_reason is None:
@@ -122,6 +135,9 @@ class Rule:
     """Base rule: an op that no channel space can cross (override what the op supports)."""
 
     op_types: tuple[str, ...] = ()
+    # True for ops whose output depends only on their input's shape (Shape, Size):
+    # with static input shapes, everything computed from them can be folded to constants.
+    reads_shape_only = False
 
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         return iter(())

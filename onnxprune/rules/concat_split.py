@@ -1,9 +1,13 @@
 """Concat and Split: channels move by an offset along the joined / split axis.
 
 Along any other axis every operand shares the channel index, like an
-elementwise op.
+elementwise op. A Split into equal parts without explicit sizes (fused QKV
+projections) can only stay equal: position p of one part brings position p
+of every part with it.
 """
 from __future__ import annotations
+
+import numpy as np
 
 from .. import indexmap
 from ..indexmap import Pairs
@@ -67,6 +71,9 @@ class SplitRule(Rule):
             fx.freeze(f"a Split output has an unknown size along axis {split_axis}")
             return
         offsets = [sum(sizes[:j]) for j in range(len(sizes))]
+        if self._equal(node):
+            self._equal_parts(port, axis, pairs, sizes, offsets, fx)
+            return
         if not port.is_input:
             fx.to_input(0, axis, indexmap.shift(pairs, offsets[port.index]))
             return
@@ -76,6 +83,24 @@ class SplitRule(Rule):
             part = indexmap.window(pairs, off, off + size)
             if len(part):
                 fx.to_output(j, axis, part)
+
+    @staticmethod
+    def _equal(node: Node) -> bool:
+        """Equal parts (no sizes given): position p of every part goes together, so they stay equal."""
+        return len(node.outputs) > 1 and node.attr("split") is None and not node.input(1)
+
+    @staticmethod
+    def _equal_parts(port: Port, axis: int, pairs: Pairs, sizes: list[int], offsets: list[int], fx: Effects) -> None:
+        if len(set(sizes)) != 1:
+            fx.freeze("split into unequal parts without explicit sizes cannot be rewritten")
+            return
+        if port.is_input:
+            local = np.concatenate([indexmap.window(pairs, off, off + sizes[0]) for off in offsets])
+        else:
+            local = pairs
+        fx.to_input(0, axis, np.concatenate([indexmap.shift(local, off) for off in offsets]))
+        for j in range(len(sizes)):
+            fx.to_output(j, axis, local)
 
     @staticmethod
     def _edit_sizes(node: Node, graph: Graph, axis: int, fx: Effects) -> bool:
@@ -90,7 +115,4 @@ class SplitRule(Rule):
             for j, name in enumerate(node.outputs):
                 fx.edit_const(node.input(1), j, (name, axis))
             return True
-        if len(node.outputs) == 1:
-            return True
-        fx.freeze("equal split without explicit sizes cannot keep unequal channel counts")
-        return False
+        return True

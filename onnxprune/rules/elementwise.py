@@ -10,6 +10,7 @@ from __future__ import annotations
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, broadcast_to_input, register
+from .shape_only import follow_shape_element
 
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "Gelu", "Elu", "Selu",
@@ -56,3 +57,25 @@ class BroadcastRule(Rule):
         for i in range(len(node.inputs)):
             if not (port.is_input and port.index == i):
                 broadcast_to_input(fx, graph, node, i, out_axis, out_rank, pairs)
+
+
+@register("Expand")
+class ExpandRule(Rule):
+    """Y = broadcast(X, shape): X couples with Y where X is not broadcast; the shape element follows."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        if port.is_input and port.index == 1:
+            fx.freeze("input 1 holds the target shape, not data")
+            return
+        out_rank, shape_len = graph.rank(node.output(0)), graph.dim(node.input(1), 0)
+        if out_rank is None or shape_len is None:
+            fx.freeze("output rank or target shape length is unknown")
+            return
+        out_axis = axis + (out_rank - graph.rank(node.input(0))) if port.is_input else axis
+        if port.is_input:
+            fx.to_output(0, out_axis, pairs)
+        else:
+            broadcast_to_input(fx, graph, node, 0, out_axis, out_rank, pairs)
+        element = out_axis - (out_rank - shape_len)
+        if element >= 0:
+            follow_shape_element(graph, fx, node.input(1), element, (node.output(0), out_axis), keep=(1,))

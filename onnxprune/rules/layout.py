@@ -13,6 +13,7 @@ from .. import indexmap
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, const_ints, positive_axis, register
+from .shape_only import shape_element_source
 
 
 @register("Transpose")
@@ -173,12 +174,14 @@ class _MergeRule(Rule):
             fx.to_output(0, out_axis, pairs if table is None else indexmap.through_table(pairs, table))
         else:
             in_axis = _single_axis_back(in_shape, out_shape, axis)
+            if not self.follow_size(node, graph, -1 if in_axis is None else in_axis, axis, fx):
+                return  # the output side's size changes too
             if in_axis is not None:
                 fx.to_input(0, in_axis, pairs)
                 return
             split = _split_block(in_shape, out_shape, axis)
             if split is None:
-                fx.freeze(f"output axis {axis} mixes several input axes; channels cannot be traced back")
+                self.merged_back(in_shape, out_shape, axis, pairs, fx)
                 return
             in_axis, j0, j1 = split
             table = indexmap.block_table(tuple(int(d) for d in out_shape[j0:j1]), axis - j0)
@@ -186,6 +189,24 @@ class _MergeRule(Rule):
 
     def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
         return True
+
+    def merged_back(self, in_shape: tuple, out_shape: tuple, axis: int, pairs: Pairs, fx: Effects) -> None:
+        """Output axis `axis` merges several input axes (GQA: kv_heads x repeats -> heads).
+
+        Only the outermost non-1 input axis can carry the channels: output
+        position q belongs to its block q // inner. Going forward again the
+        block widens to every position sharing it, which couples their roots.
+        """
+        in_prefix = np.cumprod([1] + [int(d) for d in in_shape])
+        out_prefix = np.cumprod([1] + [int(d) for d in out_shape])
+        lo, hi = out_prefix[axis], out_prefix[axis + 1]
+        block = [i for i in range(len(in_shape)) if in_prefix[i] >= lo and in_prefix[i + 1] <= hi]
+        big = [i for i in block if in_shape[i] != 1]
+        if not big or in_prefix[block[0]] != lo or in_prefix[block[-1] + 1] != hi:
+            fx.freeze(f"output axis {axis} mixes several input axes; channels cannot be traced back")
+            return
+        inner = int(hi // in_prefix[big[0] + 1])
+        fx.to_input(0, big[0], np.stack([pairs[:, 0] // inner, pairs[:, 1]], axis=1))
 
     def split_axis(self, node, graph, axis, pairs, in_shape, out_shape, fx: Effects) -> None:
         """One input axis becomes several output axes (hidden -> heads x head_dim, channel shuffle).
@@ -207,7 +228,8 @@ class _MergeRule(Rule):
         along = np.stack([coord[pairs[:, 0]], pairs[:, 1]], axis=1)
         if not self.follow_size(node, graph, -1, tracked, fx):
             return
-        fx.to_input(0, axis, indexmap.through_table(along, table))
+        # `along` couples every root of a block on the output side; one root per block suffices upstream
+        fx.to_input(0, axis, indexmap.through_table(indexmap.representatives(along), table))
         fx.to_output(0, tracked, along)
 
     def split_choice(self, node: Node, graph: Graph, out_shape: tuple, j0: int, j1: int) -> int:
@@ -228,11 +250,10 @@ class ReshapeRule(_MergeRule):
     """The target shape constant's element for the changed axis follows the new size."""
 
     def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
-        target = const_ints(graph, node.input(1))
-        if target is None:
-            fx.freeze(f"target shape '{node.input(1)}' is computed at run time")
-            return False
-        value = target[out_axis]
+        source = shape_element_source(graph, node.input(1), out_axis)
+        if source.const is None:
+            return True  # computed from tensor shapes at run time: follows the new sizes
+        value = source.value
         if value == -1:
             return True
         if value == 0 and not int(node.attr("allowzero", 0)):
@@ -240,5 +261,5 @@ class ReshapeRule(_MergeRule):
                 return True  # copies the input's own (pruned) size
             fx.freeze(f"target shape element {out_axis} copies an input dim that does not follow the channels")
             return False
-        fx.edit_const(node.input(1), out_axis, (node.output(0), out_axis))
+        fx.edit_const(source.const, source.index, (node.output(0), out_axis))
         return True

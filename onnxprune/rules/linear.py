@@ -91,4 +91,48 @@ class MatMulRule(Rule):
             fx.to_input(0, axis - (y_rank - a_rank), pairs)
 
     def computed_weight(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        fx.freeze("MatMul of two computed tensors")
+        """Y = A @ B of two computed tensors (attention: Q K^T, then P V).
+
+        Batch axes (heads) couple A, B and Y where not broadcast; A's rows are
+        Y's axis -2, B's columns Y's axis -1. The contracted axis couples A's
+        last with B's -2 and changes the products: pruning it is inexact.
+        """
+        if graph.is_const(node.input(1)):
+            fx.freeze(f"constant weight '{node.input(1)}' of rank {graph.rank(node.input(1))} (only 2-D is followed)")
+            return
+        ranks = [graph.rank(node.input(0)), graph.rank(node.input(1)), graph.rank(node.output(0))]
+        if None in ranks or min(ranks) < 2:
+            fx.freeze("MatMul of computed tensors with unknown or 1-D operands")
+            return
+        ra, rb, ry = ranks
+        kind, y_axis = _matmul_axis(port, axis, ra, rb, ry)
+        if kind == "k":
+            fx.inexact("prunes the contracted axis of a MatMul of two computed tensors (inside attention heads)")
+            if port.index == 0:
+                fx.to_input(1, rb - 2, pairs)
+            else:
+                fx.to_input(0, ra - 1, pairs)
+            return
+        if port.is_input:
+            fx.to_output(0, y_axis, pairs)
+        if kind == "m" and not (port.is_input and port.index == 0):
+            fx.to_input(0, ra - 2, pairs)
+        elif kind == "n" and not (port.is_input and port.index == 1):
+            fx.to_input(1, rb - 1, pairs)
+        elif kind == "batch":
+            fx.label("attention heads")
+            for i in (0, 1):
+                if not (port.is_input and port.index == i):
+                    broadcast_to_input(fx, graph, node, i, y_axis, ry, pairs)
+
+
+def _matmul_axis(port: Port, axis: int, ra: int, rb: int, ry: int) -> tuple[str, int]:
+    """Kind of a MatMul axis ("k" contracted, "m" rows, "n" columns, "batch") and its axis in Y."""
+    if not port.is_input:
+        return ("n" if axis == ry - 1 else "m" if axis == ry - 2 else "batch"), axis
+    rank = ra if port.index == 0 else rb
+    if axis == rank - 1:
+        return ("k", -1) if port.index == 0 else ("n", ry - 1)
+    if axis == rank - 2:
+        return ("m", ry - 2) if port.index == 0 else ("k", -1)
+    return "batch", axis + (ry - rank)

@@ -1,8 +1,10 @@
 """Reductions and normalising activations over an axis.
 
-Reducing or normalising over the channel axis mixes channels, so the space
-is frozen; over any other axis the channel axis passes through (renumbered
-when the reduced axes are dropped).
+Reducing over the channel axis leaves no channels in the output but changes
+the statistic (RMSNorm, LayerNorm written out): the group is inexact.
+Normalising (Softmax) over it, or ArgMax over it, freezes the space. Over
+any other axis the channel axis passes through (renumbered when the reduced
+axes are dropped).
 """
 from __future__ import annotations
 
@@ -28,6 +30,17 @@ class ReduceRule(Rule):
             return [] if int(node.attr("noop_with_empty_axes", 0)) else list(range(rank))
         return [positive_axis(a, rank) for a in axes]
 
+    @staticmethod
+    def reduce_channels(node: Node, axis: int, fx: Effects) -> None:
+        """The output no longer has the channels (size 1 or dropped): only the statistic changes.
+
+        RMSNorm's mean of squares and LayerNorm patterns reduce over the hidden axis.
+        """
+        if node.op_type in ("ArgMax", "ArgMin"):
+            fx.freeze(f"{node.op_type} over the channel axis {axis} returns channel positions")
+            return
+        fx.inexact(f"{node.op_type} reduces over the pruned axis {axis}")
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         rank = graph.rank(node.input(0))
         if rank is None or port.index != 0:
@@ -41,7 +54,7 @@ class ReduceRule(Rule):
         kept = [i for i in range(rank) if keep or i not in axes]
         if port.is_input:
             if axis in axes:
-                fx.freeze(f"reduces over the channel axis {axis}")
+                self.reduce_channels(node, axis, fx)
                 return
             fx.to_output(0, kept.index(axis), pairs)
         else:

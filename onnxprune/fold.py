@@ -1,0 +1,79 @@
+"""Fold shape arithmetic into constants when the model's inputs are fully static.
+
+Exporters compute Reshape targets, Slice bounds and Resize sizes at run time
+from `Shape` (Shape -> Gather -> Div -> Concat ...). With static input shapes
+these values never change, so they are evaluated once with ONNX Runtime and
+stored as initializers: the rules can then read and rewrite them like any
+other constant. Models with a dynamic input dimension are left untouched.
+"""
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from . import ir
+from .ir import Graph
+from .rules import rule_for
+
+log = logging.getLogger(__name__)
+
+MAX_FOLDED_ELEMENTS = 1 << 20
+
+
+def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
+    """(every tensor computed from shapes and constants only, the ones read by other nodes).
+
+    Call only when every model input is static: then every Shape is a constant.
+    """
+    derived: set[str] = set()
+    derived_nodes = set()
+    for node in graph.nodes:
+        if node.has_subgraph or not node.inputs:
+            continue
+        sources = [i for i in node.inputs if i]
+        if rule_for(node).reads_shape_only:
+            pass  # with static model inputs, every shape is fixed at run time
+        elif not (any(i in derived for i in sources) and all(i in derived or graph.is_const(i) for i in sources)):
+            continue
+        derived.update(o for o in node.outputs if o)
+        derived_nodes.add(node.index)
+    frontier = []
+    for name in derived:
+        readers = graph.consumers(name)
+        if graph.is_graph_output(name):
+            continue
+        if any(n.index not in derived_nodes for n, _ in readers) and _small(graph.shape(name)):
+            frontier.append(name)
+    return derived, sorted(frontier)
+
+
+def _static(shape) -> bool:
+    return shape is not None and None not in shape
+
+
+def _small(shape) -> bool:
+    if not _static(shape):
+        return True  # shape arithmetic is small; unknown only until folded
+    n = 1
+    for d in shape:
+        n *= d
+    return n <= MAX_FOLDED_ELEMENTS
+
+
+def fold_shape_arithmetic(graph: Graph) -> onnx.ModelProto | None:
+    """A copy of the model with shape arithmetic replaced by initializers, or None if nothing folds."""
+    declared = ir.input_specs(graph.proto)
+    if not declared or not all(isinstance(d, int) and d > 0 for _, _, dims in declared for d in dims):
+        return None  # a dynamic dimension: folding would bake one size into the model
+    derived, frontier = foldable_tensors(graph)
+    if not frontier:
+        return None
+    from .validate import evaluate  # ONNX Runtime lives in validate.py
+
+    values = evaluate(graph.proto, frontier, {n: tuple(graph.shape(n)) for n in graph.graph_inputs})
+    if values is None:
+        return None
+    folded = ir.replace_with_constants(graph.proto, values, derived)
+    log.info("folded %d shape-arithmetic tensors into constants", len(values))
+    return folded

@@ -1,0 +1,145 @@
+"""Multi-head attention blocks in both exporters' styles: whole heads pruned, checked by the oracle."""
+import numpy as np
+import onnx
+import pytest
+from helpers import make_model, node, param_count, prune_with_oracle, weight
+
+B, S, D, H, HD = 2, 6, 16, 4, 4
+
+
+def _reshape_target(name: str, tail: list[int], computed: bool, nodes: list, inits: dict) -> str:
+    """[B, S] + tail: a constant (dynamo exporter) or Shape->Gather->Unsqueeze->Concat (older exporter)."""
+    if not computed:
+        inits[name] = np.array([B, S] + tail, np.int64)
+        return name
+    parts = []
+    for i in range(2):
+        inits[f"{name}_i{i}"] = np.array(i, np.int64)
+        inits[f"{name}_ax{i}"] = np.array([0], np.int64)
+        nodes += [node("Shape", ["x"], f"{name}_shape{i}"),
+                  node("Gather", [f"{name}_shape{i}", f"{name}_i{i}"], f"{name}_d{i}", axis=0),
+                  node("Unsqueeze", [f"{name}_d{i}", f"{name}_ax{i}"], f"{name}_u{i}")]
+        parts.append(f"{name}_u{i}")
+    inits[f"{name}_tail"] = np.array(tail, np.int64)
+    nodes.append(node("Concat", parts + [f"{name}_tail"], name, axis=0))
+    return name
+
+
+def _heads(src: str, name: str, heads: int, computed: bool, nodes: list, inits: dict, perm: list[int]) -> str:
+    target = _reshape_target(f"{name}_target", [heads, HD], computed, nodes, inits)
+    nodes += [node("Reshape", [src, target], f"{name}_r"), node("Transpose", [f"{name}_r"], f"{name}_t", perm=perm)]
+    return f"{name}_t"
+
+
+def _repeat_kv(src: str, name: str, kv: int, nodes: list, inits: dict, key: bool) -> str:
+    """GQA: [B, kv, S, HD] -> Unsqueeze -> Expand [B, kv, H/kv, S, HD] -> Reshape [B, H, S, HD]."""
+    inits.update({f"{name}_ax": np.array([2], np.int64), f"{name}_shape": np.array([B, kv, H // kv, S, HD], np.int64),
+                  f"{name}_flat": np.array([B, H, S, HD], np.int64)})
+    nodes += [node("Unsqueeze", [src, f"{name}_ax"], f"{name}_u"),
+              node("Expand", [f"{name}_u", f"{name}_shape"], f"{name}_e"),
+              node("Reshape", [f"{name}_e", f"{name}_flat"], f"{name}_rep")]
+    if key:
+        nodes.append(node("Transpose", [f"{name}_rep"], f"{name}_kt", perm=[0, 1, 3, 2]))
+        return f"{name}_kt"
+    return f"{name}_rep"
+
+
+def attention_block(computed: bool = False, kv: int = H, fused: bool = False) -> onnx.ModelProto:
+    """x -> Q/K/V projections -> heads -> softmax(Q K^T / sqrt(d) + mask) V -> merge -> out proj + x."""
+    inits = {"wo": weight(D, D), "bo": weight(D), "scale": np.array(np.sqrt(HD), np.float32)}
+    nodes: list = []
+    kv_dim = kv * HD
+    if fused:
+        inits.update({"wqkv": weight(D, 3 * D), "bqkv": weight(3 * D)})
+        nodes += [node("MatMul", ["x", "wqkv"], "qkv_mm"), node("Add", ["qkv_mm", "bqkv"], "qkv"),
+                  node("Split", ["qkv"], ["q", "k", "v"], axis=2, num_outputs=3)]
+    else:
+        for p, n in (("q", D), ("k", kv_dim), ("v", kv_dim)):
+            inits.update({f"w{p}": weight(D, n), f"b{p}": weight(n)})
+            nodes += [node("MatMul", ["x", f"w{p}"], f"{p}_mm"), node("Add", [f"{p}_mm", f"b{p}"], p)]
+    q = _heads("q", "qh", H, computed, nodes, inits, [0, 2, 1, 3])
+    if kv == H:
+        k = _heads("k", "kh", kv, computed, nodes, inits, [0, 2, 3, 1])
+        v = _heads("v", "vh", kv, computed, nodes, inits, [0, 2, 1, 3])
+    else:
+        k = _repeat_kv(_heads("k", "kh", kv, computed, nodes, inits, [0, 2, 1, 3]), "krep", kv, nodes, inits, True)
+        v = _repeat_kv(_heads("v", "vh", kv, computed, nodes, inits, [0, 2, 1, 3]), "vrep", kv, nodes, inits, False)
+    merge = _reshape_target("merge_target", [D], computed, nodes, inits)
+    nodes += [node("MatMul", [q, k], "scores"), node("Div", ["scores", "scale"], "scaled"),
+              node("Add", ["scaled", "mask"], "masked"), node("Softmax", ["masked"], "probs", axis=-1),
+              node("MatMul", ["probs", v], "ctx"), node("Transpose", ["ctx"], "ctx_t", perm=[0, 2, 1, 3]),
+              node("Reshape", ["ctx_t", merge], "ctx_m"), node("MatMul", ["ctx_m", "wo"], "o_mm"),
+              node("Add", ["o_mm", "bo"], "o"), node("Add", ["o", "x"], "y")]
+    return make_model(nodes, {"x": [B, S, D], "mask": [B, 1, 1, S]}, {"y": None}, inits,
+                      opset=18 if fused else 17)
+
+
+def _heads_group(analysis):
+    return [g for g in analysis.groups if "attention heads" in g.kinds]
+
+
+def _const(model: onnx.ModelProto, name: str) -> list[int]:
+    return onnx.numpy_helper.to_array({t.name: t for t in model.graph.initializer}[name]).tolist()
+
+
+@pytest.mark.parametrize("computed", [False, True], ids=["const_targets", "shape_gather_concat"])
+def test_whole_heads_are_pruned(tmp_path, computed):
+    model = attention_block(computed=computed)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
+    (group,) = _heads_group(analysis)
+    assert group.exact and group.unit_count == H and group.size == D
+    pg = next(p for p in plan.groups if p.id == group.id)
+    assert len(pg.pruned) == (H // 2) * HD  # two whole heads of HD channels
+    dims = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert dims["wq"] == dims["wk"] == dims["wv"] == [D, D // 2] and dims["wo"] == [D // 2, D]
+    suffix = "_tail" if computed else ""
+    assert _const(pruned, "qh_target" + suffix)[-2:] == [H // 2, HD]
+    assert _const(pruned, "merge_target" + suffix)[-1] == D // 2
+    assert param_count(pruned) < param_count(model)
+
+
+def test_pruned_heads_are_the_same_in_q_k_v(tmp_path):
+    """Removing head h must remove the same head's columns from Wq, Wk and Wv."""
+    model = attention_block()
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.25, min_groups=1)
+    before = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    after = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    (group,) = _heads_group(analysis)
+    removed = next(p for p in plan.groups if p.id == group.id).pruned
+    kept = [c for c in range(D) if c not in removed]
+    for w in ("wq", "wk", "wv"):
+        np.testing.assert_array_equal(after[w], before[w][:, kept])
+    np.testing.assert_array_equal(after["wo"], before["wo"][kept])
+
+
+def test_grouped_query_attention_couples_q_heads_to_their_kv_head(tmp_path):
+    model = attention_block(kv=2)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
+    (group,) = _heads_group(analysis)
+    assert group.unit_count == 2  # one unit per kv head, carrying its two q heads
+    dims = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert dims["wk"] == dims["wv"] == [D, HD] and dims["wq"] == [D, D // 2]
+    assert _const(pruned, "krep_shape")[1] == 1 and _const(pruned, "krep_flat")[1] == H // 2
+
+
+def test_fused_qkv_equal_split(tmp_path):
+    """One projection split into three equal parts (opset 18 num_outputs): head h leaves all three."""
+    model = attention_block(fused=True)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
+    (group,) = _heads_group(analysis)
+    assert group.unit_count == H
+    assert {t.name: list(t.dims) for t in pruned.graph.initializer}["wqkv"] == [D, 3 * D // 2]
+
+
+def test_contracted_axis_is_inexact(tmp_path):
+    """A space reaching the contracted axis of Q K^T (inside heads) changes the scores."""
+    from helpers import save
+    from onnxprune import analyze
+
+    inits = {"wq": weight(D, D), "wk": weight(D, D)}
+    nodes = [node("MatMul", ["x", "wq"], "q"), node("MatMul", ["x", "wk"], "k"),
+             node("Transpose", ["k"], "kt", perm=[0, 2, 1]), node("MatMul", ["q", "kt"], "y")]
+    analysis = analyze(save(make_model(nodes, {"x": [B, S, D]}, {"y": None}, inits), tmp_path))
+    group = next(g for g in analysis.groups if g.root == ("q", 2))
+    assert group.prunable and not group.exact
+    assert "contracted axis" in group.inexact_reasons[0]
