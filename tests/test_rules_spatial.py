@@ -9,8 +9,15 @@ from onnxprune import analyze
 I64 = np.int64
 
 
-def _resize_model(sizes_nodes, sizes_inits, sizes_name="sizes", extra_conv=False):
-    """conv(x) -> Relu -> Resize(sizes) -> conv -> y; sizes built by `sizes_nodes`."""
+DYNAMIC = {"x": (1, 3, 8, 8)}  # feeds for models declared with a dynamic batch (no shape folding)
+
+
+def _resize_model(sizes_nodes, sizes_inits, sizes_name="sizes", extra_conv=False, batch="N"):
+    """conv(x) -> Relu -> Resize(sizes) -> conv -> y; sizes built by `sizes_nodes`.
+
+    A dynamic batch keeps computed sizes computed: with a fully static input,
+    analysis folds shape arithmetic into constants first (onnxprune/fold.py).
+    """
     inits = {"w1": weight(8, 3, 3, 3), "w2": weight(4, 8, 1, 1), **sizes_inits}
     nodes = [node("Conv", ["x", "w1"], "a", pads=[1, 1, 1, 1]), node("Relu", ["a"], "r")]
     if extra_conv:
@@ -21,7 +28,7 @@ def _resize_model(sizes_nodes, sizes_inits, sizes_name="sizes", extra_conv=False
     nodes += [node("Resize", ["r", "", "", sizes_name], "u", mode="nearest"),
               node("Conv", ["u", "w2"], "y")]
     outputs = {"y": None, **({"y2": None} if extra_conv else {})}
-    return make_model(nodes, {"x": [1, 3, 8, 8]}, outputs, inits)
+    return make_model(nodes, {"x": [batch, 3, 8, 8]}, outputs, inits)
 
 
 def _shape_slice_concat(of: str):
@@ -35,9 +42,10 @@ def _shape_slice_concat(of: str):
 
 def test_resize_with_computed_sizes_from_its_own_input(tmp_path):
     model = _resize_model(*_shape_slice_concat("r"))
-    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, input_shapes=DYNAMIC)
     assert all("reaches graph output 'y'" in r for r in frozen_reasons(analysis))
     assert param_count(pruned) < param_count(model)
+    assert any(n.op_type == "Shape" for n in pruned.graph.node)  # still computed at run time
 
 
 def test_resize_with_sizes_gathered_element_by_element(tmp_path):
@@ -47,11 +55,11 @@ def test_resize_with_sizes_gathered_element_by_element(tmp_path):
              node("Concat", ["n1", "c1", "hw"], "sizes", axis=0)]
     inits = {"i0": np.array(0, I64), "i1": np.array(1, I64), "ax0": np.array([0], I64),
              "hw": np.array([16, 16], I64)}
-    prune_with_oracle(_resize_model(nodes, inits), tmp_path, ratio=0.5)
+    prune_with_oracle(_resize_model(nodes, inits), tmp_path, ratio=0.5, input_shapes=DYNAMIC)
 
 
 def test_resize_with_constant_sizes_is_edited(tmp_path):
-    model = _resize_model([], {"sizes": np.array([1, 8, 16, 16], I64)})
+    model = _resize_model([], {"sizes": np.array([1, 8, 16, 16], I64)}, batch=1)
     analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
     sizes = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}["sizes"]
     assert sizes.tolist() == [1, 4, 16, 16]
@@ -61,13 +69,23 @@ def test_resize_with_sizes_copied_from_another_tensor_freezes(tmp_path):
     """The channel element copies a different tensor's channel count: not provable, so frozen."""
     nodes, inits = _shape_slice_concat("other")
     model = _resize_model(nodes, inits, extra_conv=True)
-    analysis = analyze(save(model, tmp_path), {})
+    analysis = analyze(save(model, tmp_path), DYNAMIC)
     reasons = frozen_reasons(analysis)
     assert any("sizes 'sizes' are computed at run time and element 1 copies 'other' axis 1" in r for r in reasons)
 
 
+def test_static_model_folds_computed_sizes_into_an_edited_constant(tmp_path):
+    """With a static input the same sizes are folded to a constant, which then follows the channels."""
+    nodes, inits = _shape_slice_concat("other")
+    model = _resize_model(nodes, inits, extra_conv=True, batch=1)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=2)
+    resize = next(n for n in pruned.graph.node if n.op_type == "Resize")
+    sizes = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}[resize.input[3]]
+    assert sizes.tolist() == [1, 4, 16, 16]
+
+
 def test_resize_scaling_the_channel_axis_freezes(tmp_path):
-    model = _resize_model([], {"sizes": np.array([1, 16, 16, 16], I64)})
+    model = _resize_model([], {"sizes": np.array([1, 16, 16, 16], I64)}, batch=1)
     analysis = analyze(save(model, tmp_path), {})
     assert any("resizes axis 1" in r for r in frozen_reasons(analysis))
 
