@@ -146,25 +146,31 @@ class _Growth:
 
 
 def _couple(size: int, relations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Label root indices so that roots sharing any position carry the same label (0..U-1)."""
-    parent = np.arange(size, dtype=np.int64)
+    """Label root indices so that roots sharing any position carry the same label (0..U-1).
 
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = int(parent[x])
-        return x
-
+    Connected components by vectorised min-label propagation (every root takes
+    the smallest label found at any of its positions, then labels are
+    shortcut through each other) until nothing changes: widened spaces such
+    as grouped convolutions put tens of thousands of pairs here.
+    """
+    labels = np.arange(size, dtype=np.int64)
+    prepared = []
     for positions, roots in relations:
-        if len(positions) < 2:
-            continue
-        order = np.lexsort((roots, positions))
-        pos, rts = positions[order], roots[order]
-        same = (pos[1:] == pos[:-1]) & (rts[1:] != rts[:-1])
-        for a, b in zip(rts[:-1][same], rts[1:][same]):
-            ra, rb = find(int(a)), find(int(b))
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    labels = np.array([find(i) for i in range(size)], dtype=np.int64)
+        if len(positions) >= 2:
+            _, slot = np.unique(positions, return_inverse=True)
+            prepared.append((slot.reshape(-1), roots.astype(np.int64)))
+    changed = True
+    while changed:
+        before = labels.copy()
+        for slot, roots in prepared:
+            lowest = np.full(int(slot.max()) + 1, size, dtype=np.int64)
+            np.minimum.at(lowest, slot, labels[roots])
+            np.minimum.at(labels, roots, lowest[slot])
+        while True:  # pointer jumping: a label is a root of the same component
+            jumped = labels[labels]
+            if np.array_equal(jumped, labels):
+                break
+            labels = jumped
+        changed = not np.array_equal(before, labels)
     _, units = np.unique(labels, return_inverse=True)
     return units.astype(np.int64)

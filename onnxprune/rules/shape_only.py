@@ -8,6 +8,10 @@ arithmetic in exported graphs expects.
 1-D shape tensor (Reshape target, Expand shape, ConstantOfShape...), where one
 element of that tensor comes from: a constant element to rewrite, or a value
 computed at run time from tensor shapes (it follows the pruned sizes by itself).
+
+`shape_source` proves more: which tensor dimension a computed element copies
+(Shape -> Slice / Gather -> Concat ...), for rules that must check that an
+element follows one particular channel count (Resize `sizes`).
 """
 from __future__ import annotations
 
@@ -15,10 +19,17 @@ from dataclasses import dataclass
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
-from .base import Effects, Port, Rule, const_ints, register
+from .base import Effects, Port, Rule, const_ints, positive_axis, register
 
 # Ops that pass a 1-D shape tensor through with element positions unchanged.
 _SAME_ELEMENTS = ("Cast", "Identity", "Abs")
+
+# ops that keep a shape value's elements in flat order
+_SAME_ORDER = ("Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten")
+_MAX_DEPTH = 16
+
+# a step says where one element comes from: ("dim", tensor, axis) or ("elem", tensor, flat element)
+Step = tuple[str, str, int] | None
 
 
 @register("Shape", "Size")
@@ -84,3 +95,81 @@ def follow_shape_element(graph: Graph, fx: Effects, shape: str, element: int, sp
         return False
     fx.edit_const(source.const, source.index, space)
     return True
+
+
+def shape_source(graph: Graph, tensor: str, element: int, depth: int = 0) -> tuple[str, int] | int | None:
+    """What flat element `element` of the integer tensor `tensor` holds at run time.
+
+    (data tensor, axis) when it copies a dimension of a tensor (through Shape,
+    Slice, Gather, Concat, Cast, Reshape...), an int when it is a constant,
+    None when it cannot be traced.
+    """
+    values = const_ints(graph, tensor)
+    if values is not None:
+        return values[element] if 0 <= element < len(values) else None
+    node = graph.producer(tensor)
+    if node is None or depth > _MAX_DEPTH or node.domain not in ("", "ai.onnx"):
+        return None
+    step = _STEPS.get(node.op_type)
+    found = step(graph, node, element) if step else None
+    if found is None:
+        return None
+    kind, name, index = found
+    if kind == "dim":
+        return name, index
+    return shape_source(graph, name, index, depth + 1)
+
+
+def _shape_step(graph: Graph, node: Node, element: int) -> Step:
+    rank = graph.rank(node.input(0))
+    if rank is None:
+        return None
+    start = positive_axis(int(node.attr("start", 0)), rank)
+    return "dim", node.input(0), start + element
+
+
+def _concat_step(graph: Graph, node: Node, element: int) -> Step:
+    offset = 0
+    for name in node.inputs:
+        length = graph.dim(name, 0) if graph.rank(name) == 1 else None
+        if length is None:
+            return None
+        if element < offset + length:
+            return "elem", name, element - offset
+        offset += length
+    return None
+
+
+def _slice_step(graph: Graph, node: Node, element: int) -> Step:
+    if node.attr("starts") is not None:  # opset < 10
+        starts, ends, axes, steps = node.attr("starts"), node.attr("ends"), node.attr("axes"), None
+    else:
+        starts, ends = const_ints(graph, node.input(1)), const_ints(graph, node.input(2))
+        axes = const_ints(graph, node.input(3)) if node.input(3) else None
+        steps = const_ints(graph, node.input(4)) if node.input(4) else None
+    length = graph.dim(node.input(0), 0)
+    if starts is None or length is None or graph.rank(node.input(0)) != 1 or len(starts) != 1:
+        return None
+    if axes not in (None, [0], [-1]) or ends is None:
+        return None
+    step = steps[0] if steps else 1
+    start = starts[0] + length if starts[0] < 0 else starts[0]
+    start = min(max(start, 0), length - 1 if step < 0 else length)
+    return "elem", node.input(0), start + element * step
+
+
+def _gather_step(graph: Graph, node: Node, element: int) -> Step:
+    indices = const_ints(graph, node.input(1))
+    length = graph.dim(node.input(0), 0)
+    if indices is None or length is None or graph.rank(node.input(0)) != 1 or not 0 <= element < len(indices):
+        return None
+    index = indices[element]
+    return "elem", node.input(0), index + length if index < 0 else index
+
+
+def _same_order_step(graph: Graph, node: Node, element: int) -> Step:
+    return "elem", node.input(0), element
+
+
+_STEPS = {"Shape": _shape_step, "Concat": _concat_step, "Slice": _slice_step, "Gather": _gather_step,
+          **{op: _same_order_step for op in _SAME_ORDER}}

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, const_ints, positive_axis, register
+from .shape_only import shape_source
 
 
 def _pass_through(port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
@@ -60,7 +61,12 @@ class PadRule(Rule):
 
 @register("Resize", "Upsample")
 class ResizeRule(Rule):
-    """The scale of the channel axis must be 1; an explicit `sizes` entry follows the new size."""
+    """The scale of the channel axis must be 1; a `sizes` entry for it must follow the new size.
+
+    A constant `sizes` element is edited. A computed one (exporters build
+    `sizes` as Concat(Shape(x)[:2], [H, W])) is accepted when it provably
+    copies the resized input's own channel count at run time.
+    """
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         in_shape, out_shape = graph.shape(node.input(0)), graph.shape(node.output(0))
@@ -71,13 +77,25 @@ class ResizeRule(Rule):
             fx.freeze(f"resizes axis {axis}")
             return
         sizes_name = node.input(3) if node.op_type == "Resize" else ""
-        if sizes_name:
-            sizes = const_ints(graph, sizes_name)
-            axes = node.attr("axes")
-            if sizes is None:
-                fx.freeze(f"sizes '{sizes_name}' are computed at run time")
-                return
-            axes = [positive_axis(a, len(in_shape)) for a in axes] if axes else list(range(len(in_shape)))
-            if axis in axes:
-                fx.edit_const(sizes_name, axes.index(axis), (node.output(0), axis))
+        if sizes_name and not self._sizes_follow(node, graph, sizes_name, axis, len(in_shape), fx):
+            return
         _pass_through(port, axis, pairs, fx)
+
+    @staticmethod
+    def _sizes_follow(node: Node, graph: Graph, sizes_name: str, axis: int, rank: int, fx: Effects) -> bool:
+        axes = node.attr("axes")
+        axes = [positive_axis(a, rank) for a in axes] if axes else list(range(rank))
+        if axis not in axes:
+            return True
+        element = axes.index(axis)
+        if const_ints(graph, sizes_name) is not None:
+            fx.edit_const(sizes_name, element, (node.output(0), axis))
+            return True
+        source = shape_source(graph, sizes_name, element)
+        if source == (node.input(0), axis):
+            return True  # Shape of the resized input itself: follows the pruned count at run time
+        found = "cannot be traced" if source is None else (
+            f"is the constant {source}" if isinstance(source, int) else f"copies '{source[0]}' axis {source[1]}")
+        fx.freeze(f"sizes '{sizes_name}' are computed at run time and element {element} {found}, "
+                  f"not the channel count of input '{node.input(0)}'")
+        return False
