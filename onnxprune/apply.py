@@ -97,9 +97,7 @@ def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: onnx.Model
     inits = ir.initializer_map(model)
     for name, axes in removal.slices.items():
         value = graph.const(name) if source is None else ir.to_array(inits[name])
-        for axis, idx in axes.items():
-            value = np.delete(value, sorted(idx), axis=axis)
-        ir.replace_initializer(inits[name], value)
+        ir.replace_initializer(inits[name], kept_part(value, axes))
     _apply_edits(graph, removal, model, inits)
     dims: dict[str, dict[int, int]] = defaultdict(dict)
     for space in removal.spaces:
@@ -107,6 +105,22 @@ def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: onnx.Model
     ir.set_value_dims(model, dims)
     log.info("cut %d initializers, %d edits", len(removal.slices), len(removal.edits))
     return model
+
+
+def kept_part(value: np.ndarray, removed: dict[int, set[int]]) -> np.ndarray:
+    """`value` without the removed indices along each axis, gathered in one pass (np.delete per
+    axis copies a 400 MB matrix once per axis)."""
+    keep = [np.arange(n) for n in value.shape]
+    for axis, idx in removed.items():
+        mask = np.ones(value.shape[axis], dtype=bool)
+        mask[np.fromiter(idx, dtype=np.int64)] = False
+        keep[axis] = np.nonzero(mask)[0]
+    cut = [a for a in range(value.ndim) if len(keep[a]) < value.shape[a]]
+    if not cut:
+        return value
+    if len(cut) == 1:
+        return np.take(value, keep[cut[0]], axis=cut[0])
+    return value[np.ix_(*keep)]
 
 
 def _apply_edits(graph: Graph, removal: Removal, model: onnx.ModelProto, inits: dict) -> None:

@@ -14,11 +14,10 @@ CRITERIA = ("l1", "l2", "bn", "random")
 
 
 def _slice_norms(values: np.ndarray, axis: int, power: int) -> np.ndarray:
-    mag = np.abs(values.astype(np.float64, copy=False))
-    if power == 2:
-        mag = mag * mag
+    # Stay in the weight's own dtype (no float64 copy of a 400 MB matrix); accumulate in float64.
+    mag = np.square(values) if power == 2 else np.abs(values)
     other = tuple(i for i in range(values.ndim) if i != axis)
-    return mag.sum(axis=other) if other else mag
+    return mag.sum(axis=other, dtype=np.float64) if other else mag.astype(np.float64)
 
 
 def root_scores(group: Group, graph: Graph, criterion: str, rng: np.random.Generator | None = None) -> np.ndarray:
