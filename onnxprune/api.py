@@ -138,6 +138,10 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
     after = model_stats(Graph(pruned, ir.infer_shapes(pruned, config.input_shapes)))
     by_id = {g.id: g for g in analysis.groups}
     notes = []
+    skipped = sum(1 for g in analysis.prunable if not g.exact) if not config.inexact else 0
+    if skipped and not config.plan_in:
+        notes.append(f"{skipped} inexact groups left unpruned (normalisation over the pruned axis); "
+                     "--inexact prunes them too")
     inexact = [pg for pg in plan.groups if not pg.exact]
     if inexact:
         notes.append(f"{len(inexact)} pruned groups are inexact (normalisation over the pruned axis): "

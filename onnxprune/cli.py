@@ -60,6 +60,9 @@ def _plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--importance", choices=CRITERIA, default="l1", help="channel importance criterion (default l1)")
     p.add_argument("--plan-in", metavar="PLAN.json", help="apply this saved plan; ignores --ratio and --importance")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
+    p.add_argument("--inexact", action="store_true",
+                   help="also prune inexact groups (normalisation over the pruned axis, e.g. a transformer's "
+                        "hidden size): outputs change beyond the removed channels")
 
 
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -93,7 +96,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
 def _config(args: argparse.Namespace) -> PruneConfig:
     shapes = dict(parse_input_shape(s) for s in args.input_shape)
     config = PruneConfig(ratio=args.ratio, importance=args.importance, input_shapes=shapes,
-                         plan_in=args.plan_in, seed=args.seed)
+                         plan_in=args.plan_in, seed=args.seed, inexact=args.inexact)
     if hasattr(args, "providers"):
         config.providers = [p.strip() for p in args.providers.split(",") if p.strip()]
         config.validate = not args.no_validate

@@ -218,3 +218,16 @@ def test_console_entry_point_has_no_traceback(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "does not exist" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "onnxprune", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "onnxprune" in proc.stdout
+
+
+def test_inexact_groups_only_with_flag(tmp_path, capsys):
+    """A LayerNorm over the channels makes the group inexact: skipped by default, pruned with --inexact."""
+    inits = {"w1": weight(8, 16), "g": np.ones(16, np.float32), "b": np.zeros(16, np.float32), "w2": weight(16, 4)}
+    model = make_model([node("MatMul", ["x", "w1"], "h"), node("LayerNormalization", ["h", "g", "b"], "n"),
+                        node("MatMul", ["n", "w2"], "y")], {"x": [2, 8]}, {"y": [2, 4]}, inits)
+    path = tmp_path / "ln.onnx"
+    onnx.save(model, str(path))
+    code, out, _ = _run([path, "-o", tmp_path / "a.onnx", "--providers", "cpu", "--ratio", "0.5"], capsys)
+    assert code == 0 and "inexact groups left unpruned" in out and "0 pruned" in out
+    code, out, _ = _run([path, "-o", tmp_path / "b.onnx", "--providers", "cpu", "--ratio", "0.5", "--inexact"], capsys)
+    assert code == 0 and "1 pruned (1 inexact)" in out
