@@ -111,8 +111,10 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     log.info("loading %s", model_path)
     analysis = analyze(model_path, config.input_shapes)
     lap("analyse")
+    log.info("scoring %d prunable groups and planning", len(analysis.prunable))
     plan = plan_for(analysis, config)
     lap("plan")
+    log.info("removing %d channels from %d groups", sum(len(pg.pruned) for pg in plan.groups), len(plan.groups))
     pruned = apply_plan(analysis.graph, analysis.groups, plan)
     lap("apply")
     report = _report(model_path, output_path, analysis, plan, pruned, config)
@@ -125,6 +127,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
         report.validation = {"skipped": "--no-validate"}
     if config.plan_out:
         plan.save(config.plan_out, analysis.groups)
+    log.info("writing %s", output_path)
     ir.save(pruned, output_path)
     lap("save")
     report.after.file_bytes = file_size(output_path)

@@ -50,7 +50,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...",
                    help="fix a model input's shape (repeat per input); needed for dynamic dimensions")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every step in detail")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors")
 
 
@@ -89,7 +89,9 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _configure_logging(args: argparse.Namespace) -> None:
-    level = logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
+    # Progress (one line per step) on an interactive terminal; pipes and CI get warnings only.
+    default = logging.INFO if sys.stderr.isatty() else logging.WARNING
+    level = logging.ERROR if args.quiet else logging.DEBUG if args.verbose else default
     logging.basicConfig(level=level, format="onnxprune: %(message)s", stream=sys.stderr)
 
 
