@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 
 from .errors import BadInputError, ModelLoadError
 
@@ -457,7 +457,11 @@ def save(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
             data_name = base + ".data"
             onnx.save_model(proto, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_name, size_threshold=1024)
-            os.replace(os.path.join(tmp_dir, data_name), os.path.join(directory, data_name))
+            # save_model moved the tensors' bytes out of `proto`; read them back so the caller's model
+            # is unchanged (no second in-memory copy of a model this large)
+            external_data_helper.load_external_data_for_model(proto, tmp_dir)
+            if os.path.exists(os.path.join(tmp_dir, data_name)):  # absent when every tensor is small
+                os.replace(os.path.join(tmp_dir, data_name), os.path.join(directory, data_name))
         else:
             onnx.save_model(proto, tmp_model)
         os.replace(tmp_model, path)

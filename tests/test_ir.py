@@ -1,0 +1,202 @@
+"""Loading, normalising, folding and saving models (ir.py, fold.py), seen through analyse / prune."""
+import hashlib
+import os
+
+import numpy as np
+import onnx
+import pytest
+from checks import dims, init, removed
+from helpers import make_model, node, prune_with_oracle, save, weight
+from onnx import helper, numpy_helper
+
+from onnxprune import ModelLoadError, PruneConfig, analyze, ir, prune
+from onnxprune.errors import BadInputError
+from onnxprune.validate import random_inputs, run
+
+C, HW = 8, 4
+
+
+def _conv_chain(opset: int = 17):
+    inits = {"w1": weight(C, 3, 3, 3), "b1": weight(C), "w2": weight(5, C, 1, 1)}
+    nodes = [node("Conv", ["x", "w1", "b1"], "a", pads=[1, 1, 1, 1]), node("Relu", ["a"], "r"),
+             node("Conv", ["r", "w2"], "y")]
+    return make_model(nodes, {"x": [1, 3, HW, HW]}, {"y": [1, 5, HW, HW]}, inits, opset=opset)
+
+
+def _config(**kw) -> PruneConfig:
+    return PruneConfig(ratio=0.5, providers=["cpu"], latency_repeats=1, **kw)
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _outputs(model_or_path, feeds):
+    return run(model_or_path, feeds, optimize=False).outputs
+
+
+def test_constant_nodes_and_identity_of_initializer_become_weights(tmp_path):
+    w1 = weight(C, 3, 3, 3)
+    nodes = [helper.make_node("Constant", [], ["w1"], name="const_w1", value=numpy_helper.from_array(w1)),
+             helper.make_node("Constant", [], ["b1"], name="const_b1", value_floats=weight(C).tolist()),
+             node("Identity", ["w2_stored"], "w2"),
+             node("Conv", ["x", "w1", "b1"], "a", pads=[1, 1, 1, 1]), node("Relu", ["a"], "r"),
+             node("Conv", ["r", "w2"], "y")]
+    model = make_model(nodes, {"x": [1, 3, HW, HW]}, {"y": [1, 5, HW, HW]}, {"w2_stored": weight(5, C, 1, 1)})
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    assert [n.op_type for n in pruned.graph.node] == ["Conv", "Relu", "Conv"]
+    assert dims(pruned) == {"w1": [C // 2, 3, 3, 3], "b1": [C // 2], "w2_stored": [5, C // 2, 1, 1]}
+    gone = removed(analysis, plan)
+    keep = np.setdiff1d(np.arange(C), gone[("w1", 0)])
+    np.testing.assert_array_equal(init(pruned, "w1"), w1[keep])
+
+
+def test_external_data_model_loads_and_prunes(tmp_path):
+    model = _conv_chain()
+    src = tmp_path / "ext.onnx"
+    onnx.save(model, str(src), save_as_external_data=True, all_tensors_to_one_file=True, location="ext.onnx.data",
+              size_threshold=0)
+    assert (tmp_path / "ext.onnx.data").is_file()
+    out = tmp_path / "out.onnx"
+    report = prune(str(src), str(out), _config())
+    assert report.groups_pruned == 1
+    pruned = onnx.load(str(out))
+    assert dims(pruned)["w1"] == [C // 2, 3, 3, 3] and dims(pruned)["w2"] == [5, C // 2, 1, 1]
+    (y,) = _outputs(pruned, random_inputs(pruned, {}))
+    assert y.shape == (1, 5, HW, HW)
+
+
+def test_external_data_file_beside_the_model_is_required(tmp_path):
+    src = tmp_path / "ext.onnx"
+    onnx.save(_conv_chain(), str(src), save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    os.unlink(tmp_path / "ext.onnx.data")
+    with pytest.raises(ModelLoadError, match="ext.onnx"):
+        analyze(str(src))
+
+
+def _arrays(model) -> dict:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_large_model_is_saved_with_external_data(tmp_path, monkeypatch):
+    inits = {"w1": weight(32, 3, 3, 3), "w2": weight(5, 32, 1, 1)}  # w1 is over the 1 KiB external threshold
+    nodes = [node("Conv", ["x", "w1"], "a"), node("Relu", ["a"], "r"), node("Conv", ["r", "w2"], "y")]
+    model = make_model(nodes, {"x": [1, 3, HW, HW]}, {"y": None}, inits)
+    feeds = random_inputs(model, {})
+    (expected,) = _outputs(model, feeds)
+    monkeypatch.setattr(ir, "EXTERNAL_DATA_THRESHOLD", 100)
+    path = tmp_path / "big.onnx"
+    ir.save(model, path)
+    assert sorted(os.listdir(tmp_path)) == ["big.onnx", "big.onnx.data"]  # no temporary leftovers
+    assert (tmp_path / "big.onnx.data").stat().st_size >= inits["w1"].nbytes
+    reloaded = onnx.load(str(path))
+    for name, value in inits.items():
+        np.testing.assert_array_equal(init(reloaded, name), value)
+    np.testing.assert_array_equal(_outputs(str(path), feeds)[0], expected)
+
+
+def test_saving_with_external_data_leaves_the_model_in_memory_usable(tmp_path, monkeypatch):
+    """onnx.save_model(save_as_external_data=True) empties the tensors it writes out; ir.save must not."""
+    model = _conv_chain()
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight(C, 3, 3, 3), "w1"))
+    before = _arrays(model)
+    monkeypatch.setattr(ir, "EXTERNAL_DATA_THRESHOLD", 100)
+    ir.save(model, tmp_path / "a.onnx")
+    after = _arrays(model)
+    assert all(t.data_location == onnx.TensorProto.DEFAULT for t in model.graph.initializer)
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name])
+    ir.save(model, tmp_path / "b.onnx")  # and it can be saved again
+    np.testing.assert_array_equal(init(onnx.load(str(tmp_path / "b.onnx")), "w1"), before["w1"])
+
+
+def test_external_save_of_a_model_with_only_small_tensors(tmp_path, monkeypatch):
+    """Over the size threshold but no tensor big enough to move out: one plain file, no crash."""
+    model = _conv_chain()
+    feeds = random_inputs(model, {})
+    (expected,) = _outputs(model, feeds)
+    monkeypatch.setattr(ir, "EXTERNAL_DATA_THRESHOLD", 100)
+    ir.save(model, tmp_path / "small.onnx")
+    assert os.listdir(tmp_path) == ["small.onnx"]
+    np.testing.assert_array_equal(_outputs(str(tmp_path / "small.onnx"), feeds)[0], expected)
+
+
+def test_opset_below_9_is_rejected(tmp_path):
+    path = save(_conv_chain(opset=8), tmp_path)
+    with pytest.raises(ModelLoadError, match="opset 8; onnxprune needs opset 9"):
+        analyze(path)
+
+
+def test_missing_file_is_a_load_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        analyze(str(tmp_path / "nope.onnx"))
+
+
+@pytest.mark.parametrize("content", [b"this is not a protobuf \xff\xfe", b""])
+def test_corrupt_file_is_a_load_error(tmp_path, content):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelLoadError, match="bad.onnx"):
+        analyze(str(path))
+
+
+def test_prune_never_modifies_its_input(tmp_path):
+    path = save(_conv_chain(), tmp_path)
+    digest, listing = _sha(path), sorted(os.listdir(tmp_path))
+    report = prune(path, config=_config())
+    assert _sha(path) == digest
+    assert report.output == str(tmp_path / "model.pruned.onnx")
+    assert sorted(os.listdir(tmp_path)) == sorted(listing + ["model.pruned.onnx"])
+    assert dims(onnx.load(report.output))["w1"][0] == C // 2
+    with pytest.raises(BadInputError, match="is the input model"):
+        prune(path, path, _config())
+    assert _sha(path) == digest
+
+
+def _computed_reshape(batch, div: bool = True):
+    """conv (C) -> Reshape to [N, C, H*W/2, 2] with the target computed by Shape -> Gather -> Mul (-> Div) -> Concat.
+
+    Without `div` the target is [N, C, H*W, 1].
+    """
+    inits = {"w1": weight(C, 3, 3, 3), "w2": weight(5, C, 1, 1), "two": np.array(2, np.int64),
+             "tail": np.array([2 if div else 1], np.int64), "ax": np.array([0], np.int64)}
+    nodes = [node("Conv", ["x", "w1"], "a", pads=[1, 1, 1, 1]), node("Shape", ["a"], "s")]
+    for i in range(4):
+        inits[f"i{i}"] = np.array(i, np.int64)
+        nodes.append(node("Gather", ["s", f"i{i}"], f"d{i}", axis=0))
+    nodes.append(node("Mul", ["d2", "d3"], "hw"))
+    if div:
+        nodes.append(node("Div", ["hw", "two"], "half"))
+    nodes += [node("Unsqueeze", ["d0", "ax"], "u0"), node("Unsqueeze", ["d1", "ax"], "u1"),
+              node("Unsqueeze", ["half" if div else "hw", "ax"], "u2"),
+              node("Concat", ["u0", "u1", "u2", "tail"], "target", axis=0),
+              node("Reshape", ["a", "target"], "m"), node("Conv", ["m", "w2"], "y")]
+    hw = HW * HW // 2 if div else HW * HW
+    return make_model(nodes, {"x": [batch, 3, HW, HW]}, {"y": [batch, 5, hw, 2 if div else 1]}, inits)
+
+
+def test_static_shape_arithmetic_is_folded_and_its_constant_rewritten(tmp_path):
+    analysis, plan, pruned = prune_with_oracle(_computed_reshape(1), tmp_path, ratio=0.5)
+    ops = [n.op_type for n in analysis.graph.nodes]
+    assert "Shape" not in ops and "Concat" not in ops
+    assert [n.op_type for n in pruned.graph.node] == ["Conv", "Reshape", "Conv"]
+    (target,) = [n.input[1] for n in pruned.graph.node if n.op_type == "Reshape"]
+    assert init(pruned, target).tolist() == [1, C // 2, HW * HW // 2, 2]
+
+
+def test_dynamic_batch_is_not_folded(tmp_path):
+    model = _computed_reshape("N", div=False)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, input_shapes={"x": (2, 3, HW, HW)})
+    assert "Shape" in [n.op_type for n in analysis.graph.nodes]
+    assert "Shape" in [n.op_type for n in pruned.graph.node]  # the target still follows the sizes at run time
+    assert dims(pruned)["w1"][0] == C // 2
+    (y,) = _outputs(pruned, random_inputs(pruned, {"x": (3, 3, HW, HW)}))
+    assert y.shape == (3, 5, HW * HW, 1)  # still any batch
+
+
+@pytest.mark.xfail(strict=True, reason="limitation: a dynamic model is not folded, and ONNX shape inference's data "
+                   "propagation has no Div, so a Reshape target computed with Div has no static output shape even "
+                   "with --input-shape; the space freezes ('use --input-shape', which was given)")
+def test_dynamic_batch_with_a_divided_target_prunes_given_input_shapes(tmp_path):
+    model = _computed_reshape("N", div=True)
+    prune_with_oracle(model, tmp_path, ratio=0.5, input_shapes={"x": (2, 3, HW, HW)})
