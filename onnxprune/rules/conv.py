@@ -14,6 +14,7 @@ from .. import indexmap
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, prod, register
+from .forms import conv2d_form
 
 
 def conv_layout(node: Node, graph: Graph) -> tuple[int, int, int, int] | None:
@@ -100,6 +101,9 @@ class _ConvBase(Rule):
 @register("Conv")
 class ConvRule(_ConvBase):
     """Conv: output side cuts W rows and bias; input side cuts W columns (role "in")."""
+
+    def linear_form(self, node: Node, graph: Graph):
+        return conv2d_form(node, graph)
 
 
 @register("ConvTranspose")
