@@ -39,7 +39,7 @@ class PruneConfig:
     # -- calibration (issue 5) --
     calib: str | None = None  # .npz of input arrays, samples along axis 0
     calib_samples: int = 256
-    compensate: str | None = None  # none | bias | lsq; None: lsq with calibration data, else none
+    compensate: str | None = None  # none | bias | lsq; None: bias (compensate.DEFAULT_MODE) with calibration data, else none
 
     def check(self) -> None:
         if not 0.0 <= self.ratio < 1.0:

@@ -74,7 +74,7 @@ def _calib_flags(p: argparse.ArgumentParser) -> None:
                    help="samples used for statistics and compensation (default 256); the rest measure fidelity")
     p.add_argument("--compensate", choices=COMPENSATIONS, default=None,
                    help="adjust consumers of removed channels: none, bias (fold removed means into the bias), "
-                        "lsq (refit kept weights by least squares); default lsq with --calib, else none")
+                        "lsq (refit kept weights by least squares); default bias with --calib, else none")
 
 
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
