@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ir
+from . import activation, calib, compensate, ir
 from .apply import apply_plan
 from .depgraph import build_groups
 from .errors import BadInputError
@@ -42,15 +42,35 @@ class PruneConfig:
     # also prune inexact groups (transformer hidden size through LayerNorm/RMSNorm, channels under a
     # normalisation): outputs change beyond the removed channels; proposed CLI flag: --inexact
     inexact: bool = False
+    # -- calibration (issue 5) --
+    calib: str | None = None  # .npz of input arrays, samples along axis 0
+    calib_samples: int = 256
+    compensate: str | None = None  # none | bias | lsq; None: bias (compensate.DEFAULT_MODE) with calibration data, else none
 
     def check(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
             raise BadInputError(f"--ratio must be in [0, 1), got {self.ratio}")
-        if self.importance not in CRITERIA:
-            raise BadInputError(f"--importance must be one of {', '.join(CRITERIA)}, got '{self.importance}'")
+        if self.importance not in CRITERIA + activation.CRITERIA:
+            raise BadInputError(f"--importance must be one of {', '.join(CRITERIA + activation.CRITERIA)}, "
+                                f"got '{self.importance}'")
         for p in self.providers or []:
             if p not in PROVIDERS:
                 raise BadInputError(f"--providers accepts {', '.join(PROVIDERS)}, got '{p}'")
+        self._check_calib()
+
+    def _check_calib(self) -> None:
+        if self.compensate is not None and self.compensate not in compensate.MODES:
+            raise BadInputError(f"--compensate must be one of {', '.join(compensate.MODES)}, got '{self.compensate}'")
+        if self.calib_samples < 2:
+            raise BadInputError(f"--calib-samples must be at least 2, got {self.calib_samples}")
+        if not self.calib and (self.importance in activation.CRITERIA or self.compensate in ("bias", "lsq")):
+            what = f"--importance {self.importance}" if self.importance in activation.CRITERIA else \
+                f"--compensate {self.compensate}"
+            raise BadInputError(f"{what} needs calibration data: give --calib FILE.npz")
+
+    @property
+    def compensation(self) -> str:
+        return self.compensate or (compensate.DEFAULT_MODE if self.calib else "none")
 
 
 @dataclass
@@ -75,16 +95,57 @@ def analyze(model_path: str, input_shapes: dict | None = None) -> Analysis:
     return Analysis(graph, build_groups(graph))
 
 
-def plan_for(analysis: Analysis, config: PruneConfig) -> Plan:
+def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None) -> Plan:
     """A plan from the config: the saved plan if `plan_in` is set, else scored by `importance`."""
     if config.plan_in:
         return Plan.load(config.plan_in)
     rng = np.random.default_rng(config.seed)
-    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, config.importance, rng))
+    scores = {g.id: unit_scores(g, _root_scores(g, analysis.graph, config, rng, stats))
               for g in analysis.prunable if g.exact or config.inexact}
     plan = make_plan(analysis.groups, scores, config.ratio)
     plan.meta["importance"] = config.importance
     return plan
+
+
+def _root_scores(g: Group, graph: Graph, config: PruneConfig, rng, stats: dict | None) -> np.ndarray:
+    if config.importance in activation.CRITERIA:
+        return activation.root_scores(g, graph, stats or {}, centered=config.compensation != "none")
+    return root_scores(g, graph, config.importance, rng)
+
+
+# -- calibration (issue 5): statistics before planning, compensation and fidelity after --
+
+@dataclass
+class Calibration:
+    data: calib.CalibData
+    held_out: calib.CalibData | None
+    stats: dict
+
+
+def calibrate(analysis: Analysis, config: PruneConfig) -> Calibration | None:
+    """Load the calibration file and collect per-channel statistics at every consumer of a prunable group."""
+    if not config.calib:
+        return None
+    data, held = calib.split(calib.load(config.calib, analysis.graph.proto, config.input_shapes),
+                             config.calib_samples)
+    log.info("calibration: %d samples (%d held out for fidelity)", data.count, held.count if held else 0)
+    stats = calib.collect_stats(analysis.graph.proto, data, activation.stat_spaces(analysis.prunable))
+    return Calibration(data, held, stats)
+
+
+def finish_calibration(analysis: Analysis, plan: Plan, pruned, config: PruneConfig, cal: Calibration | None) -> dict:
+    """Compensate `pruned` in place and measure its fidelity on the held-out samples."""
+    if cal is None:
+        return {}
+    found = compensate.consumers(analysis.graph, analysis.groups, plan)
+    missing = [s for s in compensate.stat_spaces(found) if s not in cal.stats]
+    if missing and config.compensation == "bias":
+        cal.stats.update(calib.collect_stats(analysis.graph.proto, cal.data, missing))
+    summary = compensate.compensate(analysis.graph, found, pruned, cal.data, cal.stats, config.compensation)
+    result = {"samples": cal.data.count, "compensation": summary}
+    if cal.held_out is not None:
+        result["fidelity"] = calib.fidelity(analysis.graph.proto, pruned, cal.held_out)
+    return result
 
 
 def default_output(model_path: str) -> str:
@@ -111,13 +172,20 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     log.info("loading %s", model_path)
     analysis = analyze(model_path, config.input_shapes)
     lap("analyse")
+    cal = calibrate(analysis, config)
     log.info("scoring %d prunable groups and planning", len(analysis.prunable))
-    plan = plan_for(analysis, config)
+    plan = plan_for(analysis, config, cal.stats if cal else None)
     lap("plan")
     log.info("removing %d channels from %d groups", sum(len(pg.pruned) for pg in plan.groups), len(plan.groups))
     pruned = apply_plan(analysis.graph, analysis.groups, plan)
     lap("apply")
+    calibration = finish_calibration(analysis, plan, pruned, config, cal)
+    if cal:
+        lap("calibrate")
     report = _report(model_path, output_path, analysis, plan, pruned, config)
+    report.calibration = calibration
+    if not cal:
+        report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
     if config.validate:
         feeds = random_inputs(analysis.graph.proto, config.input_shapes, config.seed)
         providers = config.providers or ["cpu", "cuda"]
@@ -163,7 +231,8 @@ def verify(model_path: str, config: PruneConfig | None = None) -> OracleResult:
     config = config or PruneConfig()
     config.check()
     analysis = analyze(model_path, config.input_shapes)
-    plan = plan_for(analysis, config)
+    cal = calibrate(analysis, config) if config.importance in activation.CRITERIA else None
+    plan = plan_for(analysis, config, cal.stats if cal else None)
     return run_oracle(analysis.graph, analysis.groups, plan, config.input_shapes, config.seed)
 
 

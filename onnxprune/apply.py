@@ -144,3 +144,24 @@ def _apply_edits(graph: Graph, removal: Removal, model: onnx.ModelProto, inits: 
                 ir.set_node_attr(model, node_index, attr, current)
     for name, arr in consts.items():
         ir.replace_initializer(inits[name], arr)
+
+
+def apply_values(model: onnx.ModelProto, weights: dict[str, np.ndarray],
+                 new_biases: list[tuple[str, str, tuple, np.ndarray]] = ()) -> None:
+    """Write compensated values into an already pruned model (in place; shapes may not change).
+
+    new_biases: (node name, new initializer name, attach, value); attach ("input", i) makes it input i
+    of the node, ("add",) inserts an Add of it behind the node.
+    """
+    inits = ir.initializer_map(model)
+    for name, value in weights.items():
+        old = tuple(inits[name].dims)
+        if tuple(value.shape) != old:
+            raise PlanError(f"compensation would change '{name}' from {list(old)} to {list(value.shape)}")
+        ir.replace_initializer(inits[name], value)
+    for node_name, bias_name, attach, value in new_biases:
+        ir.add_initializer(model, bias_name, value)
+        if attach[0] == "input":
+            ir.set_node_input(model, node_name, attach[1], bias_name)
+        else:
+            ir.add_after(model, node_name, "Add", bias_name)

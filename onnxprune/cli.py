@@ -13,6 +13,8 @@ from . import __version__
 from .api import PruneConfig, analyze, prune, verify
 from .errors import BadInputError, CheckFailedError, OnnxPruneError
 from .importance import CRITERIA
+from .activation import CRITERIA as ACT_CRITERIA
+from .compensate import MODES as COMPENSATIONS
 from .report import format_text, frozen_reasons
 
 log = logging.getLogger("onnxprune")
@@ -57,12 +59,25 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratio", type=parse_ratio, default=0.3,
                    help="fraction of the channels of every prunable group to remove (default 0.3)")
-    p.add_argument("--importance", choices=CRITERIA, default="l1", help="channel importance criterion (default l1)")
+    p.add_argument("--importance", choices=CRITERIA + ACT_CRITERIA, default="l1",
+                   help="channel importance criterion (default l1; act needs --calib)")
     p.add_argument("--plan-in", metavar="PLAN.json", help="apply this saved plan; ignores --ratio and --importance")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
     p.add_argument("--inexact", action="store_true",
                    help="also prune inexact groups (normalisation over the pruned axis, e.g. a transformer's "
                         "hidden size): outputs change beyond the removed channels")
+    _calib_flags(p)
+
+
+def _calib_flags(p: argparse.ArgumentParser) -> None:
+    """Calibration data, activation importance and compensation (issue 5)."""
+    p.add_argument("--calib", metavar="FILE.npz",
+                   help="calibration inputs: one array per model input, keyed by input name, samples on axis 0")
+    p.add_argument("--calib-samples", type=int, default=256, metavar="N",
+                   help="samples used for statistics and compensation (default 256); the rest measure fidelity")
+    p.add_argument("--compensate", choices=COMPENSATIONS, default=None,
+                   help="adjust consumers of removed channels: none, bias (fold removed means into the bias), "
+                        "lsq (refit kept weights by least squares); default bias with --calib, else none")
 
 
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
@@ -99,6 +114,7 @@ def _config(args: argparse.Namespace) -> PruneConfig:
     shapes = dict(parse_input_shape(s) for s in args.input_shape)
     config = PruneConfig(ratio=args.ratio, importance=args.importance, input_shapes=shapes,
                          plan_in=args.plan_in, seed=args.seed, inexact=args.inexact)
+    config.calib, config.calib_samples, config.compensate = args.calib, args.calib_samples, args.compensate
     if hasattr(args, "providers"):
         config.providers = [p.strip() for p in args.providers.split(",") if p.strip()]
         config.validate = not args.no_validate

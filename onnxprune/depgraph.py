@@ -58,6 +58,7 @@ class _Growth:
         self.graph, self.gid, self.root_node, self.root, self.size = graph, gid, root_node, root, size
         self.spaces: dict[tuple[str, int], np.ndarray] = {}
         self.cuts: dict[tuple[str, int, str, bool], np.ndarray] = {}
+        self.sources: dict[tuple[str, int], tuple[str, int]] = {}  # "in" cut -> consumed (tensor, axis)
         self.edits: dict = {}
         self.inexact: list[str] = []
         self.kinds: list[str] = []
@@ -89,6 +90,8 @@ class _Growth:
                 return
             fx = Effects(node, self.graph)
             rule_for(node).propagate(node, self.graph, port, axis, pairs, fx)
+            if port.is_input:
+                self._note_sources(fx, tensor, axis, pairs)
             if fx.frozen_reason or self._take(fx):
                 self.frozen = self.frozen or fx.frozen_reason
                 return
@@ -113,6 +116,12 @@ class _Growth:
             log.warning("rule mapped positions outside '%s' axis %d (size %d)", tensor, axis, size)
             return f"internal: positions outside '{tensor}' along axis {axis}"
         return None
+
+    def _note_sources(self, fx: Effects, tensor: str, axis: int, pairs: Pairs) -> None:
+        """An "in" cut with the visited positions themselves reads the visited input along `axis`."""
+        for cut in fx.cuts:
+            if cut.role == "in" and np.array_equal(cut.pairs, pairs):
+                self.sources.setdefault((cut.tensor, cut.axis), (tensor, axis))
 
     def _take(self, fx: Effects) -> bool:
         """Record a rule's effects; return True when they freeze the group."""
@@ -139,7 +148,8 @@ class _Growth:
         slices = []
         for (tensor, axis, role, scale), keys in self.cuts.items():
             pairs = indexmap.decode(keys)
-            slices.append(Slice(tensor, axis, role, scale, pairs[:, 0], pairs[:, 1]))
+            source = self.sources.get((tensor, axis)) if role == "in" else None
+            slices.append(Slice(tensor, axis, role, scale, pairs[:, 0], pairs[:, 1], source))
         units = _couple(self.size, [(s.positions, s.roots) for s in spaces] + [(s.positions, s.roots) for s in slices])
         return Group(self.gid, self.root, self.root_node, self.size, units, tuple(spaces), tuple(slices),
                      tuple(self.edits), tuple(self.inexact), self.frozen, tuple(self.kinds))

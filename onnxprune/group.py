@@ -18,6 +18,9 @@ class Slice:
     scale: bool
     positions: np.ndarray
     roots: np.ndarray
+    # role "in" only: (tensor, axis) of the consumer's input that these positions read
+    # (same positions along that axis), for activation statistics; None when unknown
+    source: tuple[str, int] | None = None
 
     def indices(self, pruned: np.ndarray) -> np.ndarray:
         """Sorted positions of this slice removed when the roots flagged in `pruned` go."""

@@ -496,3 +496,35 @@ def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray]
     del g.value_info[:]
     g.value_info.extend(vi_keep)
     return out
+
+
+# -- calibration and compensation helpers -----------------------------------
+
+def with_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy whose graph outputs are exactly `names` (intermediate tensors exposed for statistics)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    del out.graph.output[:]
+    out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    return out
+
+
+def add_initializer(proto: onnx.ModelProto, name: str, value: np.ndarray) -> None:
+    proto.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+
+
+def set_node_input(proto: onnx.ModelProto, node_name: str, index: int, tensor: str) -> None:
+    node = next(n for n in proto.graph.node if n.name == node_name)
+    while len(node.input) <= index:
+        node.input.append("")
+    node.input[index] = tensor
+
+
+def add_after(proto: onnx.ModelProto, node_name: str, op_type: str, operand: str) -> None:
+    """Insert `op_type(node's output 0, operand)` behind a node, keeping the output's name."""
+    g = proto.graph
+    pos, node = next((i, n) for i, n in enumerate(g.node) if n.name == node_name)
+    out = node.output[0]
+    node.output[0] = f"{out}__{op_type.lower()}_in"
+    new = onnx.helper.make_node(op_type, [node.output[0], operand], [out], name=f"{node_name}__{op_type.lower()}")
+    g.node.insert(pos + 1, new)

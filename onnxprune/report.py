@@ -46,6 +46,7 @@ class PruneReport:
     validation: dict = field(default_factory=dict)
     timings_s: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    calibration: dict = field(default_factory=dict)  # samples, compensation, fidelity (see calib.fidelity)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -126,8 +127,22 @@ def format_text(r: PruneReport) -> str:
                      f"output change {v['relative_change']:.3g} (relative max abs)")
     if r.validation.get("skipped"):
         lines.append(f"  validation skipped: {r.validation['skipped']}")
+    lines.extend(_calibration_lines(r.calibration))
     for note in r.notes:
         lines.append(f"  note: {note}")
     if r.timings_s:
         lines.append("  time     " + ", ".join(f"{k} {v:.2f}s" for k, v in r.timings_s.items()))
     return "\n".join(lines)
+
+
+def _calibration_lines(c: dict) -> list[str]:
+    """Fidelity of the pruned model on held-out calibration samples, one line per output."""
+    if not c:
+        return []
+    lines = [f"  calib    {c.get('samples', 0)} samples, compensation {c.get('compensation', {}).get('mode', 'none')}"]
+    fid = c.get("fidelity") or {}
+    for name, row in fid.get("outputs", {}).items():
+        top1 = f", top-1 agreement {row['top1_agreement'] * 100:.1f}%" if "top1_agreement" in row else ""
+        lines.append(f"  fidelity {name}: cosine mean {row['cosine_mean']:.4f} (min {row['cosine_min']:.4f}), "
+                     f"relative error {row['relative_error']:.3g}{top1} on {fid['samples']} held-out samples")
+    return lines

@@ -149,6 +149,10 @@ class Rule:
         """Multiply-accumulates of one run of the node (0 for ops that are not counted)."""
         return 0
 
+    def linear_form(self, node: Node, graph: Graph):
+        """How the node computes as a linear consumer of input 0 (a rules.forms.LinearForm), or None."""
+        return None
+
 
 def prod(dims) -> int:
     out = 1

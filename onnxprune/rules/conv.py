@@ -26,6 +26,7 @@ from .. import indexmap
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, prod, register
+from .forms import conv2d_form
 
 WHOLE, WITHIN = "whole groups", "within groups"
 
@@ -162,6 +163,9 @@ class _ConvBase(Rule):
 @register("Conv")
 class ConvRule(_ConvBase):
     """Conv: output side cuts W rows and bias; input side cuts W columns (role "in")."""
+
+    def linear_form(self, node: Node, graph: Graph):
+        return conv2d_form(node, graph)
 
 
 @register("ConvTranspose")

@@ -1,11 +1,13 @@
 """Gemm and MatMul with a constant weight: output features (N) and input features (K)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterator
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, prod, broadcast_to_input, register
+from .forms import dense_form, following_bias
 
 
 def _matmul_macs(graph: Graph, a: str, y: str, k_axis: int) -> int:
@@ -26,6 +28,19 @@ class GemmRule(Rule):
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         if graph.is_const(node.input(1)):
             yield node.output(0), 1
+
+    def linear_form(self, node: Node, graph: Graph):
+        """Y = A W (+ C) with transA=0, alpha=1 and C absent or of shape [N] / [1, N]."""
+        if not graph.is_const(node.input(1)) or int(node.attr("transA", 0)) or float(node.attr("alpha", 1.0)) != 1.0:
+            return None
+        form = dense_form(node, graph, 1, 1 if int(node.attr("transB", 0)) else 0)
+        bias = node.input(2)
+        if not bias:
+            return form
+        n = graph.const_shape(node.input(1))[form.w_out_axis]
+        if not graph.is_const(bias) or graph.const_shape(bias) != (n,) or float(node.attr("beta", 1.0)) != 1.0:
+            return None
+        return dataclasses.replace(form, bias=bias)
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         weight = node.input(1)
@@ -68,6 +83,14 @@ class MatMulRule(Rule):
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         if self._weight_2d(node, graph):
             yield node.output(0), -1
+
+    def linear_form(self, node: Node, graph: Graph):
+        """Y = A W, with the bias in a following Add when there is one."""
+        if not self._weight_2d(node, graph):
+            return None
+        form = dense_form(node, graph, -1, 0)
+        bias = following_bias(node, graph, graph.const_shape(node.input(1))[1])
+        return dataclasses.replace(form, bias=bias, bias_attach=("add",))
 
     @staticmethod
     def _weight_2d(node: Node, graph: Graph) -> bool:

@@ -1,0 +1,200 @@
+"""Calibration data: load and check a .npz of model inputs, run it through ONNX Runtime in batches.
+
+The file holds one array per model input, keyed by the input's name, with
+samples along the first axis. Intermediate tensors are read by exposing them
+as extra outputs of a temporary copy of the model; every consumer of the
+values receives one batch at a time, so memory stays bounded by the batch.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import zipfile
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import onnx
+
+from . import ir
+from .errors import BadInputError, CheckFailedError
+from .validate import session
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 16
+HELD_OUT_FRACTION = 0.2
+
+
+@dataclass
+class CalibData:
+    """Model feeds with samples along axis 0, and the batch size the model accepts."""
+
+    arrays: dict[str, np.ndarray]
+    batch: int
+    fixed: bool = False  # the model fixes the batch size: a last partial batch is dropped
+
+    @property
+    def count(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def take(self, start: int, stop: int) -> "CalibData":
+        return CalibData({k: v[start:stop] for k, v in self.arrays.items()}, self.batch, self.fixed)
+
+    def batches(self) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, self.count - self.batch + 1 if self.fixed else self.count, self.batch):
+            yield {k: v[start:start + self.batch] for k, v in self.arrays.items()}
+
+
+def load(path: str, proto: onnx.ModelProto, input_shapes: dict | None = None) -> CalibData:
+    """Read and check a calibration .npz against the model's inputs; raise BadInputError when it does not fit."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except FileNotFoundError:
+        raise BadInputError(f"calibration file '{path}' does not exist") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise BadInputError(f"cannot read calibration file '{path}' as .npz: {exc}") from None
+    return check(arrays, proto, input_shapes or {}, path)
+
+
+def check(arrays: dict[str, np.ndarray], proto: onnx.ModelProto, input_shapes: dict, origin: str = "calibration data"
+          ) -> CalibData:
+    """Names, dtypes, ranks and static dims must match the model's inputs; the sample counts must agree."""
+    specs = ir.input_specs(proto)
+    names = [s[0] for s in specs]
+    missing = [n for n in names if n not in arrays]
+    extra = [n for n in arrays if n not in names]
+    if missing or extra:
+        raise BadInputError(f"{origin}: arrays must be keyed by the model's input names {names}; "
+                            f"missing {missing}, unexpected {extra}")
+    counts = {n: int(arrays[n].shape[0]) if arrays[n].ndim else 0 for n in names}
+    if len(set(counts.values())) != 1 or 0 in counts.values():
+        raise BadInputError(f"{origin}: every array needs the same non-zero number of samples along axis 0; got {counts}")
+    batch = None
+    for name, elem, dims in specs:
+        batch = _check_one(origin, name, arrays[name], elem, input_shapes.get(name, dims), batch)
+    data = CalibData(arrays, batch or DEFAULT_BATCH, batch is not None)
+    if batch is not None and data.count < batch:
+        raise BadInputError(f"{origin}: the model's batch size is fixed at {batch}, but only {data.count} samples are given")
+    return data
+
+
+def _check_one(origin: str, name: str, arr: np.ndarray, elem: int, dims: tuple, batch: int | None) -> int | None:
+    want = onnx.helper.tensor_dtype_to_np_dtype(elem)
+    if arr.dtype != want:
+        raise BadInputError(f"{origin}: input '{name}' expects dtype {np.dtype(want).name}, the array has "
+                            f"{arr.dtype.name} (convert it with .astype(np.{np.dtype(want).name}))")
+    if arr.ndim != len(dims):
+        raise BadInputError(f"{origin}: input '{name}' has rank {len(dims)} {list(dims)} in the model, the array has "
+                            f"shape {list(arr.shape)} (axis 0 holds the samples)")
+    for axis in range(1, len(dims)):
+        if isinstance(dims[axis], int) and dims[axis] > 0 and arr.shape[axis] != dims[axis]:
+            raise BadInputError(f"{origin}: input '{name}' expects size {dims[axis]} along axis {axis} "
+                                f"(model shape {list(dims)}), the array has shape {list(arr.shape)}")
+    if isinstance(dims[0], int) and dims[0] > 0:
+        if batch is not None and batch != dims[0]:
+            raise BadInputError(f"{origin}: the model's inputs fix different batch sizes ({batch}, {dims[0]})")
+        return int(dims[0])
+    return batch
+
+
+def split(data: CalibData, samples: int) -> tuple[CalibData, CalibData | None]:
+    """First `samples` samples for calibration; the rest (or a held-out 20% when none is left) for fidelity."""
+    n = data.count
+    use = min(samples, n)
+    if n > use:
+        return data.take(0, use), data.take(use, min(n, use + max(use // 2, data.batch)))
+    cut = n - max(int(n * HELD_OUT_FRACTION), 1)
+    if cut < 1 or (data.fixed and (cut < data.batch or n - cut < data.batch)):
+        return data, None
+    return data.take(0, cut), data.take(cut, n)
+
+
+def run_batches(model: onnx.ModelProto, data: CalibData, names: list[str] | None,
+                visit: Callable[[int, dict[str, np.ndarray]], None], label: str = "calibration") -> None:
+    """Run `model` over the data batch by batch; `visit(batch_index, {name: value})` sees every batch.
+
+    `names` are tensors to expose (None: the model's own outputs).
+    """
+    runnable = ir.with_outputs(model, names) if names is not None else model
+    sess = session(runnable, "cpu", optimize=True)
+    out_names = [o.name for o in sess.get_outputs()]
+    total = max(1, -(-data.count // data.batch))
+    t0, last = time.perf_counter(), 0.0
+    for i, feeds in enumerate(data.batches()):
+        try:
+            values = sess.run(out_names, feeds)
+        except Exception as exc:
+            raise CheckFailedError(f"ONNX Runtime failed on {label} batch {i}: {str(exc).splitlines()[0]}") from None
+        visit(i, dict(zip(out_names, values)))
+        now = time.perf_counter() - t0
+        if now - last > 5 or i + 1 == total:
+            log.info("%s: batch %d/%d (%.1fs)", label, i + 1, total, now)
+            last = now
+
+
+@dataclass
+class ChannelStats:
+    """Per-channel moments of a tensor along one axis (reduced over every other axis)."""
+
+    mean: np.ndarray
+    mean_sq: np.ndarray
+    mean_abs: np.ndarray
+    count: int
+
+    @property
+    def var(self) -> np.ndarray:
+        return np.maximum(self.mean_sq - self.mean * self.mean, 0.0)
+
+
+def collect_stats(model: onnx.ModelProto, data: CalibData, spaces: list[tuple[str, int]]
+                  ) -> dict[tuple[str, int], ChannelStats]:
+    """Mean, E[a^2] and mean |a| per channel of every (tensor, axis), in one batched pass."""
+    spaces = sorted(set(spaces))
+    names = sorted({t for t, _ in spaces})
+    sums: dict[tuple[str, int], list] = {}
+
+    def visit(_: int, values: dict[str, np.ndarray]) -> None:
+        for tensor, axis in spaces:
+            v = np.moveaxis(values[tensor].astype(np.float64), axis, 0).reshape(values[tensor].shape[axis], -1)
+            acc = sums.setdefault((tensor, axis), [0.0, 0.0, 0.0, 0])
+            acc[0] = acc[0] + v.sum(1)
+            acc[1] = acc[1] + (v * v).sum(1)
+            acc[2] = acc[2] + np.abs(v).sum(1)
+            acc[3] += v.shape[1]
+
+    if names:
+        run_batches(model, data, names, visit, "statistics")
+    return {k: ChannelStats(s / c, q / c, a / c, c) for k, (s, q, a, c) in sums.items()}
+
+
+def outputs(model: onnx.ModelProto, data: CalibData, label: str) -> tuple[list[str], list[np.ndarray]]:
+    """The model's outputs over all of `data`, concatenated along the sample axis."""
+    parts: list[list[np.ndarray]] = []
+    names: list[str] = []
+
+    def visit(_: int, values: dict[str, np.ndarray]) -> None:
+        names[:] = list(values)
+        parts.append(list(values.values()))
+
+    run_batches(model, data, None, visit, label)
+    return names, [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
+
+
+def fidelity(original: onnx.ModelProto, pruned: onnx.ModelProto, data: CalibData) -> dict:
+    """Per output: mean/min cosine similarity per sample, relative L2 error, top-1 agreement for [N, classes]."""
+    names, ref = outputs(original, data, "fidelity (original)")
+    _, new = outputs(pruned, data, "fidelity (pruned)")
+    result = {"samples": data.count, "outputs": {}}
+    for name, a, b in zip(names, ref, new):
+        if not np.issubdtype(a.dtype, np.floating) or a.shape != b.shape:
+            continue
+        a64, b64 = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+        cos = (a64 * b64).sum(1) / np.maximum(np.linalg.norm(a64, axis=1) * np.linalg.norm(b64, axis=1), 1e-30)
+        row = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()),
+               "relative_error": float(np.linalg.norm(a64 - b64) / max(np.linalg.norm(a64), 1e-30))}
+        if a.ndim == 2 and a.shape[1] > 1:
+            row["top1_agreement"] = float(np.mean(a.argmax(1) == b.argmax(1)))
+        result["outputs"][name] = row
+    return result

@@ -1,0 +1,172 @@
+"""Compensation: adjust the consumers of removed channels so the pruned model reproduces the original.
+
+* bias: the mean contribution of every removed input channel (calibration
+  mean times the removed weights) is folded into the consumer's bias; a bias
+  is added where none exists.
+* lsq: each consumer's kept weights and bias are refit, by ridge-regularised
+  least squares, to the original consumer's outputs on sampled calibration
+  rows. Consumers are refit in topological order, each on the activations of
+  the already pruned and refit upstream. The ridge pulls towards the kept
+  original weights, so a consumer whose removed weights were zero keeps its
+  weights exactly (the dead-channel oracle stays meaningful).
+
+What a consumer computes comes from its rule (`Rule.linear_form`); this
+module has no op knowledge. Values are written by `apply.apply_values`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from . import calib, ir
+from .apply import Removal, apply_values, collect
+from .calib import CalibData, ChannelStats
+from .group import Group
+from .ir import Graph
+from .planner import Plan
+from .rules import rule_for
+from .rules.forms import LinearForm
+
+log = logging.getLogger(__name__)
+
+MODES = ("none", "bias", "lsq")
+DEFAULT_MODE = "bias"  # measured on tools/bench_fidelity.py: lsq wins on the CNN but hurts MiniLM; bias is the safer default
+MAX_ROWS = 8192  # sampled rows per consumer for the least-squares fit
+RIDGE = 1e-3  # ridge strength relative to the mean diagonal of the Gram matrix
+
+
+@dataclass
+class Consumer:
+    """A linear consumer of removed channels, in original coordinates."""
+
+    form: LinearForm
+    x_axis: int
+    kept_in: np.ndarray
+    removed_in: np.ndarray
+    kept_out: np.ndarray
+    order: int
+
+
+@dataclass
+class Values:
+    """New initializer values (pruned coordinates) and biases to add, for `apply.apply_values`."""
+
+    weights: dict[str, np.ndarray] = field(default_factory=dict)
+    new_biases: list[tuple[str, str, tuple, np.ndarray]] = field(default_factory=list)
+
+
+def consumers(graph: Graph, groups: list[Group], plan: Plan) -> list[Consumer]:
+    """Every node that reads removed channels and has a linear form, in topological order."""
+    removal = collect(graph, groups, plan)
+    found = []
+    for weight, axes in removal.consumed.items():
+        node = graph.consumers(weight)[0][0]
+        form = rule_for(node).linear_form(node, graph)
+        if form is None or form.weight != weight or set(axes) != {form.w_in_axis}:
+            log.info("%s: no linear form for compensation; left as pruned", node)
+            continue
+        found.append(_consumer(graph, removal, form, node.index))
+    return sorted(found, key=lambda c: c.order)
+
+
+def _consumer(graph: Graph, removal: Removal, form: LinearForm, order: int) -> Consumer:
+    shape = graph.const_shape(form.weight)
+    removed_in = np.array(sorted(removal.consumed[form.weight][form.w_in_axis]), dtype=np.int64)
+    removed_out = sorted(removal.slices[form.weight].get(form.w_out_axis, ()))
+    x_axis = form.x_axis + (graph.rank(form.x) or 0) if form.x_axis < 0 else form.x_axis
+    return Consumer(form, x_axis, np.setdiff1d(np.arange(shape[form.w_in_axis]), removed_in), removed_in,
+                    np.setdiff1d(np.arange(shape[form.w_out_axis]), removed_out), order)
+
+
+def stat_spaces(found: list[Consumer]) -> list[tuple[str, int]]:
+    return [(c.form.x, c.x_axis) for c in found]
+
+
+def compensate(graph: Graph, found: list[Consumer], pruned: onnx.ModelProto, data: CalibData | None,
+               stats: dict[tuple[str, int], ChannelStats] | None, mode: str) -> dict:
+    """Adjust `pruned` (in place) by `mode`; return a summary for the report."""
+    if mode == "none" or not found:
+        return {"mode": mode, "consumers": 0}
+    if mode == "bias":
+        values = Values()
+        for c in found:
+            _bias_values(graph, c, pruned, stats[(c.form.x, c.x_axis)].mean, values)
+        apply_values(pruned, values.weights, values.new_biases)
+    elif mode == "lsq":
+        _least_squares(graph, found, pruned, data)
+    else:
+        raise ValueError(f"unknown compensation '{mode}'")
+    return {"mode": mode, "consumers": len(found)}
+
+
+def _current(pruned: onnx.ModelProto, c: Consumer, original: Graph) -> tuple[np.ndarray, np.ndarray]:
+    """The consumer's weight and bias as they are now in the pruned model (bias zeros when absent)."""
+    inits = ir.initializer_map(pruned)
+    w = ir.to_array(inits[c.form.weight])
+    if c.form.bias and c.form.bias in inits:
+        return w, ir.to_array(inits[c.form.bias]).astype(np.float64)
+    return w, np.zeros(len(c.kept_out))
+
+
+def _write(c: Consumer, w_like: np.ndarray, m: np.ndarray | None, bias: np.ndarray, values: Values) -> None:
+    if m is not None:
+        values.weights[c.form.weight] = c.form.weight_from(m, w_like)
+    if c.form.bias:
+        values.weights[c.form.bias] = bias.astype(w_like.dtype)
+    else:
+        values.new_biases.append((c.form.node, f"{c.form.weight}__bias", c.form.bias_attach, bias.astype(w_like.dtype)))
+
+
+def _bias_values(graph: Graph, c: Consumer, pruned: onnx.ModelProto, mean: np.ndarray, values: Values) -> None:
+    m_orig = c.form.matrix(graph.const(c.form.weight).astype(np.float64))
+    removed = m_orig[c.removed_in][:, :, c.kept_out].sum(axis=1)  # [R, N]
+    delta = mean[c.removed_in] @ removed
+    w, b = _current(pruned, c, graph)
+    if np.any(delta != 0):
+        _write(c, w, None, b + delta, values)
+
+
+def _least_squares(graph: Graph, found: list[Consumer], pruned: onnx.ModelProto, data: CalibData) -> None:
+    batches = max(1, -(-data.count // data.batch))
+    per_batch = max(1, MAX_ROWS // batches)
+    targets: list[list[np.ndarray]] = [[] for _ in found]
+
+    def keep_targets(i: int, values: dict[str, np.ndarray]) -> None:
+        for j, c in enumerate(found):
+            a = c.form.rows(values[c.form.x], np.random.default_rng((j, i)), per_batch).astype(np.float64)
+            m = c.form.matrix(graph.const(c.form.weight).astype(np.float64))[:, :, c.kept_out]
+            b = graph.const(c.form.bias)[c.kept_out] if c.form.bias else 0.0
+            targets[j].append(np.einsum("rck,ckn->rn", a, m) + b)
+
+    calib.run_batches(graph.proto, data, sorted({c.form.x for c in found}), keep_targets, "lsq targets")
+    for j, c in enumerate(found):
+        gram, rhs = _normal_equations(pruned, c, j, data, per_batch, targets[j])
+        w, b = _current(pruned, c, graph)
+        theta0 = np.concatenate([c.form.matrix(w.astype(np.float64)).reshape(-1, len(b)), b[None, :]])
+        ridge = RIDGE * max(float(np.mean(np.diag(gram)[:-1])), 1e-12)
+        reg = np.full(len(gram), ridge)
+        reg[-1] = ridge * 1e-6
+        theta = np.linalg.solve(gram + np.diag(reg), rhs + reg[:, None] * theta0)
+        values = Values()
+        m = theta[:-1].reshape(len(c.kept_in), -1, len(b))
+        _write(c, w, m, theta[-1], values)
+        apply_values(pruned, values.weights, values.new_biases)
+        targets[j] = []
+        log.info("lsq %d/%d: %s refit on %d channels", j + 1, len(found), c.form.node, len(c.kept_in))
+
+
+def _normal_equations(pruned: onnx.ModelProto, c: Consumer, j: int, data: CalibData, per_batch: int,
+                      targets: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    acc: dict[str, np.ndarray] = {}
+
+    def visit(i: int, values: dict[str, np.ndarray]) -> None:
+        a = c.form.rows(values[c.form.x], np.random.default_rng((j, i)), per_batch).astype(np.float64)
+        z = np.concatenate([a.reshape(len(a), -1), np.ones((len(a), 1))], axis=1)
+        acc["g"] = acc.get("g", 0.0) + z.T @ z
+        acc["h"] = acc.get("h", 0.0) + z.T @ targets[i]
+
+    calib.run_batches(pruned, data, [c.form.x], visit, f"lsq {c.form.node}")
+    return acc["g"], acc["h"]
