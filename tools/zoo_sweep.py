@@ -58,7 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", nargs="?", default=str(zoo.ZOO))
     p.add_argument("--ratio", type=float, default=0.3)
     p.add_argument("--importance", default="l1")
-    p.add_argument("--inexact", action="store_true", help="also prune inexact groups")
     p.add_argument("--inexact", action="store_true", help="also prune inexact groups (hidden size, ...)")
     p.add_argument("--only", nargs="*", help="model names (file stems) to run")
     p.add_argument("--cache", default="/tmp/onnxprune-zoo", help="where filled zoo models are written")
