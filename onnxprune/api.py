@@ -13,10 +13,12 @@ from .apply import apply_plan
 from .depgraph import build_groups
 from .errors import BadInputError
 from .group import Group
-from .importance import CRITERIA, root_scores, unit_scores
+from .importance import CRITERIA, REDUCTIONS, root_scores, unit_scores
 from .ir import Graph
 from .oracle import OracleResult, run_oracle
-from .planner import Plan, make_plan
+from .planner import Plan, Planner, PlanOptions
+from .selection import group_ratios, ignored_groups
+from .targets import CostModel, plan_for_target
 from .report import PruneReport, frozen_reasons, group_rows, model_stats
 from .validate import PROVIDERS, available_providers, file_size, random_inputs, validate_pruned
 
@@ -29,6 +31,14 @@ class PruneConfig:
 
     ratio: float = 0.3
     importance: str = "l1"
+    group_reduction: str = "sum"
+    global_ranking: bool = False
+    max_ratio: float = 0.9
+    round_to: int = 1
+    target_params: float | None = None
+    target_macs: float | None = None
+    ignore: list[str] = field(default_factory=list)
+    ratio_for: list[tuple[str, float]] = field(default_factory=list)
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     plan_in: str | None = None
     plan_out: str | None = None
@@ -45,6 +55,41 @@ class PruneConfig:
         for p in self.providers or []:
             if p not in PROVIDERS:
                 raise BadInputError(f"--providers accepts {', '.join(PROVIDERS)}, got '{p}'")
+        self._check_planner()
+
+    def _check_planner(self) -> None:
+        if self.group_reduction not in REDUCTIONS:
+            raise BadInputError(f"--group-reduction must be one of {', '.join(REDUCTIONS)}, "
+                                f"got '{self.group_reduction}'")
+        if not 0.0 < self.max_ratio < 1.0:
+            raise BadInputError(f"--max-ratio must be in (0, 1), got {self.max_ratio}")
+        if self.round_to < 1:
+            raise BadInputError(f"--round-to must be a positive integer, got {self.round_to}")
+        for name, value in (("--target-params", self.target_params), ("--target-macs", self.target_macs)):
+            if value is not None and not 0.0 < value <= 1.0:
+                raise BadInputError(f"{name} must be in (0, 1], got {value}")
+        if self.target_params is not None and self.target_macs is not None:
+            raise BadInputError("--target-params and --target-macs are exclusive; give one")
+        for pattern, ratio in self.ratio_for:
+            if not 0.0 <= ratio < 1.0:
+                raise BadInputError(f"--ratio-for {pattern}={ratio}: the ratio must be in [0, 1)")
+        if self.plan_in and self.planner_flags():
+            raise BadInputError(f"--plan-in applies the saved plan exactly; drop {', '.join(self.planner_flags())}")
+
+    def planner_flags(self) -> list[str]:
+        """Planner options set away from their defaults (they cannot apply to a saved plan)."""
+        default = PruneConfig()
+        names = {"global_ranking": "--global", "max_ratio": "--max-ratio", "round_to": "--round-to",
+                 "target_params": "--target-params", "target_macs": "--target-macs", "ignore": "--ignore",
+                 "ratio_for": "--ratio-for", "group_reduction": "--group-reduction"}
+        return [flag for attr, flag in names.items() if getattr(self, attr) != getattr(default, attr)]
+
+    def plan_options(self, analysis: "Analysis") -> PlanOptions:
+        """Planner options with the user's patterns resolved to the analysed groups."""
+        return PlanOptions(ratio=self.ratio, global_ranking=self.global_ranking, max_ratio=self.max_ratio,
+                           round_to=self.round_to,
+                           ratio_for=group_ratios(analysis.groups, analysis.graph, self.ratio_for),
+                           ignored=ignored_groups(analysis.groups, analysis.graph, self.ignore))
 
 
 @dataclass
@@ -68,10 +113,16 @@ def plan_for(analysis: Analysis, config: PruneConfig) -> Plan:
     if config.plan_in:
         return Plan.load(config.plan_in)
     rng = np.random.default_rng(config.seed)
-    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, config.importance, rng))
+    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, config.importance, rng, config.group_reduction))
               for g in analysis.prunable}
-    plan = make_plan(analysis.groups, scores, config.ratio)
-    plan.meta["importance"] = config.importance
+    planner = Planner(analysis.groups, scores, config.plan_options(analysis))
+    if config.target_params is not None or config.target_macs is not None:
+        metric = "params" if config.target_params is not None else "macs"
+        target = config.target_params if config.target_params is not None else config.target_macs
+        plan = plan_for_target(planner, CostModel(analysis.graph, analysis.groups), metric, target)
+    else:
+        plan = planner.plan()
+    plan.meta.update(importance=config.importance, group_reduction=config.group_reduction)
     return plan
 
 
