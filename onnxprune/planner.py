@@ -196,6 +196,22 @@ def global_counts(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: 
     return taken
 
 
+def proportional_counts(groups: list[Group], ratio: float) -> dict[int, int]:
+    """Local pruning in steps of one unit: `ratio` of all units go, each group giving them up in
+    proportion to its size (the i-th unit of a group of n comes at (i + 1) / n). At the ratios where
+    every group's share is whole this is the uniform ratio; in between it moves one unit at a time,
+    which lets targets land close on small models."""
+    if not groups:
+        return {}
+    gids = np.concatenate([np.full(g.unit_count - 1, g.id) for g in groups])
+    keys = np.concatenate([(np.arange(g.unit_count - 1) + 1) / g.unit_count for g in groups])
+    order = np.lexsort((gids, keys))
+    budget = int(math.floor(sum(g.unit_count for g in groups) * ratio + 1e-9))
+    taken = np.bincount(np.searchsorted(sorted({g.id for g in groups}), gids[order[:budget]]),
+                        minlength=len(groups))
+    return {gid: int(n) for gid, n in zip(sorted({g.id for g in groups}), taken)}
+
+
 class Planner:
     """Plans for one set of scored groups; cheap to call again at another ratio (targets bisect on it)."""
 
@@ -206,21 +222,24 @@ class Planner:
         self.options = options
         self.tables = {g.id: _UnitTable(g) for g in self.groups}
 
-    def counts(self, ratio: float) -> dict[int, int]:
-        """Units to remove per group at `ratio` (before rounding and space constraints)."""
+    def counts(self, ratio: float, fine: bool = False) -> dict[int, int]:
+        """Units to remove per group at `ratio` (before rounding and space constraints); `fine`
+        spreads local pruning one unit at a time (proportional_counts) for target searches."""
         opts = self.options
         fixed = {g.id: local_count(g.unit_count, opts.ratio_for[g.id]) for g in self.groups if g.id in opts.ratio_for}
         free = [g for g in self.groups if g.id not in opts.ratio_for]
         if opts.global_ranking:
             fixed.update(global_counts(free, self.scores, ratio, opts.max_ratio))
+        elif fine:
+            fixed.update(proportional_counts(free, ratio))
         else:
             fixed.update({g.id: local_count(g.unit_count, ratio) for g in free})
         return fixed
 
-    def plan(self, ratio: float | None = None) -> Plan:
-        """The plan at `ratio` (default: the options' ratio)."""
+    def plan(self, ratio: float | None = None, fine: bool = False) -> Plan:
+        """The plan at `ratio` (default: the options' ratio); `fine`: see `counts`."""
         ratio = self.options.ratio if ratio is None else ratio
-        counts = self.counts(ratio)
+        counts = self.counts(ratio, fine)
         chosen = []
         for g in self.groups:
             units = self.tables[g.id].choose(self.scores[g.id], counts[g.id], self.options.round_to)

@@ -95,12 +95,12 @@ def _numel(dims) -> int:
 def plan_for_target(planner: Planner, cost: CostModel, metric: str, target: float, steps: int = 30) -> Plan:
     """The plan whose kept fraction of `metric` is closest to `target` (within TOLERANCE, else
     BadInputError naming the closest reachable fraction)."""
-    hi = planner.options.max_ratio if planner.options.global_ranking else 0.999
+    hi = planner.options.max_ratio if planner.options.global_ranking else 1.0
     lo_ratio, hi_ratio = 0.0, hi
     best: tuple[float, float, Plan] | None = None
     for _ in range(steps):
         mid = (lo_ratio + hi_ratio) / 2
-        plan = planner.plan(mid)
+        plan = planner.plan(mid, fine=True)
         kept = cost.kept(plan, metric)
         if best is None or abs(kept - target) < abs(best[0] - target):
             best = (kept, mid, plan)
@@ -109,7 +109,7 @@ def plan_for_target(planner: Planner, cost: CostModel, metric: str, target: floa
         lo_ratio, hi_ratio = (mid, hi_ratio) if kept > target else (lo_ratio, mid)
     kept, ratio, plan = best
     if abs(kept - target) > TOLERANCE:
-        floor = cost.kept(planner.plan(hi), metric)
+        floor = cost.kept(planner.plan(hi, fine=True), metric)
         raise BadInputError(f"--target-{metric} {target:g} is out of reach: the closest plan keeps {kept:.3f} "
                             f"(pruning the most allowed keeps {floor:.3f}; frozen and ignored groups stay whole)")
     log.info("target %s %.3f: ratio %.4f keeps %.4f", metric, target, ratio, kept)
