@@ -34,7 +34,7 @@ class PruneConfig:
     group_reduction: str = "sum"
     global_ranking: bool = False
     max_ratio: float = 0.9
-    round_to: int = 1
+    round_to: int = 8  # see tools/bench_round_to.py: channel counts off multiples of 8 drop ORT's NCHWc kernels
     target_params: float | None = None
     target_macs: float | None = None
     ignore: list[str] = field(default_factory=list)
@@ -177,6 +177,10 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
     after = model_stats(Graph(pruned, ir.infer_shapes(pruned, config.input_shapes)))
     by_id = {g.id: g for g in analysis.groups}
     notes = []
+    target = plan.meta.get("target")
+    if target:
+        notes.append(f"target {target['metric']} {target['fraction']:g}: the plan keeps {target['kept']:.4f} "
+                     f"(planner ratio {plan.meta.get('ratio', 0):.4f})")
     inexact = [pg for pg in plan.groups if not pg.exact]
     if inexact:
         notes.append(f"{len(inexact)} pruned groups are inexact (normalisation over the pruned axis): "

@@ -16,7 +16,7 @@ def model_path(tmp_path):
 def _run(tmp_path, model_path, *flags: str) -> tuple[int, dict]:
     plan = tmp_path / "plan.json"
     code = main([model_path, "-o", str(tmp_path / "out.onnx"), "--no-validate", "-q", "--plan-out", str(plan),
-                 "--report-json", str(tmp_path / "report.json"), *flags])
+                 "--report-json", str(tmp_path / "report.json"), "--round-to", "1", *flags])
     return code, json.loads(plan.read_text()) if code == 0 else {}
 
 
@@ -49,6 +49,7 @@ def test_target_flags_reach_the_target(tmp_path, model_path, flag, field):
     report = json.loads((tmp_path / "report.json").read_text())
     assert code == 0
     assert abs(report["after"][field] / report["before"][field] - 0.5) <= 0.01
+    assert any(note.startswith(f"target {field} 0.5") for note in report["notes"])
 
 
 def test_ignore_and_ratio_for_flags(tmp_path, model_path):
@@ -64,3 +65,12 @@ def test_new_criteria_and_reductions_run(tmp_path, model_path, criterion, reduct
     code, plan = _run(tmp_path, model_path, "--importance", criterion, "--group-reduction", reduction)
     assert code == 0 and plan["meta"]["importance"] == criterion and plan["meta"]["group_reduction"] == reduction
     assert len(plan["groups"]) == 3
+
+
+def test_round_to_defaults_to_8(tmp_path, model_path):
+    plan_path = tmp_path / "default.json"
+    assert main([model_path, "-o", str(tmp_path / "o.onnx"), "--no-validate", "-q", "--ratio", "0.5",
+                 "--plan-out", str(plan_path)]) == 0
+    plan = json.loads(plan_path.read_text())
+    assert plan["meta"]["round_to"] == 8
+    assert plan["groups"] and all((g["size"] - len(g["pruned"])) % 8 == 0 for g in plan["groups"])

@@ -18,6 +18,8 @@ from onnxprune.targets import CostModel
 
 
 def _plan(tmp_path: Path, model, **config):
+    """Analyse and plan; round_to defaults to 1 here so that small test groups prune exactly."""
+    config.setdefault("round_to", 1)
     analysis = analyze(save(model, tmp_path))
     return analysis, plan_for(analysis, PruneConfig(**config))
 
@@ -109,7 +111,7 @@ def test_unreachable_target_is_refused(tmp_path):
 def test_cost_model_matches_the_applied_model(tmp_path):
     analysis = analyze(save(conv_chain((20, 24, 12)), tmp_path))
     cost = CostModel(analysis.graph, analysis.groups)
-    for config in (PruneConfig(ratio=0.4), PruneConfig(ratio=0.6, round_to=4, global_ranking=True)):
+    for config in (PruneConfig(ratio=0.4, round_to=1), PruneConfig(ratio=0.6, round_to=4, global_ranking=True)):
         plan = plan_for(analysis, config)
         pruned = apply_plan(analysis.graph, analysis.groups, plan)
         after = model_stats(Graph(pruned, infer_shapes(pruned, {})))
@@ -150,7 +152,7 @@ def test_plan_in_applies_the_saved_plan_exactly(tmp_path):
     again = plan_for(analysis, PruneConfig(plan_in=path, ratio=0.7))
     assert again.groups == plan.groups
     with pytest.raises(BadInputError, match="--plan-in"):
-        PruneConfig(plan_in=path, round_to=8).check()
+        PruneConfig(plan_in=path, round_to=16).check()
 
 
 def test_plan_json_keeps_its_schema_and_records_the_options(tmp_path):
@@ -171,5 +173,6 @@ def test_bad_planner_options_are_refused(config):
         PruneConfig(**config).check()
 
 
-def test_plan_options_default_is_local():
+def test_defaults_are_local_and_round_to_8():
     assert PlanOptions().global_ranking is False and PlanOptions().round_to == 1
+    assert PruneConfig().round_to == 8 and PruneConfig().global_ranking is False

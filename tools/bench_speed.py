@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["tv_resnet50", "tv_mobilenet_v2"])
     p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--round-to", nargs="+", type=int, default=[1, 8], help="round_to values to compare")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--runs", type=int, default=10)
@@ -30,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print(f"cpu count {os.cpu_count()}, load average {os.getloadavg()}", flush=True)
     for name in args.models:
-        configs = {"unpruned": None,
-                   f"ratio {args.ratio}": PruneConfig(ratio=args.ratio, round_to=1),
-                   f"ratio {args.ratio} round_to=8": PruneConfig(ratio=args.ratio, round_to=8)}
+        configs: dict = {"unpruned": None}
+        for n in args.round_to:
+            configs[f"ratio {args.ratio} round_to={n}"] = PruneConfig(ratio=args.ratio, round_to=n)
         variants = prepare(name, Path(args.work), configs)
         latency = measure(variants, args.threads, args.rounds, args.runs)
         print(table(name, variants, latency))
