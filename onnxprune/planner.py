@@ -19,6 +19,8 @@ PLAN_VERSION = 1
 
 @dataclass(frozen=True)
 class PlanGroup:
+    """One pruned group of a plan: the root indices (`pruned`) removed from root space `root`."""
+
     id: int
     root: tuple[str, int]
     exact: bool
@@ -28,6 +30,8 @@ class PlanGroup:
 
 @dataclass(frozen=True)
 class Plan:
+    """The pruned groups, the frozen spaces with their reasons, and how the plan was made (`meta`)."""
+
     groups: tuple[PlanGroup, ...]
     frozen: tuple[tuple[str, str], ...] = ()
     meta: dict = field(default_factory=dict)
@@ -76,6 +80,7 @@ class Plan:
 
 
 def slices_json(group: Group, pruned) -> list[dict]:
+    """The plan-file slices of `group` when root indices `pruned` go (tensor coordinates)."""
     mask = group.mask(pruned)
     return [{"tensor": s.tensor, "axis": s.axis, "indices": s.indices(mask).tolist(), "role": s.role}
             for s in group.slices if len(s.indices(mask))]

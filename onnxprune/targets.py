@@ -52,6 +52,8 @@ class _PrunedShapes:
 
 @dataclass(frozen=True)
 class Counts:
+    """Float parameters and MACs of a (planned) model."""
+
     params: int
     macs: int
 
@@ -66,6 +68,7 @@ class CostModel:
         self.before = self.counts(Plan(()))
 
     def counts(self, plan: Plan) -> Counts:
+        """Counts of the model `plan` would produce (equal to report.model_stats after apply)."""
         removal = collect(self.graph, self.groups, plan)
         shapes: dict[str, list] = {}
         for (tensor, axis), idx in removal.spaces.items():

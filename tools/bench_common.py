@@ -2,9 +2,13 @@
 them in ONNX Runtime on CPU with interleaved repeated runs (medians)."""
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import sys
+import tempfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,11 +77,48 @@ def measure(variants: list[Variant], threads: int = 2, rounds: int = 7, runs: in
     return {label: statistics.median(t) for label, t in times.items()}
 
 
-def table(name: str, variants: list[Variant], latency: dict[str, float]) -> str:
+def kernel_ms(variants: list[Variant], threads: int = 2, rounds: int = 5, runs: int = 6) -> dict[str, float]:
+    """Per variant, the sum over nodes of each node's median kernel time (ORT profiler), in ms; the
+    variants take turns as in `measure`. Time spent outside the kernels on a loaded machine
+    (descheduled pool threads, waits between nodes) is left out."""
+    feeds = random_inputs(onnx.load(variants[0].path, load_external_data=False), {})
+    folder = tempfile.mkdtemp(prefix="onnxprune-prof-")
+    sessions = {}
+    for i, v in enumerate(variants):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads, opts.log_severity_level = threads, 1, 3
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(folder, f"v{i}")
+        sessions[v.label] = ort.InferenceSession(v.path, opts, providers=["CPUExecutionProvider"])
+    for r in range(rounds):
+        for v in (variants if r % 2 == 0 else variants[::-1]):
+            for _ in range(runs):
+                sessions[v.label].run(None, feeds)
+    return {label: _summed_medians(sess.end_profiling()) for label, sess in sessions.items()}
+
+
+def _summed_medians(profile: str) -> float:
+    with open(profile) as f:
+        events = json.load(f)
+    os.remove(profile)
+    per_node: dict[str, list[float]] = defaultdict(list)
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            per_node[e["name"]].append(e["dur"])
+    return sum(statistics.median(d) for d in per_node.values()) / 1000
+
+
+def table(name: str, variants: list[Variant], latency: dict[str, float],
+          kernels: dict[str, float] | None = None) -> str:
     base = variants[0]
+    kernels = kernels or {}
     lines = [f"{name}  (ORT {ort.__version__}, CPU, median ms)",
-             f"  {'variant':24s} {'ms':>8s} {'speedup':>8s} {'MACs':>10s} {'MACs x':>7s} {'params':>10s}"]
+             f"  {'variant':24s} {'ms':>8s} {'speedup':>8s} {'MACs':>10s} {'MACs x':>7s} {'params':>8s}"
+             + (f" {'kernel ms':>9s} {'kernel x':>8s}" if kernels else "")]
     for v in variants:
-        lines.append(f"  {v.label:24s} {latency[v.label]:8.2f} {latency[base.label] / latency[v.label]:7.2f}x "
-                     f"{v.macs / 1e6:9.1f}M {base.macs / max(v.macs, 1):6.2f}x {v.params / 1e6:9.2f}M")
+        line = (f"  {v.label:24s} {latency[v.label]:8.2f} {latency[base.label] / latency[v.label]:7.2f}x "
+                f"{v.macs / 1e6:9.1f}M {base.macs / max(v.macs, 1):6.2f}x {v.params / 1e6:7.2f}M")
+        if v.label in kernels:
+            line += f" {kernels[v.label]:9.2f} {kernels[base.label] / kernels[v.label]:7.2f}x"
+        lines.append(line)
     return "\n".join(lines)
