@@ -76,7 +76,7 @@ def _plan_flags(p: argparse.ArgumentParser) -> None:
                    help="how the scores of a group's coupled slices combine (default sum)")
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="rank the channels of all groups together (scores divided by their group's mean)")
-    p.add_argument("--max-ratio", type=_number("--max-ratio"), default=0.9,
+    p.add_argument("--max-ratio", type=_number("--max-ratio"), default=0.9, metavar="R",
                    help="with --global: no group loses more than this fraction of its channels (default 0.9)")
     p.add_argument("--round-to", type=_number("--round-to", int), default=8, metavar="N",
                    help="keep a multiple of N channels in every pruned group (default 8; 1 turns it off; "

@@ -95,7 +95,9 @@ class PlanOptions:
     * `global_ranking`: rank the units of all groups together, each group's unit
       scores divided by their mean (mean normalisation), at most `max_ratio` of
       any group's units removed.
-    * `round_to`: keep a multiple of this many root channels in every pruned group.
+    * `round_to`: keep a multiple of this many root channels in every pruned group; the kept
+      count is rounded up, so a little less than `ratio` goes (targets compensate), and a
+      group smaller than `round_to` is left whole.
     * `ratio_for`: group id -> its own local ratio (outside the global ranking).
     * `ignored`: group ids that are never pruned.
     """
