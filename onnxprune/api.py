@@ -14,10 +14,12 @@ from .depgraph import build_groups
 from .errors import BadInputError
 from .fold import fold_shape_arithmetic
 from .group import Group
-from .importance import CRITERIA, root_scores, unit_scores
+from .importance import CRITERIA, REDUCTIONS, root_scores, unit_scores
 from .ir import Graph
 from .oracle import OracleResult, run_oracle
-from .planner import Plan, make_plan
+from .planner import Plan, Planner, PlanOptions
+from .selection import group_ratios, ignored_groups
+from .targets import CostModel, plan_for_target
 from .report import PruneReport, frozen_reasons, group_rows, model_stats
 from .validate import PROVIDERS, available_providers, file_size, random_inputs, validate_pruned
 
@@ -32,6 +34,14 @@ class PruneConfig:
 
     ratio: float = 0.3
     importance: str = "l1"
+    group_reduction: str = "sum"
+    global_ranking: bool = False
+    max_ratio: float = 0.9
+    round_to: int = 8  # see tools/bench_round_to.py: channel counts off multiples of 8 drop ORT's NCHWc kernels
+    target_params: float | None = None
+    target_macs: float | None = None
+    ignore: list[str] = field(default_factory=list)
+    ratio_for: list[tuple[str, float]] = field(default_factory=list)
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     plan_in: str | None = None
     plan_out: str | None = None
@@ -57,6 +67,7 @@ class PruneConfig:
             if p not in PROVIDERS:
                 raise BadInputError(f"--providers accepts {', '.join(PROVIDERS)}, got '{p}'")
         self._check_calib()
+        self._check_planner()
 
     def _check_calib(self) -> None:
         if self.compensate is not None and self.compensate not in compensate.MODES:
@@ -71,6 +82,40 @@ class PruneConfig:
     @property
     def compensation(self) -> str:
         return self.compensate or (compensate.DEFAULT_MODE if self.calib else "none")
+
+    def _check_planner(self) -> None:
+        if self.group_reduction not in REDUCTIONS:
+            raise BadInputError(f"--group-reduction must be one of {', '.join(REDUCTIONS)}, "
+                                f"got '{self.group_reduction}'")
+        if not 0.0 < self.max_ratio < 1.0:
+            raise BadInputError(f"--max-ratio must be in (0, 1), got {self.max_ratio}")
+        if self.round_to < 1:
+            raise BadInputError(f"--round-to must be a positive integer, got {self.round_to}")
+        for name, value in (("--target-params", self.target_params), ("--target-macs", self.target_macs)):
+            if value is not None and not 0.0 < value <= 1.0:
+                raise BadInputError(f"{name} must be in (0, 1], got {value}")
+        if self.target_params is not None and self.target_macs is not None:
+            raise BadInputError("--target-params and --target-macs are exclusive; give one")
+        for pattern, ratio in self.ratio_for:
+            if not 0.0 <= ratio < 1.0:
+                raise BadInputError(f"--ratio-for {pattern}={ratio}: the ratio must be in [0, 1)")
+        if self.plan_in and self.planner_flags():
+            raise BadInputError(f"--plan-in applies the saved plan exactly; drop {', '.join(self.planner_flags())}")
+
+    def planner_flags(self) -> list[str]:
+        """Planner options set away from their defaults (they cannot apply to a saved plan)."""
+        default = PruneConfig()
+        names = {"global_ranking": "--global", "max_ratio": "--max-ratio", "round_to": "--round-to",
+                 "target_params": "--target-params", "target_macs": "--target-macs", "ignore": "--ignore",
+                 "ratio_for": "--ratio-for", "group_reduction": "--group-reduction"}
+        return [flag for attr, flag in names.items() if getattr(self, attr) != getattr(default, attr)]
+
+    def plan_options(self, analysis: "Analysis") -> PlanOptions:
+        """Planner options with the user's patterns resolved to the analysed groups."""
+        return PlanOptions(ratio=self.ratio, global_ranking=self.global_ranking, max_ratio=self.max_ratio,
+                           round_to=self.round_to,
+                           ratio_for=group_ratios(analysis.groups, analysis.graph, self.ratio_for),
+                           ignored=ignored_groups(analysis.groups, analysis.graph, self.ignore))
 
 
 @dataclass
@@ -102,15 +147,21 @@ def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None)
     rng = np.random.default_rng(config.seed)
     scores = {g.id: unit_scores(g, _root_scores(g, analysis.graph, config, rng, stats))
               for g in analysis.prunable if g.exact or config.inexact}
-    plan = make_plan(analysis.groups, scores, config.ratio)
-    plan.meta["importance"] = config.importance
+    planner = Planner(analysis.groups, scores, config.plan_options(analysis))
+    if config.target_params is not None or config.target_macs is not None:
+        metric = "params" if config.target_params is not None else "macs"
+        target = config.target_params if config.target_params is not None else config.target_macs
+        plan = plan_for_target(planner, CostModel(analysis.graph, analysis.groups), metric, target)
+    else:
+        plan = planner.plan()
+    plan.meta.update(importance=config.importance, group_reduction=config.group_reduction)
     return plan
 
 
 def _root_scores(g: Group, graph: Graph, config: PruneConfig, rng, stats: dict | None) -> np.ndarray:
     if config.importance in activation.CRITERIA:
         return activation.root_scores(g, graph, stats or {}, centered=config.compensation != "none")
-    return root_scores(g, graph, config.importance, rng)
+    return root_scores(g, graph, config.importance, rng, config.group_reduction)
 
 
 # -- calibration (issue 5): statistics before planning, compensation and fidelity after --
@@ -213,6 +264,10 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
     if skipped and not config.plan_in:
         notes.append(f"{skipped} inexact groups left unpruned (normalisation over the pruned axis); "
                      "--inexact prunes them too")
+    target = plan.meta.get("target")
+    if target:
+        notes.append(f"target {target['metric']} {target['fraction']:g}: the plan keeps {target['kept']:.4f} "
+                     f"(planner ratio {plan.meta.get('ratio', 0):.4f})")
     inexact = [pg for pg in plan.groups if not pg.exact]
     if inexact:
         notes.append(f"{len(inexact)} pruned groups are inexact (normalisation over the pruned axis): "

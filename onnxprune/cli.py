@@ -12,10 +12,11 @@ import sys
 from . import __version__
 from .api import PruneConfig, analyze, prune, verify
 from .errors import BadInputError, CheckFailedError, OnnxPruneError
-from .importance import CRITERIA
 from .activation import CRITERIA as ACT_CRITERIA
 from .compensate import MODES as COMPENSATIONS
+from .importance import CRITERIA, REDUCTIONS
 from .report import format_text, frozen_reasons
+from .selection import parse_ratio_for
 
 log = logging.getLogger("onnxprune")
 
@@ -48,6 +49,18 @@ def parse_ratio(text: str) -> float:
     return value
 
 
+def _number(flag: str, kind: type = float):
+    """An argparse type that turns a bad number into BadInputError naming the flag."""
+
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise BadInputError(f"{flag} expects {'an integer' if kind is int else 'a number'}, got '{text}'") from None
+
+    return parse
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="input .onnx file (never modified)")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:D0,D1,...",
@@ -57,11 +70,33 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _plan_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ratio", type=parse_ratio, default=0.3,
-                   help="fraction of the channels of every prunable group to remove (default 0.3)")
+    p.add_argument("--ratio", type=parse_ratio, default=None,
+                   help="fraction of the channels of every prunable group to remove (default 0.3); "
+                        "with --global, the fraction of all ranked channels")
     p.add_argument("--importance", choices=CRITERIA + ACT_CRITERIA, default="l1",
                    help="channel importance criterion (default l1; act needs --calib)")
-    p.add_argument("--plan-in", metavar="PLAN.json", help="apply this saved plan; ignores --ratio and --importance")
+    p.add_argument("--group-reduction", choices=REDUCTIONS, default="sum",
+                   help="how the scores of a group's coupled slices combine (default sum)")
+    p.add_argument("--global", dest="global_ranking", action="store_true",
+                   help="rank the channels of all groups together (scores divided by their group's mean)")
+    p.add_argument("--max-ratio", type=_number("--max-ratio"), default=0.9, metavar="R",
+                   help="with --global: no group loses more than this fraction of its channels (default 0.9)")
+    p.add_argument("--round-to", type=_number("--round-to", int), default=8, metavar="N",
+                   help="keep a multiple of N channels in every pruned group (default 8; 1 turns it off; "
+                        "16 suits AVX-512 CPUs)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target-params", type=_number("--target-params"), metavar="F",
+                        help="prune until the model keeps fraction F of its parameters (within 0.01)")
+    target.add_argument("--target-macs", type=_number("--target-macs"), metavar="F",
+                        help="prune until the model keeps fraction F of its MACs (within 0.01)")
+    p.add_argument("--ignore", action="append", default=[], metavar="PATTERN",
+                   help="never prune groups touching a node (name or op type) or initializer matching this "
+                        "glob (repeatable)")
+    p.add_argument("--ratio-for", action="append", default=[], type=parse_ratio_for, metavar="PATTERN=R",
+                   help="ratio R for groups whose root node (name or op type) or a sliced initializer matches "
+                        "PATTERN (repeatable; the first match wins)")
+    p.add_argument("--plan-in", metavar="PLAN.json",
+                   help="apply this saved plan exactly; ignores --ratio and --importance")
     p.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
     p.add_argument("--inexact", action="store_true",
                    help="also prune inexact groups (normalisation over the pruned axis, e.g. a transformer's "
@@ -112,8 +147,14 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 def _config(args: argparse.Namespace) -> PruneConfig:
     shapes = dict(parse_input_shape(s) for s in args.input_shape)
-    config = PruneConfig(ratio=args.ratio, importance=args.importance, input_shapes=shapes,
-                         plan_in=args.plan_in, seed=args.seed, inexact=args.inexact)
+    if args.ratio is not None and (args.target_params is not None or args.target_macs is not None):
+        raise BadInputError("--ratio and --target-params / --target-macs are exclusive: a target sets the ratio")
+    config = PruneConfig(ratio=0.3 if args.ratio is None else args.ratio, importance=args.importance,
+                         input_shapes=shapes, plan_in=args.plan_in, seed=args.seed,
+                         group_reduction=args.group_reduction, global_ranking=args.global_ranking,
+                         max_ratio=args.max_ratio, round_to=args.round_to, target_params=args.target_params,
+                         target_macs=args.target_macs, ignore=list(args.ignore), ratio_for=list(args.ratio_for),
+                         inexact=args.inexact)
     config.calib, config.calib_samples, config.compensate = args.calib, args.calib_samples, args.compensate
     if hasattr(args, "providers"):
         config.providers = [p.strip() for p in args.providers.split(",") if p.strip()]

@@ -1,16 +1,33 @@
-"""Per-root importance of a group, computed from its slices only (no op knowledge here)."""
+"""Per-root importance of a group, computed from its slices only (no op knowledge here).
+
+Every criterion first scores each slice on its own (one value per position
+along the slice's axis), maps positions to root indices (positions sharing a
+root add up within a slice), then combines the slices of the group with the
+group reduction (`sum`, `mean` or `max` over the slices that touch a root).
+
+* ``l1`` / ``l2``: sum of |w| / w^2 over the other axes of the slice.
+* ``bn``: like ``l1`` on normalisation scales only (falls back to ``l1``).
+* ``lamp``: Layer-Adaptive Magnitude Pruning (Lee et al., ICLR 2021) on the
+  reduced ``l2`` scores: with scores sorted ascending, score_i / sum_{j>=i} score_j.
+  Order-preserving inside a group; it makes scores comparable across groups.
+* ``fpgm``: filter pruning via geometric median (He et al., CVPR 2019): per
+  slice, the sum of Euclidean distances from a position's vector to the
+  vectors of every other position of that slice. Close to the median = redundant.
+* ``random``: seeded uniform scores.
+"""
 from __future__ import annotations
 
 import logging
 
 import numpy as np
 
-from .group import Group
+from .group import Group, Slice
 from .ir import Graph
 
 log = logging.getLogger(__name__)
 
-CRITERIA = ("l1", "l2", "bn", "random")
+CRITERIA = ("l1", "l2", "bn", "lamp", "fpgm", "random")
+REDUCTIONS = ("sum", "mean", "max")
 
 
 def _slice_norms(values: np.ndarray, axis: int, power: int) -> np.ndarray:
@@ -20,25 +37,63 @@ def _slice_norms(values: np.ndarray, axis: int, power: int) -> np.ndarray:
     return mag.sum(axis=other, dtype=np.float64) if other else mag.astype(np.float64)
 
 
-def root_scores(group: Group, graph: Graph, criterion: str, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Importance per root index: the sum over every coupled slice (larger = keep)."""
+def _geometric_median_distance(values: np.ndarray, axis: int, positions: np.ndarray) -> np.ndarray:
+    """Per position (of `positions`), the sum of L2 distances to the other positions' vectors."""
+    vectors = np.moveaxis(values.astype(np.float64, copy=False), axis, 0)[positions].reshape(len(positions), -1)
+    sq = np.einsum("ij,ij->i", vectors, vectors)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (vectors @ vectors.T), 0.0)
+    return np.sqrt(d2).sum(axis=1)
+
+
+def slice_scores(s: Slice, values: np.ndarray, criterion: str) -> np.ndarray:
+    """Score of each entry of `s.positions` (aligned with `s.positions` / `s.roots`)."""
+    if criterion == "fpgm":
+        unique, inverse = np.unique(s.positions, return_inverse=True)
+        return _geometric_median_distance(values, s.axis, unique)[inverse]
+    power = 2 if criterion in ("l2", "lamp") else 1
+    return _slice_norms(values, s.axis, power)[s.positions]
+
+
+def _scored_slices(group: Group, criterion: str) -> list[Slice]:
+    if criterion != "bn":
+        return list(group.slices)
+    scales = [s for s in group.slices if s.scale]
+    if not scales:
+        log.debug("group %d has no normalisation scale; scoring it by L1 magnitude", group.id)
+    return scales or list(group.slices)
+
+
+def lamp(scores: np.ndarray) -> np.ndarray:
+    """LAMP normalisation: score / (sum of the scores not smaller than it), in (0, 1]."""
+    order = np.argsort(scores, kind="stable")
+    tail = np.cumsum(scores[order][::-1])[::-1]
+    out = np.zeros_like(scores, dtype=np.float64)
+    out[order] = np.divide(scores[order], tail, out=np.zeros(len(order)), where=tail > 0)
+    return out
+
+
+def root_scores(group: Group, graph: Graph, criterion: str, rng: np.random.Generator | None = None,
+                reduction: str = "sum") -> np.ndarray:
+    """Importance per root index, the slices combined by `reduction` (larger = keep)."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown importance criterion '{criterion}'; choose from {', '.join(CRITERIA)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown group reduction '{reduction}'; choose from {', '.join(REDUCTIONS)}")
     if criterion == "random":
         return (rng or np.random.default_rng(0)).random(group.size)
-    slices = [s for s in group.slices if criterion != "bn" or s.scale]
-    if criterion == "bn" and not slices:
-        log.debug("group %d has no normalisation scale; scoring it by L1 magnitude", group.id)
-        slices = list(group.slices)
-    power = 2 if criterion == "l2" else 1
-    scores = np.zeros(group.size, dtype=np.float64)
-    for s in slices:
+    total = np.zeros(group.size, dtype=np.float64)
+    count = np.zeros(group.size, dtype=np.int64)
+    for s in _scored_slices(group, criterion):
         values = graph.const(s.tensor)
         if values is None or not np.issubdtype(values.dtype, np.floating):
             continue
-        norms = _slice_norms(values, s.axis, power)
-        np.add.at(scores, s.roots, norms[s.positions])
-    return scores
+        per_root = np.bincount(s.roots, weights=slice_scores(s, values, criterion), minlength=group.size)
+        touched = np.bincount(s.roots, minlength=group.size) > 0
+        total = np.maximum(total, per_root) if reduction == "max" else total + per_root
+        count += touched
+    if reduction == "mean":
+        total = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    return lamp(total) if criterion == "lamp" else total
 
 
 def unit_scores(group: Group, scores: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -18,6 +19,8 @@ PLAN_VERSION = 1
 
 @dataclass(frozen=True)
 class PlanGroup:
+    """One pruned group of a plan: the root indices (`pruned`) removed from root space `root`."""
+
     id: int
     root: tuple[str, int]
     exact: bool
@@ -27,6 +30,8 @@ class PlanGroup:
 
 @dataclass(frozen=True)
 class Plan:
+    """The pruned groups, the frozen spaces with their reasons, and how the plan was made (`meta`)."""
+
     groups: tuple[PlanGroup, ...]
     frozen: tuple[tuple[str, str], ...] = ()
     meta: dict = field(default_factory=dict)
@@ -75,32 +80,94 @@ class Plan:
 
 
 def slices_json(group: Group, pruned) -> list[dict]:
+    """The plan-file slices of `group` when root indices `pruned` go (tensor coordinates)."""
     mask = group.mask(pruned)
     return [{"tensor": s.tensor, "axis": s.axis, "indices": s.indices(mask).tolist(), "role": s.role}
             for s in group.slices if len(s.indices(mask))]
 
 
-def choose_units(group: Group, unit_scores: np.ndarray, n_prune: int) -> np.ndarray:
+@dataclass(frozen=True)
+class PlanOptions:
+    """How many units of which group go. Group ids are already resolved (see selection.py).
+
+    * `ratio`: local mode, the fraction of units removed from every group; global
+      mode, the fraction of all ranked units removed.
+    * `global_ranking`: rank the units of all groups together, each group's unit
+      scores divided by their mean (mean normalisation), at most `max_ratio` of
+      any group's units removed.
+    * `round_to`: keep a multiple of this many root channels in every pruned group; the kept
+      count is rounded up, so a little less than `ratio` goes (targets compensate), and a
+      group smaller than `round_to` is left whole.
+    * `ratio_for`: group id -> its own local ratio (outside the global ranking).
+    * `ignored`: group ids that are never pruned.
+    """
+
+    ratio: float = 0.3
+    global_ranking: bool = False
+    max_ratio: float = 0.9
+    round_to: int = 1
+    ratio_for: Mapping[int, float] = field(default_factory=dict)
+    ignored: frozenset[int] = frozenset()
+
+
+class _UnitTable:
+    """What removing each unit of a group costs each of its spaces; built once per group."""
+
+    def __init__(self, group: Group):
+        self.group = group
+        n_units = group.unit_count
+        self.roots_per_unit = np.bincount(group.units, minlength=n_units)
+        self.space_size = {(s.tensor, s.axis): s.size for s in group.spaces}
+        self.per_unit: list[dict] = [dict() for _ in range(n_units)]
+        for s in group.spaces:
+            # a position shared by coupled roots belongs to one unit: count it once
+            keys = np.unique(s.positions * n_units + group.units[s.roots])
+            counts = np.bincount(keys % n_units, minlength=n_units)
+            for u in np.nonzero(counts)[0]:
+                self.per_unit[u][(s.tensor, s.axis)] = int(counts[u])
+
+    def choose(self, unit_scores: np.ndarray, n_prune: int, round_to: int = 1) -> np.ndarray:
+        """The lowest-scoring units, about `n_prune` of them, leaving every space non-empty and
+        the kept root count a non-zero multiple of `round_to` (pruning fewer units when needed)."""
+        if n_prune <= 0:
+            return np.zeros(0, dtype=np.int64)
+        order = np.argsort(unit_scores, kind="stable")
+        if round_to <= 1:
+            return self._take(order, n_units=n_prune)
+        size = self.group.size
+        wanted = int(self.roots_per_unit[order[:n_prune]].sum())
+        kept = -(-(size - wanted) // round_to) * round_to  # round the kept count up
+        while kept < size:
+            chosen = self._take(order, n_roots=size - kept)
+            if len(chosen):
+                return chosen
+            kept += round_to
+        return np.zeros(0, dtype=np.int64)
+
+    def _take(self, order: np.ndarray, n_units: int | None = None, n_roots: int | None = None) -> np.ndarray:
+        """Greedy in score order: `n_units` units, or exactly `n_roots` roots (empty if impossible)."""
+        kept = dict(self.space_size)
+        chosen: list[int] = []
+        budget = n_roots
+        for u in order:
+            if (n_units is not None and len(chosen) >= n_units) or budget == 0:
+                break
+            cost = int(self.roots_per_unit[u])
+            if budget is not None and cost > budget:
+                continue
+            if all(kept[k] - c >= 1 for k, c in self.per_unit[u].items()):
+                for k, c in self.per_unit[u].items():
+                    kept[k] -= c
+                chosen.append(int(u))
+                budget = None if budget is None else budget - cost
+        if budget:
+            return np.zeros(0, dtype=np.int64)
+        return np.array(sorted(chosen), dtype=np.int64)
+
+
+def choose_units(group: Group, unit_scores: np.ndarray, n_prune: int, round_to: int = 1) -> np.ndarray:
     """The n_prune lowest-scoring units that leave every space of the group non-empty."""
-    order = np.argsort(unit_scores, kind="stable")
-    kept = {(s.tensor, s.axis): s.size for s in group.spaces}
-    n_units = group.unit_count
-    per_unit: list[dict] = [dict() for _ in range(n_units)]
-    for s in group.spaces:
-        # a position shared by coupled roots belongs to one unit: count it once
-        keys = np.unique(s.positions * n_units + group.units[s.roots])
-        counts = np.bincount(keys % n_units, minlength=n_units)
-        for u in np.nonzero(counts)[0]:
-            per_unit[u][(s.tensor, s.axis)] = int(counts[u])
-    chosen = []
-    for u in order:
-        if len(chosen) >= n_prune:
-            break
-        if all(kept[k] - c >= 1 for k, c in per_unit[u].items()):
-            for k, c in per_unit[u].items():
-                kept[k] -= c
-            chosen.append(int(u))
-    return np.array(sorted(chosen), dtype=np.int64)
+    return _UnitTable(group).choose(unit_scores, n_prune, round_to)
 
 
 def local_count(units: int, ratio: float) -> int:
@@ -108,15 +175,102 @@ def local_count(units: int, ratio: float) -> int:
     return max(0, min(units - 1, int(math.floor(units * ratio + 1e-9))))
 
 
-def make_plan(groups: list[Group], scores: dict[int, np.ndarray], ratio: float) -> Plan:
-    """Local pruning: remove `ratio` of the units of every prunable group, lowest scores first."""
-    chosen = []
-    for g in groups:
-        if not g.prunable or g.id not in scores:
-            continue
-        units = choose_units(g, scores[g.id], local_count(g.unit_count, ratio))
-        if len(units):
-            roots = g.roots_of_units(units)
-            chosen.append(PlanGroup(g.id, g.root, g.exact, g.size, tuple(int(r) for r in roots)))
-    frozen = tuple((g.root_label, g.frozen_reason) for g in groups if g.frozen_reason)
-    return Plan(tuple(chosen), frozen, {"ratio": ratio})
+def normalised(scores: np.ndarray) -> np.ndarray:
+    """Mean normalisation for global ranking: scores / mean(scores) (all ones when the mean is 0)."""
+    mean = float(np.mean(scores)) if len(scores) else 0.0
+    return scores / mean if mean > 0 else np.ones_like(scores, dtype=np.float64)
+
+
+def global_counts(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float,
+                  max_ratio: float) -> dict[int, int]:
+    """Units to remove per group when the lowest `ratio` of all units (normalised scores) go,
+    no group losing more than `max_ratio` of its units."""
+    if not groups:
+        return {}
+    gids = np.concatenate([np.full(g.unit_count, g.id) for g in groups])
+    values = np.concatenate([normalised(scores[g.id]) for g in groups])
+    order = np.lexsort((gids, values))
+    caps = {g.id: local_count(g.unit_count, max_ratio) for g in groups}
+    taken = {g.id: 0 for g in groups}
+    budget = int(math.floor(len(values) * ratio + 1e-9))
+    for gid in gids[order]:
+        if budget <= 0:
+            break
+        gid = int(gid)
+        if taken[gid] < caps[gid]:
+            taken[gid] += 1
+            budget -= 1
+    return taken
+
+
+def proportional_counts(groups: list[Group], ratio: float) -> dict[int, int]:
+    """Local pruning in steps of one unit: `ratio` of all units go, each group giving them up in
+    proportion to its size (the i-th unit of a group of n comes at (i + 1) / n). At the ratios where
+    every group's share is whole this is the uniform ratio; in between it moves one unit at a time,
+    which lets targets land close on small models."""
+    if not groups:
+        return {}
+    gids = np.concatenate([np.full(g.unit_count - 1, g.id) for g in groups])
+    keys = np.concatenate([(np.arange(g.unit_count - 1) + 1) / g.unit_count for g in groups])
+    order = np.lexsort((gids, keys))
+    budget = int(math.floor(sum(g.unit_count for g in groups) * ratio + 1e-9))
+    taken = np.bincount(np.searchsorted(sorted({g.id for g in groups}), gids[order[:budget]]),
+                        minlength=len(groups))
+    return {gid: int(n) for gid, n in zip(sorted({g.id for g in groups}), taken)}
+
+
+class Planner:
+    """Plans for one set of scored groups; cheap to call again at another ratio (targets bisect on it)."""
+
+    def __init__(self, groups: list[Group], scores: Mapping[int, np.ndarray], options: PlanOptions):
+        self.all_groups = groups
+        self.groups = [g for g in groups if g.prunable and g.id in scores and g.id not in options.ignored]
+        self.scores = scores
+        self.options = options
+        self.tables = {g.id: _UnitTable(g) for g in self.groups}
+
+    def counts(self, ratio: float, fine: bool = False) -> dict[int, int]:
+        """Units to remove per group at `ratio` (before rounding and space constraints); `fine`
+        spreads local pruning one unit at a time (proportional_counts) for target searches."""
+        opts = self.options
+        fixed = {g.id: local_count(g.unit_count, opts.ratio_for[g.id]) for g in self.groups if g.id in opts.ratio_for}
+        free = [g for g in self.groups if g.id not in opts.ratio_for]
+        if opts.global_ranking:
+            fixed.update(global_counts(free, self.scores, ratio, opts.max_ratio))
+        elif fine:
+            fixed.update(proportional_counts(free, ratio))
+        else:
+            fixed.update({g.id: local_count(g.unit_count, ratio) for g in free})
+        return fixed
+
+    def plan(self, ratio: float | None = None, fine: bool = False) -> Plan:
+        """The plan at `ratio` (default: the options' ratio); `fine`: see `counts`."""
+        ratio = self.options.ratio if ratio is None else ratio
+        counts = self.counts(ratio, fine)
+        chosen = []
+        for g in self.groups:
+            units = self.tables[g.id].choose(self.scores[g.id], counts[g.id], self.options.round_to)
+            if len(units):
+                roots = g.roots_of_units(units)
+                chosen.append(PlanGroup(g.id, g.root, g.exact, g.size, tuple(int(r) for r in roots)))
+        frozen = tuple((g.root_label, g.frozen_reason) for g in self.all_groups if g.frozen_reason)
+        return Plan(tuple(chosen), frozen, self._meta(ratio))
+
+    def _meta(self, ratio: float) -> dict:
+        opts = self.options
+        meta: dict = {"ratio": ratio, "global": opts.global_ranking, "round_to": opts.round_to}
+        if opts.global_ranking:
+            meta.update(max_ratio=opts.max_ratio, normalisation="mean")
+        if opts.ignored:
+            meta["ignored"] = sorted(opts.ignored)
+        if opts.ratio_for:
+            meta["ratio_for"] = {str(k): v for k, v in sorted(opts.ratio_for.items())}
+        return meta
+
+
+def make_plan(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: float,
+              options: PlanOptions | None = None) -> Plan:
+    """Plan at `ratio`: local pruning by default (`ratio` of the units of every prunable group,
+    lowest scores first); `options` adds global ranking, rounding, per-group ratios and ignores."""
+    options = options or PlanOptions(ratio=ratio)
+    return Planner(groups, scores, options).plan(ratio)

@@ -24,7 +24,8 @@ def _conv_chain(opset: int = 17):
 
 
 def _config(**kw) -> PruneConfig:
-    return PruneConfig(ratio=0.5, providers=["cpu"], latency_repeats=1, **kw)
+    # the tiny test models have 8-channel groups: the default --round-to 8 would keep them whole
+    return PruneConfig(ratio=0.5, providers=["cpu"], latency_repeats=1, round_to=1, **kw)
 
 
 def _sha(path) -> str:

@@ -1,0 +1,178 @@
+"""Planner controls: global ranking, max ratio, round_to, targets, ignore, per-group ratios."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import save
+from planner_models import conv_chain, pruned_counts
+
+from onnxprune import BadInputError, PruneConfig, analyze
+from onnxprune.api import plan_for
+from onnxprune.apply import apply_plan
+from onnxprune.group import Group, Space
+from onnxprune.ir import Graph, infer_shapes
+from onnxprune.oracle import run_oracle
+from onnxprune.planner import Plan, PlanOptions, _UnitTable, normalised
+from onnxprune.report import model_stats
+from onnxprune.targets import CostModel
+
+
+def _plan(tmp_path: Path, model, **config):
+    """Analyse and plan; round_to defaults to 1 here so that small test groups prune exactly."""
+    config.setdefault("round_to", 1)
+    analysis = analyze(save(model, tmp_path))
+    return analysis, plan_for(analysis, PruneConfig(**config))
+
+
+def _kept_fraction(analysis, plan, metric: str) -> float:
+    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    before = model_stats(analysis.graph)
+    after = model_stats(Graph(pruned, infer_shapes(pruned, {})))
+    return getattr(after, metric) / getattr(before, metric)
+
+
+# -- local and global ranking ---------------------------------------------------
+
+def test_local_ratio_removes_the_same_fraction_of_every_group(tmp_path):
+    analysis, plan = _plan(tmp_path, conv_chain((16, 8), quiet={0: 8}), ratio=0.25)
+    assert pruned_counts(analysis, plan) == {"Conv_a0": 4, "Conv_a1": 2}
+
+
+def test_global_ranking_takes_the_quiet_group_first(tmp_path):
+    analysis, plan = _plan(tmp_path, conv_chain((16, 16), quiet={0: 8}), ratio=0.25, global_ranking=True)
+    counts = pruned_counts(analysis, plan)
+    assert counts == {"Conv_a0": 8}, counts  # 8 of the 32 units, all from the group with quiet filters
+    assert plan.meta["global"] is True and plan.meta["normalisation"] == "mean"
+    assert run_oracle(analysis.graph, analysis.groups, plan).passed
+
+
+def test_global_ranking_respects_max_ratio(tmp_path):
+    analysis, plan = _plan(tmp_path, conv_chain((16, 16), quiet={0: 14}), ratio=0.5, global_ranking=True,
+                           max_ratio=0.5)
+    counts = pruned_counts(analysis, plan)
+    assert counts["Conv_a0"] == 8  # 14 quiet filters, but at most half of the group goes
+    assert sum(counts.values()) == 16  # the rest of the budget moves to the other group
+
+
+def test_mean_normalisation_is_scale_free():
+    scores = np.array([1.0, 2.0, 5.0])
+    assert np.allclose(normalised(scores * 1000), normalised(scores))
+    assert np.allclose(normalised(np.zeros(3)), 1.0)
+
+
+# -- round_to -------------------------------------------------------------------
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5, 0.7])
+def test_round_to_keeps_a_multiple_of_n_channels(tmp_path, ratio):
+    analysis, plan = _plan(tmp_path, conv_chain((20, 24)), ratio=ratio, round_to=8)
+    sizes = {g.id: g.size for g in analysis.groups}
+    assert plan.groups
+    for pg in plan.groups:
+        kept = sizes[pg.id] - len(pg.pruned)
+        assert kept > 0 and kept % 8 == 0, (pg.id, kept)
+    assert run_oracle(analysis.graph, analysis.groups, plan).passed
+
+
+def test_round_to_rounds_the_kept_count_up(tmp_path):
+    analysis, plan = _plan(tmp_path, conv_chain((20, 6)), ratio=0.3, round_to=8)
+    # 20 channels at 0.3: 6 would go, 14 stay -> 16 stay; a group of 6 cannot keep a multiple of 8
+    assert pruned_counts(analysis, plan) == {"Conv_a0": 4}
+
+
+def _paired_group(size: int = 12) -> Group:
+    roots = np.arange(size)
+    return Group(0, ("t", 1), "n", size, roots // 2, (Space("t", 1, size, roots, roots),), (), (), (), None)
+
+
+@pytest.mark.parametrize("round_to, n_units, kept_roots", [(4, 3, 8), (3, 3, 6), (5, 3, 10), (1, 3, 6)])
+def test_round_to_counts_roots_of_coupled_units(round_to, n_units, kept_roots):
+    group = _paired_group()  # 6 units of 2 coupled roots each
+    units = _UnitTable(group).choose(np.arange(6.0), n_units, round_to)
+    assert group.size - len(group.roots_of_units(units)) == kept_roots
+    assert list(units) == list(range(len(units)))  # the lowest-scoring units
+
+
+# -- targets --------------------------------------------------------------------
+
+@pytest.mark.parametrize("metric", ["params", "macs"])
+@pytest.mark.parametrize("global_ranking", [False, True])
+def test_target_lands_within_one_percent(tmp_path, metric, global_ranking):
+    model = conv_chain((64, 48, 32), quiet={1: 10})
+    analysis, plan = _plan(tmp_path, model, global_ranking=global_ranking, **{f"target_{metric}": 0.5})
+    assert abs(_kept_fraction(analysis, plan, metric) - 0.5) <= 0.01
+    assert plan.meta["target"]["metric"] == metric
+
+
+def test_unreachable_target_is_refused(tmp_path):
+    with pytest.raises(BadInputError, match="out of reach"):
+        _plan(tmp_path, conv_chain((16, 16)), target_params=0.2, ignore=["Conv_a0"])
+
+
+def test_cost_model_matches_the_applied_model(tmp_path):
+    analysis = analyze(save(conv_chain((20, 24, 12)), tmp_path))
+    cost = CostModel(analysis.graph, analysis.groups)
+    for config in (PruneConfig(ratio=0.4, round_to=1), PruneConfig(ratio=0.6, round_to=4, global_ranking=True)):
+        plan = plan_for(analysis, config)
+        pruned = apply_plan(analysis.graph, analysis.groups, plan)
+        after = model_stats(Graph(pruned, infer_shapes(pruned, {})))
+        counts = cost.counts(plan)
+        assert (counts.params, counts.macs) == (after.params, after.macs)
+
+
+# -- patterns -------------------------------------------------------------------
+
+@pytest.mark.parametrize("pattern, left", [("Conv_a0", {"Conv_a1", "Conv_a2"}), ("w1", {"Conv_a2"}),
+                                            ("Relu", set()), ("b*", set()), ("nothing", {"Conv_a0", "Conv_a1", "Conv_a2"})])
+def test_ignore_skips_groups_touching_a_match(tmp_path, pattern, left):
+    analysis, plan = _plan(tmp_path, conv_chain((8, 8, 8)), ratio=0.5, ignore=[pattern])
+    assert set(pruned_counts(analysis, plan)) == left
+    assert plan.meta.get("ignored", []) == sorted(
+        {g.id for g in analysis.prunable} - {g.id for g in analysis.groups if g.root_node in left})
+
+
+def test_ratio_for_sets_the_ratio_of_matching_groups(tmp_path):
+    rules = [("Conv_a0", 0.75), ("Conv_*", 0.5), ("w1", 0.0)]  # the first match wins
+    analysis, plan = _plan(tmp_path, conv_chain((8, 8, 8)), ratio=0.25, ratio_for=rules)
+    assert pruned_counts(analysis, plan) == {"Conv_a0": 6, "Conv_a1": 4, "Conv_a2": 4}
+
+
+def test_ratio_for_group_stays_out_of_the_global_ranking(tmp_path):
+    analysis, plan = _plan(tmp_path, conv_chain((16, 16), quiet={0: 8}), ratio=0.25, global_ranking=True,
+                           ratio_for=[("Conv_a0", 0.0)])
+    assert pruned_counts(analysis, plan) == {"Conv_a1": 4}
+
+
+# -- plans ----------------------------------------------------------------------
+
+def test_plan_in_applies_the_saved_plan_exactly(tmp_path):
+    model = conv_chain((16, 16), quiet={0: 8})
+    analysis, plan = _plan(tmp_path, model, ratio=0.25, global_ranking=True, round_to=4)
+    path = str(tmp_path / "plan.json")
+    plan.save(path, analysis.groups)
+    again = plan_for(analysis, PruneConfig(plan_in=path, ratio=0.7))
+    assert again.groups == plan.groups
+    with pytest.raises(BadInputError, match="--plan-in"):
+        PruneConfig(plan_in=path, round_to=16).check()
+
+
+def test_plan_json_keeps_its_schema_and_records_the_options(tmp_path):
+    analysis, plan = _plan(tmp_path, conv_chain((16, 16)), ratio=0.5, round_to=4, importance="fpgm")
+    data = plan.to_json(analysis.groups)
+    group = data["groups"][0]
+    assert {"id", "root", "exact", "size", "pruned", "slices"} <= set(group)
+    assert {"tensor", "axis", "indices", "role"} <= set(group["slices"][0])
+    assert data["meta"]["round_to"] == 4 and data["meta"]["importance"] == "fpgm"
+    assert Plan.from_json(data).groups == plan.groups
+
+
+@pytest.mark.parametrize("config", [dict(round_to=0), dict(max_ratio=1.0), dict(target_params=0.0),
+                                    dict(target_params=0.5, target_macs=0.5), dict(ratio_for=[("x", 1.0)]),
+                                    dict(group_reduction="median")])
+def test_bad_planner_options_are_refused(config):
+    with pytest.raises(BadInputError):
+        PruneConfig(**config).check()
+
+
+def test_defaults_are_local_and_round_to_8():
+    assert PlanOptions().global_ranking is False and PlanOptions().round_to == 1
+    assert PruneConfig().round_to == 8 and PruneConfig().global_ranking is False
