@@ -19,8 +19,8 @@ from .rules import rule_for
 log = logging.getLogger(__name__)
 
 MAX_FOLDED_ELEMENTS = 1 << 20
-# A node reading only constants this small (shape-like: ConstantOfShape, Range, Where of
-# shape vectors) is shape arithmetic too; larger constants are weights, left as they are.
+# A node reading only integer constants this small (shape-like: ConstantOfShape, Range, Where of
+# shape vectors) is shape arithmetic too; float and larger constants are weights, left as they are.
 MAX_SEED_ELEMENTS = 64
 
 
@@ -28,7 +28,7 @@ def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
     """(every tensor computed from shapes and constants only, the ones read by other nodes).
 
     A node counts when it reads a shape, or reads only such tensors and constants,
-    or reads only small (shape-like) constants.
+    or reads only small integer (shape-like) constants.
 
     Call only when every model input is static: then every Shape is a constant.
     """
@@ -58,10 +58,14 @@ def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
 
 
 def _small_const(graph: Graph, name: str) -> bool:
+    """A small integer (or boolean) constant: a shape vector or an element of one."""
     n = 1
     for d in graph.const_shape(name):
         n *= d
-    return n <= MAX_SEED_ELEMENTS
+    if n > MAX_SEED_ELEMENTS:
+        return False
+    kind = graph.const(name).dtype.kind
+    return kind in "iub"
 
 
 def _static(shape) -> bool:
