@@ -64,11 +64,14 @@ class _Growth:
         self.kinds: list[str] = []
         self.frozen: str | None = None
         self.queue: deque = deque()
+        # initializers with several users: tensor -> user node index -> axis -> positions cut
+        self.shared: dict[str, dict[int, dict[int, set[int]]]] = {}
 
     def run(self) -> tuple[Group, set[tuple[str, int]]]:
         self._visit(self.root[0], self.root[1], indexmap.identity(self.size), None)
         while self.queue and self.frozen is None:
             self._step(*self.queue.popleft())
+        self.frozen = self.frozen or self._shared_problem()
         return self._group(), set(self.spaces)
 
     def _visit(self, tensor: str, axis: int, pairs: Pairs, origin) -> None:
@@ -126,10 +129,12 @@ class _Growth:
     def _take(self, fx: Effects) -> bool:
         """Record a rule's effects; return True when they freeze the group."""
         for cut in fx.cuts:
-            users = self.graph.const_users(cut.tensor)
-            if users > 1 or self.graph.is_graph_output(cut.tensor):
-                self.frozen = f"{fx.node}: initializer '{cut.tensor}' is shared by {users} nodes"
+            if self.graph.is_graph_output(cut.tensor):
+                self.frozen = f"{fx.node}: initializer '{cut.tensor}' is a graph output"
                 return True
+            if self.graph.const_users(cut.tensor) > 1:
+                by_axis = self.shared.setdefault(cut.tensor, {}).setdefault(fx.node.index, {})
+                by_axis.setdefault(cut.axis, set()).update(cut.pairs[:, 0].tolist())
             key = (cut.tensor, cut.axis, cut.role, cut.scale)
             self.cuts[key], _ = indexmap.merge(self.cuts.get(key), cut.pairs)
         for edit in fx.edits:
@@ -139,6 +144,21 @@ class _Growth:
         for tensor, axis, pairs, port in fx.forwards:
             self._visit(tensor, axis, pairs, (fx.node.index, port))
         return False
+
+    def _shared_problem(self) -> str | None:
+        """A shared initializer (tied embedding and output weights) may only be cut when every
+        one of its users is reached by this group and cuts the same positions on the same axes."""
+        for tensor, by_node in self.shared.items():
+            users = {node.index for node, _ in self.graph.consumers(tensor)}
+            if set(by_node) != users:
+                missing = sorted(str(self.graph.nodes[i]) for i in users - set(by_node))
+                return (f"initializer '{tensor}' is shared by {len(users)} nodes and the channels do not "
+                        f"reach {', '.join(missing)}")
+            cuts = {tuple(sorted((axis, tuple(sorted(pos))) for axis, pos in by_axis.items()))
+                    for by_axis in by_node.values()}
+            if len(cuts) > 1:
+                return f"initializer '{tensor}' is shared by {len(users)} nodes that cut it differently"
+        return None
 
     def _group(self) -> Group:
         spaces = []

@@ -19,10 +19,16 @@ from .rules import rule_for
 log = logging.getLogger(__name__)
 
 MAX_FOLDED_ELEMENTS = 1 << 20
+# A node reading only integer constants this small (shape-like: ConstantOfShape, Range, Where of
+# shape vectors) is shape arithmetic too; float and larger constants are weights, left as they are.
+MAX_SEED_ELEMENTS = 64
 
 
 def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
     """(every tensor computed from shapes and constants only, the ones read by other nodes).
+
+    A node counts when it reads a shape, or reads only such tensors and constants,
+    or reads only small integer (shape-like) constants.
 
     Call only when every model input is static: then every Shape is a constant.
     """
@@ -32,9 +38,12 @@ def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
         if node.has_subgraph or not node.inputs:
             continue
         sources = [i for i in node.inputs if i]
+        if not sources:
+            continue
         if rule_for(node).reads_shape_only:
             pass  # with static model inputs, every shape is fixed at run time
-        elif not (any(i in derived for i in sources) and all(i in derived or graph.is_const(i) for i in sources)):
+        elif not (all(i in derived or graph.is_const(i) for i in sources)
+                  and (any(i in derived for i in sources) or all(_small_const(graph, i) for i in sources))):
             continue
         derived.update(o for o in node.outputs if o)
         derived_nodes.add(node.index)
@@ -46,6 +55,17 @@ def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
         if any(n.index not in derived_nodes for n, _ in readers) and _small(graph.shape(name)):
             frontier.append(name)
     return derived, sorted(frontier)
+
+
+def _small_const(graph: Graph, name: str) -> bool:
+    """A small integer (or boolean) constant: a shape vector or an element of one."""
+    n = 1
+    for d in graph.const_shape(name):
+        n *= d
+    if n > MAX_SEED_ELEMENTS:
+        return False
+    kind = graph.const(name).dtype.kind
+    return kind in "iub"
 
 
 def _static(shape) -> bool:

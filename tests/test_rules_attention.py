@@ -44,12 +44,58 @@ def _repeat_kv(src: str, name: str, kv: int, nodes: list, inits: dict, key: bool
     return f"{name}_rep"
 
 
-def attention_block(computed: bool = False, kv: int = H, fused: bool = False) -> onnx.ModelProto:
-    """x -> Q/K/V projections -> heads -> softmax(Q K^T / sqrt(d) + mask) V -> merge -> out proj + x."""
+def _rope(src: str, name: str, nodes: list, inits: dict) -> str:
+    """Rotary embedding on [B, heads, S, HD]: x * cos + rotate_half(x) * sin, halves taken by Slice."""
+    half = HD // 2
+    inits.update({f"{name}_cos": weight(1, 1, S, HD, scale=1.0), f"{name}_sin": weight(1, 1, S, HD, scale=1.0),
+                  f"{name}_s0": np.array([0], np.int64), f"{name}_s1": np.array([half], np.int64),
+                  f"{name}_s2": np.array([HD], np.int64), f"{name}_ax": np.array([3], np.int64)})
+    nodes += [node("Slice", [src, f"{name}_s0", f"{name}_s1", f"{name}_ax"], f"{name}_x1"),
+              node("Slice", [src, f"{name}_s1", f"{name}_s2", f"{name}_ax"], f"{name}_x2"),
+              node("Neg", [f"{name}_x2"], f"{name}_nx2"),
+              node("Concat", [f"{name}_nx2", f"{name}_x1"], f"{name}_rot", axis=3),
+              node("Mul", [src, f"{name}_cos"], f"{name}_c"), node("Mul", [f"{name}_rot", f"{name}_sin"], f"{name}_s"),
+              node("Add", [f"{name}_c", f"{name}_s"], f"{name}_out")]
+    return f"{name}_out"
+
+
+def _gathered_qkv(nodes: list, inits: dict) -> None:
+    """torch MultiheadAttention: one projection -> Reshape [B, S, 3, D] -> Transpose -> Gather q, k, v."""
+    inits.update({"wqkv": weight(D, 3 * D), "bqkv": weight(3 * D), "qkv_target": np.array([B, S, 3, D], np.int64)})
+    nodes += [node("MatMul", ["x", "wqkv"], "qkv_mm"), node("Add", ["qkv_mm", "bqkv"], "qkv"),
+              node("Reshape", ["qkv", "qkv_target"], "qkv_r"),
+              node("Transpose", ["qkv_r"], "qkv_t", perm=[2, 0, 1, 3])]
+    for i, p in enumerate("qkv"):
+        inits[f"pick_{p}"] = np.array(i, np.int64)
+        nodes.append(node("Gather", ["qkv_t", f"pick_{p}"], p, axis=0))
+
+
+def _expanded_mask(nodes: list, inits: dict) -> str:
+    """BERT's legacy export: mask [B,1,1,S] expanded to a target computed from small constants only
+    (ConstantOfShape, Mul, Equal, Where): its shape is unknown until the arithmetic is folded."""
+    inits.update({"m_len": np.array([4], np.int64), "m_neg": np.array(-1, np.int64),
+                  "m_want": np.array([B, 1, S, S], np.int64)})
+    nodes += [node("ConstantOfShape", ["m_len"], "m_ones", value=onnx.helper.make_tensor("v", 7, [1], [1])),
+              node("Mul", ["m_ones", "m_neg"], "m_negs"), node("Equal", ["m_want", "m_negs"], "m_is_neg"),
+              node("Where", ["m_is_neg", "m_ones", "m_want"], "m_shape"),
+              node("Expand", ["mask", "m_shape"], "mask_x")]
+    return "mask_x"
+
+
+def attention_block(computed: bool = False, kv: int = H, fused: bool | str = False, rope: bool = False,
+                    expand_mask: bool = False) -> onnx.ModelProto:
+    """x -> Q/K/V projections -> heads -> softmax(Q K^T / sqrt(d) + mask) V -> merge -> out proj + x.
+
+    fused: True splits one QKV projection equally, "gather" takes it apart like torch's MHA.
+    rope: rotary embedding on q and k heads (before the kv repeat, as in Llama).
+    """
     inits = {"wo": weight(D, D), "bo": weight(D), "scale": np.array(np.sqrt(HD), np.float32)}
     nodes: list = []
     kv_dim = kv * HD
-    if fused:
+    mask = _expanded_mask(nodes, inits) if expand_mask else "mask"
+    if fused == "gather":
+        _gathered_qkv(nodes, inits)
+    elif fused:
         inits.update({"wqkv": weight(D, 3 * D), "bqkv": weight(3 * D)})
         nodes += [node("MatMul", ["x", "wqkv"], "qkv_mm"), node("Add", ["qkv_mm", "bqkv"], "qkv"),
                   node("Split", ["qkv"], ["q", "k", "v"], axis=2, num_outputs=3)]
@@ -58,7 +104,13 @@ def attention_block(computed: bool = False, kv: int = H, fused: bool = False) ->
             inits.update({f"w{p}": weight(D, n), f"b{p}": weight(n)})
             nodes += [node("MatMul", ["x", f"w{p}"], f"{p}_mm"), node("Add", [f"{p}_mm", f"b{p}"], p)]
     q = _heads("q", "qh", H, computed, nodes, inits, [0, 2, 1, 3])
-    if kv == H:
+    if rope:
+        q = _rope(q, "qrope", nodes, inits)
+        k = _rope(_heads("k", "kh", kv, computed, nodes, inits, [0, 2, 1, 3]), "krope", nodes, inits)
+        k = _repeat_kv(k, "krep", kv, nodes, inits, True) if kv != H else _transposed(k, nodes)
+        v = _heads("v", "vh", kv, computed, nodes, inits, [0, 2, 1, 3])
+        v = _repeat_kv(v, "vrep", kv, nodes, inits, False) if kv != H else v
+    elif kv == H:
         k = _heads("k", "kh", kv, computed, nodes, inits, [0, 2, 3, 1])
         v = _heads("v", "vh", kv, computed, nodes, inits, [0, 2, 1, 3])
     else:
@@ -66,14 +118,19 @@ def attention_block(computed: bool = False, kv: int = H, fused: bool = False) ->
         v = _repeat_kv(_heads("v", "vh", kv, computed, nodes, inits, [0, 2, 1, 3]), "vrep", kv, nodes, inits, False)
     merge = _reshape_target("merge_target", [D], computed, nodes, inits)
     nodes += [node("MatMul", [q, k], "scores"), node("Div", ["scores", "scale"], "scaled"),
-              node("Add", ["scaled", "mask"], "masked"), node("Softmax", ["masked"], "probs", axis=-1),
+              node("Add", ["scaled", mask], "masked"), node("Softmax", ["masked"], "probs", axis=-1),
               node("MatMul", ["probs", v], "ctx"), node("Transpose", ["ctx"], "ctx_t", perm=[0, 2, 1, 3]),
               node("Reshape", ["ctx_t", merge], "ctx_m"), node("MatMul", ["ctx_m", "wo"], "o_mm"),
               node("Add", ["o_mm", "bo"], "o"), node("Add", ["o", "x"], "y")]
     # computed targets come from a dynamic batch: with static inputs they would be folded to constants
     batch = "batch" if computed else B
     return make_model(nodes, {"x": [batch, S, D], "mask": [batch, 1, 1, S]}, {"y": None}, inits,
-                      opset=18 if fused else 17)
+                      opset=18 if fused is True else 17)
+
+
+def _transposed(k: str, nodes: list) -> str:
+    nodes.append(node("Transpose", [k], f"{k}_t", perm=[0, 1, 3, 2]))
+    return f"{k}_t"
 
 
 FIXED = {"x": (B, S, D), "mask": (B, 1, 1, S)}
@@ -149,3 +206,35 @@ def test_contracted_axis_is_inexact(tmp_path):
     group = next(g for g in analysis.groups if g.root == ("q", 2))
     assert group.prunable and not group.exact
     assert "contracted axis" in group.inexact_reasons[0]
+
+
+def test_rope_on_head_dim_with_gqa_prunes_whole_kv_heads(tmp_path):
+    """Llama: RoPE (Slice halves of head_dim, Neg, Concat, cos/sin Mul) on q and k, kv heads repeated.
+    Removing a kv head removes its q heads; head_dim is never cut, so RoPE's tables stay whole."""
+    model = attention_block(kv=2, rope=True)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
+    (group,) = _heads_group(analysis)
+    assert group.exact and group.unit_count == 2
+    dims = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert dims["wk"] == dims["wv"] == [D, HD] and dims["wq"] == [D, D // 2] and dims["wo"] == [D // 2, D]
+    assert dims["qrope_cos"] == dims["krope_sin"] == [1, 1, S, HD]
+    assert _const(pruned, "qrope_s1") == [HD // 2] and _const(pruned, "krope_s2") == [HD]
+
+
+def test_gathered_qkv_parts_stay_equal(tmp_path):
+    """Reshape [.., 3, D] + Gather per part: the parts axis is not pruned, head h leaves q, k and v."""
+    model = attention_block(fused="gather")
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
+    (group,) = _heads_group(analysis)
+    assert group.exact and group.unit_count == H
+    assert {t.name: list(t.dims) for t in pruned.graph.initializer}["wqkv"] == [D, 3 * D // 2]
+    assert _const(pruned, "qkv_target") == [B, S, 3, D // 2]
+
+
+def test_mask_expanded_by_constant_arithmetic_is_folded(tmp_path):
+    """The Expand target is computed from small constants only: folded, the mask's shape is known
+    and the heads are pruned (before, the heads froze on the mask's unknown size)."""
+    model = attention_block(expand_mask=True)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
+    (group,) = _heads_group(analysis)
+    assert group.exact and analysis.graph.shape("mask_x") == (B, 1, S, S)

@@ -51,3 +51,36 @@ def test_constant_table_gathered_by_constant_index_is_cut_with_the_channels(tmp_
     model = make_model(nodes, {"x": [2, S, E]}, {"y": None}, inits)
     analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
     assert _dims(pruned)["table"] == [7, N // 2] and _dims(pruned)["w2"] == [N // 2, 4]
+
+
+def _tied(extra_user: bool = False) -> onnx.ModelProto:
+    """Tied embedding: ids -> Gather(E) -> FFN residual -> Gemm(., E, transB=1) logits.
+
+    extra_user: E is also the weight of an unrelated MatMul whose output is a graph output.
+    """
+    inits = {"E": weight(V, E, scale=1.0), "w1": weight(E, N), "w2": weight(N, E)}
+    nodes = [node("Gather", ["E", "ids"], "emb"), node("Gemm", ["emb", "w1"], "h"), node("Relu", ["h"], "hr"),
+             node("Gemm", ["hr", "w2"], "o"), node("Add", ["emb", "o"], "s"),
+             node("Gemm", ["s", "E"], "logits", transB=1)]
+    inputs, outputs = {"ids": [S]}, {"logits": None}
+    if extra_user:
+        nodes.append(node("MatMul", ["x", "E"], "side"))
+        inputs["x"], outputs["side"] = [2, V], None
+    return make_model(nodes, inputs, outputs, inits, input_types={"ids": TensorProto.INT64})
+
+
+def test_tied_embedding_and_output_weight_are_cut_together(tmp_path):
+    """E is read by the embedding Gather and the output Gemm: both reached by the hidden group with
+    the same columns, so E loses those columns once and the oracle still passes."""
+    analysis, plan, pruned = prune_with_oracle(_tied(), tmp_path, ratio=0.5)
+    (group,) = [g for g in analysis.groups if any(s.tensor == "E" for s in g.slices)]
+    assert group.exact and {(s.tensor, s.axis) for s in group.slices if s.tensor == "E"} == {("E", 1)}
+    assert group.id in {pg.id for pg in plan.groups}
+    dims = _dims(pruned)
+    assert dims["E"] == [V, E // 2] and dims["w1"][0] == E // 2 and dims["w2"][1] == E // 2
+
+
+def test_shared_initializer_with_an_unreached_user_freezes(tmp_path):
+    analysis = analyze(save(_tied(extra_user=True), tmp_path), {"x": (2, V)})
+    frozen = [g.frozen_reason for g in analysis.groups if g.frozen_reason and "'E'" in g.frozen_reason]
+    assert frozen and "shared by 3 nodes" in frozen[0] and "do not reach" in frozen[0]

@@ -145,6 +145,49 @@ def _remerged(node: Node, graph: Graph) -> bool:
     return False
 
 
+def _selected_parts(graph: Graph, tensor: str, axis: int, depth: int = 4) -> bool:
+    """True when `axis` of `tensor` only picks parts: every reader (through Transpose / Unsqueeze /
+    Squeeze) is a Gather with constant indices along it (a fused QKV [.., 3, hidden] taken apart)."""
+    users = graph.consumers(tensor)
+    if not users or depth == 0:
+        return False
+    for user, i in users:
+        if i != 0:
+            return False
+        if user.op_type == "Gather":
+            rank = graph.rank(tensor)
+            if rank is None or positive_axis(int(user.attr("axis", 0)), rank) != axis:
+                return False
+            if not graph.is_const(user.input(1)):
+                return False
+            continue
+        moved = _moved_axis(user, graph, axis)
+        if moved is None or not _selected_parts(graph, user.output(0), moved, depth - 1):
+            return False
+    return True
+
+
+def _moved_axis(node: Node, graph: Graph, axis: int) -> int | None:
+    """Where `axis` of input 0 lands in the output of a Transpose / Squeeze / Unsqueeze (None: elsewhere)."""
+    rank = graph.rank(node.input(0))
+    if rank is None:
+        return None
+    if node.op_type == "Transpose":
+        perm = list(node.attr("perm", list(range(rank - 1, -1, -1))))
+        return perm.index(axis)
+    if node.op_type not in ("Squeeze", "Unsqueeze"):
+        return None
+    axes = _squeeze_axes(node, graph)
+    if axes is None:
+        return None
+    if node.op_type == "Squeeze":
+        dropped = {positive_axis(a, rank) for a in axes}
+        return None if axis in dropped else axis - sum(1 for a in dropped if a < axis)
+    out_rank = rank + len(axes)
+    kept = [i for i in range(out_rank) if i not in {positive_axis(a, out_rank) for a in axes}]
+    return kept[axis]
+
+
 class _MergeRule(Rule):
     """Shared by Flatten and Reshape: forward by block tables, backward through size-1 axes only."""
 
@@ -234,10 +277,15 @@ class _MergeRule(Rule):
 
     def split_choice(self, node: Node, graph: Graph, out_shape: tuple, j0: int, j1: int) -> int:
         """Which of the new axes carries channels: the outermost non-1 axis (whole heads), or the
-        innermost one when the split is undone by a later Reshape (a channel shuffle's groups axis
-        is tiny and only permutes channels)."""
+        next one when the outermost only picks parts by constant Gathers (fused QKV: the q, k, v
+        parts stay equal, like an equal Split), or the innermost one when the split is undone by a
+        later Reshape (a channel shuffle's groups axis is tiny and only permutes channels)."""
         big = [j for j in range(j0, j1) if out_shape[j] != 1]
-        return big[-1] if _remerged(node, graph) else big[0]
+        if _remerged(node, graph):
+            return big[-1]
+        if len(big) > 1 and _selected_parts(graph, node.output(0), big[0]):
+            return big[1]
+        return big[0]
 
 
 @register("Flatten")
