@@ -95,9 +95,14 @@ def test_bound_constants_shared_by_two_slices_move_separately(tmp_path):
     inits = {"w1": weight(C, 3, 3, 3), "w2": weight(C, 3, 3, 3, scale=2.0), "starts": np.array([2], np.int64),
              "ends": np.array([6], np.int64), "axes": np.array([1], np.int64), "wa": weight(5, 4, 1, 1),
              "wb": weight(5, 4, 1, 1), "wfa": weight(5, C, 1, 1), "wfb": weight(5, C, 1, 1)}
-    # make the two groups choose different channels: w2's low channels are the weak ones
-    inits["w2"][:4] *= 0.01
+    # make the two groups choose different channels: w1's high and w2's low channels are the weak ones,
+    # in the producer and in every consumer column (a group's score sums all its slices)
     inits["w1"][4:] *= 0.01
+    inits["wfa"][:, 4:] *= 0.01
+    inits["wa"][:, 2:] *= 0.01  # sa = a[2:6]: columns 2, 3 are channels 4, 5
+    inits["w2"][:4] *= 0.01
+    inits["wfb"][:, :4] *= 0.01
+    inits["wb"][:, :2] *= 0.01  # sb = b[2:6]: columns 0, 1 are channels 2, 3
     nodes = [node("Conv", ["x", "w1"], "a", pads=[1, 1, 1, 1]), node("Conv", ["x", "w2"], "b", pads=[1, 1, 1, 1]),
              node("Slice", ["a", "starts", "ends", "axes"], "sa"), node("Slice", ["b", "starts", "ends", "axes"], "sb"),
              node("Conv", ["sa", "wa"], "ya"), node("Conv", ["sb", "wb"], "yb"), node("Conv", ["a", "wfa"], "fa"),
