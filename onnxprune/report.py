@@ -104,6 +104,19 @@ def _change(a: float | None, b: float | None) -> str:
     return f"({(b - a) / a * 100:+.1f}%)"
 
 
+def _unit_lines(rows: list[dict]) -> list[str]:
+    """Per labelled group (attention heads, recurrent hidden units...): units removed of units."""
+    lines = []
+    kinds = sorted({row["kind"] for row in rows if row.get("kind") and not row.get("frozen")})
+    for kind in kinds:
+        chosen = [row for row in rows if row.get("kind") == kind and not row.get("frozen")]
+        gone, total = sum(row["units_pruned"] for row in chosen), sum(row["units"] for row in chosen)
+        lines.append(f"  {kind}: {gone} of {total} removed in {len(chosen)} groups")
+        for row in chosen:
+            lines.append(f"    {row['node']}: {row['units_pruned']} of {row['units']}")
+    return lines
+
+
 def format_text(r: PruneReport) -> str:
     lines = [f"onnxprune: {r.model} -> {r.output or '(not written)'}"]
     after = r.after or ModelStats(0, 0)
@@ -118,6 +131,7 @@ def format_text(r: PruneReport) -> str:
                  f"{r.channels_removed} channels removed")
     for reason, count in r.frozen_reasons:
         lines.append(f"    frozen x{count}: {reason}")
+    lines.extend(_unit_lines(r.group_rows))
     for provider, v in r.validation.get("providers", {}).items():
         if v.get("skipped"):
             lines.append(f"  {provider:5s}    skipped: {v['skipped']}")
