@@ -21,6 +21,7 @@ from onnxprune import PruneConfig, analyze
 from onnxprune.api import plan_for
 from onnxprune.apply import apply_plan
 from onnxprune.oracle import run_oracle
+from onnxprune.validate import random_inputs, run
 
 EXCLUDED = {"tv_vit_b_16", "tv_swin_t"}  # transformers: not part of the CNN family
 CNN_MODELS = [n for n in zoo.model_names() if (n.startswith("tv_") and n not in EXCLUDED) or n.startswith("yolo_")]
@@ -54,15 +55,25 @@ def _cases() -> list:
     return cases or ["(no zoo)"]
 
 
+# Issue 3: every CNN prunes at ratio 0.3 and at ratio 0.5 with global ranking and channels rounded to 8.
+CONFIGS = {"ratio 0.3": PruneConfig(ratio=0.3),
+           "ratio 0.5 global round-to 8": PruneConfig(ratio=0.5, global_ranking=True, round_to=8)}
+
+
 @pytest.mark.parametrize("name", _cases())
 def test_cnn_prunes_and_passes_the_oracle(name, zoo_cache):
     path = zoo.write_filled(name, zoo_cache)
     analysis = analyze(str(path), {})
     frozen = [g.frozen_reason for g in analysis.groups if g.frozen_reason]
     assert len(frozen) <= MAX_FROZEN.get(name, len(frozen)), frozen
-    plan = plan_for(analysis, PruneConfig(ratio=0.3))
-    assert plan.groups, f"nothing pruned; frozen: {[g.frozen_reason for g in analysis.groups][:5]}"
-    oracle = run_oracle(analysis.graph, analysis.groups, plan)
-    assert oracle.passed, oracle.detail
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
-    assert param_count(pruned) < param_count(analysis.graph.proto)
+    feeds = random_inputs(analysis.graph.proto, {})
+    for label, config in CONFIGS.items():
+        plan = plan_for(analysis, config)
+        assert plan.groups, f"{label}: nothing pruned; frozen: {frozen[:5]}"
+        oracle = run_oracle(analysis.graph, analysis.groups, plan)
+        assert oracle.passed, f"{label}: {oracle.detail}"
+        pruned = apply_plan(analysis.graph, analysis.groups, plan)
+        assert param_count(pruned) < param_count(analysis.graph.proto), label
+        for optimize in (True, False):  # ORT's graph optimisations must still apply, or be skippable
+            outputs = run(pruned, feeds, optimize=optimize).outputs
+            assert all(np.isfinite(o).all() for o in outputs), f"{label}, optimize={optimize}"

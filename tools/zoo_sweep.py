@@ -59,10 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ratio", type=float, default=0.3)
     p.add_argument("--importance", default="l1")
     p.add_argument("--inexact", action="store_true", help="also prune inexact groups (hidden size, ...)")
+    p.add_argument("--global", dest="global_ranking", action="store_true", help="rank all groups together")
+    p.add_argument("--round-to", type=int, default=None, help="channel multiple (default: the tool's)")
     p.add_argument("--only", nargs="*", help="model names (file stems) to run")
     p.add_argument("--cache", default="/tmp/onnxprune-zoo", help="where filled zoo models are written")
     args = p.parse_args(argv)
-    config = PruneConfig(ratio=args.ratio, importance=args.importance, inexact=args.inexact)
+    config = PruneConfig(ratio=args.ratio, importance=args.importance, inexact=args.inexact,
+                         global_ranking=args.global_ranking)
+    if args.round_to is not None:
+        config.round_to = args.round_to
     paths = sorted(Path(args.folder).glob("*.onnx"))
     if args.only:
         paths = [q for q in paths if q.stem in set(args.only)]
