@@ -93,11 +93,14 @@ def collect(graph: Graph, groups: list[Group], plan: Plan) -> Removal:
 def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: onnx.ModelProto | None = None) -> onnx.ModelProto:
     """A pruned copy of `source` (default: the analysed model); `graph` is never changed."""
     removal = collect(graph, groups, plan)
-    model = ir.copy_model(source if source is not None else graph.proto)
-    inits = ir.initializer_map(model)
+    base = source if source is not None else graph.proto
+    originals = ir.initializer_map(base) if source is not None else None
+    cut = {}
     for name, axes in removal.slices.items():
-        value = graph.const(name) if source is None else ir.to_array(inits[name])
-        ir.replace_initializer(inits[name], kept_part(value, axes))
+        value = graph.const(name) if source is None else ir.to_array(originals[name])
+        cut[name] = kept_part(value, axes)
+    model = ir.copy_model(base, cut)
+    inits = ir.initializer_map(model)
     _apply_edits(graph, removal, model, inits)
     dims: dict[str, dict[int, int]] = defaultdict(dict)
     for space in removal.spaces:

@@ -40,16 +40,15 @@ class OracleResult:
 def zero_consumers(graph: Graph, groups: list[Group], plan: Plan) -> onnx.ModelProto:
     """Copy of the model with every "in" slice of the plan's removed channels set to zero."""
     removal = collect(graph, groups, plan)
-    model = ir.copy_model(graph.proto)
-    inits = ir.initializer_map(model)
+    zeroed = {}
     for name, axes in removal.consumed.items():
         value = graph.const(name).copy()
         for axis, idx in axes.items():
             index = [slice(None)] * value.ndim
             index[axis] = np.asarray(sorted(idx), dtype=np.int64)
             value[tuple(index)] = 0
-        ir.replace_initializer(inits[name], value)
-    return model
+        zeroed[name] = value
+    return ir.copy_model(graph.proto, zeroed)
 
 
 def run_oracle(graph: Graph, groups: list[Group], plan: Plan, input_shapes: dict | None = None,
