@@ -13,7 +13,7 @@ from .. import indexmap
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, const_ints, positive_axis, register
-from .shape_only import shape_element_source
+from .shape_only import trace_shape_element
 
 
 @register("Transpose")
@@ -298,7 +298,7 @@ class ReshapeRule(_MergeRule):
     """The target shape constant's element for the changed axis follows the new size."""
 
     def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
-        source = shape_element_source(graph, node.input(1), out_axis)
+        source = trace_shape_element(graph, node.input(1), out_axis)
         if source.const is None:
             return True  # computed from tensor shapes at run time: follows the new sizes
         value = source.value

@@ -4,14 +4,11 @@ Shape and Size: their channels' values never reach the output. The shape
 values they produce follow the pruned size at run time, which is what shape
 arithmetic in exported graphs expects.
 
-`shape_element_source` answers, for a rule whose output size comes from a
-1-D shape tensor (Reshape target, Expand shape, ConstantOfShape...), where one
-element of that tensor comes from: a constant element to rewrite, or a value
-computed at run time from tensor shapes (it follows the pruned sizes by itself).
-
-`shape_source` proves more: which tensor dimension a computed element copies
-(Shape -> Slice / Gather -> Concat ...), for rules that must check that an
-element follows one particular channel count (Resize `sizes`).
+`trace_shape_element` answers, for a rule whose output size comes from a
+1-D shape tensor (Reshape target, Expand shape, Resize sizes...), where one
+element of that tensor comes from: a constant element to rewrite, or the
+dimension of a tensor it copies at run time (Shape -> Slice / Gather ->
+Concat ...), which follows the pruned sizes by itself.
 """
 from __future__ import annotations
 
@@ -21,11 +18,8 @@ from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, const_ints, positive_axis, register
 
-# Ops that pass a 1-D shape tensor through with element positions unchanged.
-_SAME_ELEMENTS = ("Cast", "Identity", "Abs")
-
 # ops that keep a shape value's elements in flat order
-_SAME_ORDER = ("Identity", "Cast", "Reshape", "Squeeze", "Unsqueeze", "Flatten")
+_SAME_ORDER = ("Identity", "Cast", "Abs", "Reshape", "Squeeze", "Unsqueeze", "Flatten")
 _MAX_DEPTH = 16
 
 # a step says where one element comes from: ("dim", tensor, axis) or ("elem", tensor, flat element)
@@ -42,40 +36,36 @@ class ShapeOnlyRule(Rule):
 
 @dataclass(frozen=True)
 class ShapeElement:
-    """Where element `element` of a shape tensor comes from.
+    """Where one element of a shape tensor comes from.
 
-    `const` is the initializer holding it (None: computed at run time), `index`
-    the flat index in that initializer, `value` its value when constant.
+    `const` is the initializer holding it (with the flat `index` there and its
+    `value`); `dim` is the (tensor, axis) whose size it copies at run time;
+    neither is set when it cannot be traced.
     """
 
-    const: str | None
+    const: str | None = None
     index: int = 0
     value: int | None = None
+    dim: tuple[str, int] | None = None
 
 
-def shape_element_source(graph: Graph, name: str, element: int, depth: int = 8) -> ShapeElement:
-    """Trace element `element` of the 1-D int tensor `name` through Concat / Cast / Unsqueeze to a constant."""
-    values = const_ints(graph, name)
+def trace_shape_element(graph: Graph, tensor: str, element: int, depth: int = 0) -> ShapeElement:
+    """Follow flat element `element` of the integer tensor `tensor` back through shape arithmetic
+    (Shape, Slice, Gather, Concat, Cast, Reshape, (Un)Squeeze...) to a constant or a tensor dimension."""
+    values = const_ints(graph, tensor)
     if values is not None:
-        return ShapeElement(name, element, values[element]) if element < len(values) else ShapeElement(None)
-    node = graph.producer(name)
-    if node is None or depth == 0:
-        return ShapeElement(None)
-    if node.op_type == "Concat":
-        offset = 0
-        for part in node.inputs:
-            size = graph.dim(part, 0) if graph.rank(part) == 1 else None
-            if size is None:
-                return ShapeElement(None)
-            if offset <= element < offset + size:
-                return shape_element_source(graph, part, element - offset, depth - 1)
-            offset += size
-        return ShapeElement(None)
-    if node.op_type in _SAME_ELEMENTS or (node.op_type == "Unsqueeze" and element == 0):
-        inner = node.input(0)
-        if graph.rank(inner) in (0, 1):
-            return shape_element_source(graph, inner, element, depth - 1)
-    return ShapeElement(None)
+        return ShapeElement(tensor, element, values[element]) if 0 <= element < len(values) else ShapeElement()
+    node = graph.producer(tensor)
+    if node is None or depth > _MAX_DEPTH or node.domain not in ("", "ai.onnx"):
+        return ShapeElement()
+    step = _STEPS.get(node.op_type)
+    found = step(graph, node, element) if step else None
+    if found is None:
+        return ShapeElement()
+    kind, name, index = found
+    if kind == "dim":
+        return ShapeElement(dim=(name, index))
+    return trace_shape_element(graph, name, index, depth + 1)
 
 
 def follow_shape_element(graph: Graph, fx: Effects, shape: str, element: int, space: tuple[str, int],
@@ -87,7 +77,7 @@ def follow_shape_element(graph: Graph, fx: Effects, shape: str, element: int, sp
     tensor shapes at run time and follows by itself. Returns False after
     freezing when the element cannot follow.
     """
-    source = shape_element_source(graph, shape, element)
+    source = trace_shape_element(graph, shape, element)
     if source.const is None or source.value in keep:
         return True
     if graph.const_users(source.const) > 1:
@@ -95,29 +85,6 @@ def follow_shape_element(graph: Graph, fx: Effects, shape: str, element: int, sp
         return False
     fx.edit_const(source.const, source.index, space)
     return True
-
-
-def shape_source(graph: Graph, tensor: str, element: int, depth: int = 0) -> tuple[str, int] | int | None:
-    """What flat element `element` of the integer tensor `tensor` holds at run time.
-
-    (data tensor, axis) when it copies a dimension of a tensor (through Shape,
-    Slice, Gather, Concat, Cast, Reshape...), an int when it is a constant,
-    None when it cannot be traced.
-    """
-    values = const_ints(graph, tensor)
-    if values is not None:
-        return values[element] if 0 <= element < len(values) else None
-    node = graph.producer(tensor)
-    if node is None or depth > _MAX_DEPTH or node.domain not in ("", "ai.onnx"):
-        return None
-    step = _STEPS.get(node.op_type)
-    found = step(graph, node, element) if step else None
-    if found is None:
-        return None
-    kind, name, index = found
-    if kind == "dim":
-        return name, index
-    return shape_source(graph, name, index, depth + 1)
 
 
 def _shape_step(graph: Graph, node: Node, element: int) -> Step:

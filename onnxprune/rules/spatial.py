@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, const_ints, positive_axis, register
-from .shape_only import shape_source
+from .shape_only import trace_shape_element
 
 
 def _pass_through(port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
@@ -91,11 +91,11 @@ class ResizeRule(Rule):
         if const_ints(graph, sizes_name) is not None:
             fx.edit_const(sizes_name, element, (node.output(0), axis))
             return True
-        source = shape_source(graph, sizes_name, element)
-        if source == (node.input(0), axis):
+        source = trace_shape_element(graph, sizes_name, element)
+        if source.dim == (node.input(0), axis):
             return True  # Shape of the resized input itself: follows the pruned count at run time
-        found = "cannot be traced" if source is None else (
-            f"is the constant {source}" if isinstance(source, int) else f"copies '{source[0]}' axis {source[1]}")
+        found = (f"copies '{source.dim[0]}' axis {source.dim[1]}" if source.dim else
+                 f"is the constant {source.value}" if source.const else "cannot be traced")
         fx.freeze(f"sizes '{sizes_name}' are computed at run time and element {element} {found}, "
                   f"not the channel count of input '{node.input(0)}'")
         return False
