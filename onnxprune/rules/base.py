@@ -98,6 +98,28 @@ class Effects:
         if name and len(pairs):
             self.forwards.append((name, _norm_axis(axis, self.graph.rank(name)), pairs, Port("out", j)))
 
+    def to_ports(self, arrived: Port, axis: int, pairs: Pairs, inputs, outputs) -> None:
+        """The same channels on every listed input and output, except the port they arrived at."""
+        for i in inputs:
+            if not (arrived.is_input and arrived.index == i):
+                self.to_input(i, axis, pairs)
+        for j in outputs:
+            if not (not arrived.is_input and arrived.index == j):
+                self.to_output(j, axis, pairs)
+
+    def data_rank(self, port: Port, what: str) -> int | None:
+        """Rank of input 0 when `port` is the data input or output 0; else freeze and return None.
+
+        `what` names what the other inputs hold, for the freeze reason.
+        """
+        rank = self.graph.rank(self.node.input(0))
+        if port.index != 0:
+            self.freeze(f"{port.kind}put {port.index} holds {what}, not data")
+            return None
+        if rank is None:
+            self.freeze("input rank is unknown")
+        return rank
+
     def cut(self, tensor: str, axis: int, pairs: Pairs, role: str, scale: bool = False) -> None:
         if not len(pairs):
             return

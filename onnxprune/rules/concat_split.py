@@ -29,11 +29,7 @@ class ConcatRule(Rule):
             return
         cat_axis = positive_axis(int(node.attr("axis")), rank)
         if axis != cat_axis:
-            if port.is_input:
-                fx.to_output(0, axis, pairs)
-            for i in range(len(node.inputs)):
-                if not (port.is_input and port.index == i):
-                    fx.to_input(i, axis, pairs)
+            fx.to_ports(port, axis, pairs, range(len(node.inputs)), [0])
             return
         sizes = _sizes(graph, node.inputs, cat_axis)
         if sizes is None:
@@ -54,17 +50,16 @@ class SplitRule(Rule):
     """Split sizes come from the `split` attribute (opset < 13) or input 1; both follow the new sizes."""
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        if port.is_input and port.index != 0:
+            fx.freeze("input 1 holds split sizes, not data")
+            return
         rank = graph.rank(node.input(0))
-        if rank is None or (port.is_input and port.index != 0):
-            fx.freeze("input rank is unknown" if rank is None else "input 1 holds split sizes, not data")
+        if rank is None:
+            fx.freeze("input rank is unknown")
             return
         split_axis = positive_axis(int(node.attr("axis", 0)), rank)
         if axis != split_axis:
-            if not port.is_input:
-                fx.to_input(0, axis, pairs)
-            for j in range(len(node.outputs)):
-                if port.is_input or j != port.index:
-                    fx.to_output(j, axis, pairs)
+            fx.to_ports(port, axis, pairs, [0], range(len(node.outputs)))
             return
         sizes = _sizes(graph, node.outputs, split_axis)
         if sizes is None:

@@ -34,11 +34,7 @@ class UnaryRule(Rule):
         if port.is_input and port.index != 0:
             fx.freeze(f"input {port.index} is a scalar parameter, not data")
             return
-        if not port.is_input:
-            fx.to_input(0, axis, pairs)
-        for j, name in enumerate(node.outputs):
-            if name and (port.is_input or j != port.index):
-                fx.to_output(j, axis, pairs)
+        fx.to_ports(port, axis, pairs, [0], range(len(node.outputs)))
 
 
 @register(*BROADCAST)

@@ -41,9 +41,8 @@ class LayerNormRule(Rule):
     """Normalises over axes [axis, rank); Scale and B cover those axes."""
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        rank = graph.rank(node.input(0))
-        if rank is None or port.index != 0:
-            fx.freeze("input rank is unknown" if rank is None else f"{port.kind}put {port.index} is not data")
+        rank = fx.data_rank(port, "normalisation parameters")
+        if rank is None:
             return
         if port.is_input:
             fx.to_output(0, axis, pairs)

@@ -42,9 +42,8 @@ class ReduceRule(Rule):
         fx.inexact(f"{node.op_type} reduces over the pruned axis {axis}")
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        rank = graph.rank(node.input(0))
-        if rank is None or port.index != 0:
-            fx.freeze("input rank is unknown" if rank is None else "input holds axes, not data")
+        rank = fx.data_rank(port, "axes")
+        if rank is None:
             return
         axes = self._axes(node, graph, rank)
         if axes is None:

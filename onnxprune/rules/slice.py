@@ -35,9 +35,8 @@ def _clamp(value: int, dim: int) -> int:
 @register("Slice")
 class SliceRule(Rule):
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        rank = graph.rank(node.input(0))
-        if port.index != 0 or rank is None:
-            fx.freeze("input rank is unknown" if rank is None else "input holds slice bounds, not data")
+        rank = fx.data_rank(port, "slice bounds")
+        if rank is None:
             return
         starts, ends, axes, steps, from_attrs = _params(node, graph)
         if axes is None:

@@ -12,10 +12,7 @@ from .shape_only import trace_shape_element
 
 
 def _pass_through(port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-    if port.is_input:
-        fx.to_output(0, axis, pairs)
-    else:
-        fx.to_input(0, axis, pairs)
+    fx.to_ports(port, axis, pairs, [0], [0])
 
 
 @register("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
@@ -38,9 +35,8 @@ class PadRule(Rule):
     """Pads come from the attribute (opset < 11) or input 1; the channel axis must not be padded."""
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        rank = graph.rank(node.input(0))
-        if port.index != 0 or rank is None:
-            fx.freeze("input rank is unknown" if rank is None else "input holds pads, not data")
+        rank = fx.data_rank(port, "pads")
+        if rank is None:
             return
         pads = node.attr("pads") if node.attr("pads") is not None else const_ints(graph, node.input(1))
         if pads is None:
