@@ -81,6 +81,9 @@ def session(model: onnx.ModelProto | str, provider: str = "cpu", optimize: bool 
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # Original and pruned are timed in turn in one process: spinning pool threads of one session
+    # would take the cores of the other.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
@@ -102,18 +105,26 @@ def _bytes_or_path(model: onnx.ModelProto):
 def run(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,
         repeats: int = 0, threads: int = 0) -> RunResult:
     """Run once (plus `repeats` timed runs for a median latency)."""
-    sess = session(model, provider, optimize, threads)
+    return run_interleaved([model], feeds, provider, optimize, repeats, threads)[0]
+
+
+def run_interleaved(models: list, feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,
+                    repeats: int = 0, threads: int = 0) -> list[RunResult]:
+    """Run each model once, then time them taking turns `repeats` times (medians), so that drift
+    in the machine's load hits every model alike."""
+    sessions = [session(m, provider, optimize, threads) for m in models]
+    times: list[list[float]] = [[] for _ in models]
     try:
-        outputs = sess.run(None, feeds)
-        times = []
+        outputs = [s.run(None, feeds) for s in sessions]  # also the warm-up
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            sess.run(None, feeds)
-            times.append((time.perf_counter() - t0) * 1000)
+            for s, t in zip(sessions, times):
+                t0 = time.perf_counter()
+                s.run(None, feeds)
+                t.append((time.perf_counter() - t0) * 1000)
     except Exception as exc:
         raise CheckFailedError(f"ONNX Runtime ({provider}) failed to run the model: {_first_line(exc)}") from None
-    names = [o.name for o in sess.get_outputs()]
-    return RunResult(outputs, names, float(np.median(times)) if times else None)
+    return [RunResult(out, [o.name for o in s.get_outputs()], float(np.median(t)) if t else None)
+            for out, s, t in zip(outputs, sessions, times)]
 
 
 def _first_line(exc: Exception) -> str:
@@ -162,8 +173,7 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto, feeds: dict[str
             log.info("validation on %s skipped: provider not available", provider)
             continue
         log.info("validating on %s", provider)
-        before = run(original_path, feeds, provider, repeats=repeats, threads=threads)
-        after = run(pruned, feeds, provider, repeats=repeats, threads=threads)
+        before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
         cmp = compare(before.outputs, after.outputs)
         if not cmp.shapes_match:
             shapes = [(n, list(a.shape), list(b.shape)) for n, a, b in zip(before.names, before.outputs, after.outputs)]

@@ -201,3 +201,16 @@ def test_dynamic_batch_is_not_folded(tmp_path):
 def test_dynamic_batch_with_a_divided_target_prunes_given_input_shapes(tmp_path):
     model = _computed_reshape("N", div=True)
     prune_with_oracle(model, tmp_path, ratio=0.5, input_shapes={"x": (2, 3, HW, HW)})
+
+
+def test_constant_shared_by_exporter_does_not_couple_layers(tmp_path):
+    """Exporters share one all-zero bias between convs: each conv must still be prunable on its own."""
+    c = 128  # a bias larger than a shape constant
+    inits = {"w1": weight(c, 3, 3, 3), "w2": weight(c, c, 3, 3), "zero": np.zeros(c, np.float32),
+             "w3": weight(4, c, 1, 1)}
+    model = make_model([node("Conv", ["x", "w1", "zero"], "a", pads=[1, 1, 1, 1]), node("Relu", ["a"], "r"),
+                        node("Conv", ["r", "w2", "zero"], "b", pads=[1, 1, 1, 1]), node("Relu", ["b"], "r2"),
+                        node("Conv", ["r2", "w3"], "y")], {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]}, inits)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=2)
+    biases = sorted(list(t.dims) for t in pruned.graph.initializer if t.name.startswith("zero"))
+    assert biases == [[c // 2], [c // 2]]

@@ -1,5 +1,6 @@
 """Gather: embedding tables, constant indices on other axes, constant tables gathered by constant indices."""
 import numpy as np
+import pytest
 import onnx
 from helpers import make_model, node, prune_with_oracle, save, weight
 from onnx import TensorProto
@@ -53,6 +54,13 @@ def test_constant_table_gathered_by_constant_index_is_cut_with_the_channels(tmp_
     assert _dims(pruned)["table"] == [7, N // 2] and _dims(pruned)["w2"] == [N // 2, 4]
 
 
+@pytest.fixture
+def large_is_small(monkeypatch):
+    """Treat the toy table as a large weight: small shared constants are cloned per user at load."""
+    import onnxprune.ir
+    monkeypatch.setattr(onnxprune.ir, "PRIVATE_CONSTANT_MAX", 4)
+
+
 def _tied(extra_user: bool = False) -> onnx.ModelProto:
     """Tied embedding: ids -> Gather(E) -> FFN residual -> Gemm(., E, transB=1) logits.
 
@@ -69,7 +77,7 @@ def _tied(extra_user: bool = False) -> onnx.ModelProto:
     return make_model(nodes, inputs, outputs, inits, input_types={"ids": TensorProto.INT64})
 
 
-def test_tied_embedding_and_output_weight_are_cut_together(tmp_path):
+def test_tied_embedding_and_output_weight_are_cut_together(tmp_path, large_is_small):
     """E is read by the embedding Gather and the output Gemm: both reached by the hidden group with
     the same columns, so E loses those columns once and the oracle still passes."""
     analysis, plan, pruned = prune_with_oracle(_tied(), tmp_path, ratio=0.5)
@@ -80,7 +88,7 @@ def test_tied_embedding_and_output_weight_are_cut_together(tmp_path):
     assert dims["E"] == [V, E // 2] and dims["w1"][0] == E // 2 and dims["w2"][1] == E // 2
 
 
-def test_shared_initializer_with_an_unreached_user_freezes(tmp_path):
+def test_shared_initializer_with_an_unreached_user_freezes(tmp_path, large_is_small):
     analysis = analyze(save(_tied(extra_user=True), tmp_path), {"x": (2, V)})
     frozen = [g.frozen_reason for g in analysis.groups if g.frozen_reason and "'E'" in g.frozen_reason]
     assert frozen and "shared by 3 nodes" in frozen[0] and "do not reach" in frozen[0]
