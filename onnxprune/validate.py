@@ -27,7 +27,7 @@ def available_providers() -> list[str]:
 def check_model(model: onnx.ModelProto) -> None:
     """onnx.checker with full checks (shape inference included); raises CheckFailedError."""
     try:
-        if model.ByteSize() < ir.EXTERNAL_DATA_THRESHOLD:
+        if model.ByteSize() < ir.limits.EXTERNAL_DATA_THRESHOLD:
             onnx.checker.check_model(model, full_check=True)
         else:
             onnx.checker.check_model(model)
@@ -97,7 +97,7 @@ def session(model: onnx.ModelProto | str, provider: str = "cpu", optimize: bool 
 
 
 def _bytes_or_path(model: onnx.ModelProto):
-    if model.ByteSize() < ir.EXTERNAL_DATA_THRESHOLD:
+    if model.ByteSize() < ir.limits.EXTERNAL_DATA_THRESHOLD:
         return model.SerializeToString()
     raise BadInputError("models over 2 GB are validated from their saved file")
 

@@ -85,7 +85,7 @@ def test_large_model_is_saved_with_external_data(tmp_path, monkeypatch):
     model = make_model(nodes, {"x": [1, 3, HW, HW]}, {"y": None}, inits)
     feeds = random_inputs(model, {})
     (expected,) = _outputs(model, feeds)
-    monkeypatch.setattr(ir, "EXTERNAL_DATA_THRESHOLD", 100)
+    monkeypatch.setattr(ir.limits, "EXTERNAL_DATA_THRESHOLD", 100)
     path = tmp_path / "big.onnx"
     ir.save(model, path)
     assert sorted(os.listdir(tmp_path)) == ["big.onnx", "big.onnx.data"]  # no temporary leftovers
@@ -101,7 +101,7 @@ def test_saving_with_external_data_leaves_the_model_in_memory_usable(tmp_path, m
     model = _conv_chain()
     model.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight(C, 3, 3, 3), "w1"))
     before = _arrays(model)
-    monkeypatch.setattr(ir, "EXTERNAL_DATA_THRESHOLD", 100)
+    monkeypatch.setattr(ir.limits, "EXTERNAL_DATA_THRESHOLD", 100)
     ir.save(model, tmp_path / "a.onnx")
     after = _arrays(model)
     assert all(t.data_location == onnx.TensorProto.DEFAULT for t in model.graph.initializer)
@@ -116,7 +116,7 @@ def test_external_save_of_a_model_with_only_small_tensors(tmp_path, monkeypatch)
     model = _conv_chain()
     feeds = random_inputs(model, {})
     (expected,) = _outputs(model, feeds)
-    monkeypatch.setattr(ir, "EXTERNAL_DATA_THRESHOLD", 100)
+    monkeypatch.setattr(ir.limits, "EXTERNAL_DATA_THRESHOLD", 100)
     ir.save(model, tmp_path / "small.onnx")
     assert os.listdir(tmp_path) == ["small.onnx"]
     np.testing.assert_array_equal(_outputs(str(tmp_path / "small.onnx"), feeds)[0], expected)

@@ -58,7 +58,7 @@ def test_constant_table_gathered_by_constant_index_is_cut_with_the_channels(tmp_
 def large_is_small(monkeypatch):
     """Treat the toy table as a large weight: small shared constants are cloned per user at load."""
     import onnxprune.ir
-    monkeypatch.setattr(onnxprune.ir, "PRIVATE_CONSTANT_MAX", 4)
+    monkeypatch.setattr(onnxprune.ir.limits, "PRIVATE_CONSTANT_MAX", 4)
 
 
 def _tied(extra_user: bool = False) -> onnx.ModelProto:

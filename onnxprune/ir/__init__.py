@@ -1,0 +1,20 @@
+"""The only package that touches protobuf: load, normalise, infer shapes, edit, save.
+
+`Graph` is a read-only view of a model for the analysis: nodes with decoded
+attributes, producer/consumer links, constant values (decoded lazily) and
+static shapes. New models are built by `apply.py` (and fold / compensate)
+with the helpers of `edit.py`.
+"""
+from . import limits
+from .edit import (add_after, add_initializer, copy_model, get_node_attr, initializer_map, replace_initializer,
+                   replace_with_constants, set_initializer, set_node_attr, set_node_input, set_value_dims, to_array,
+                   with_outputs)
+from .graph import Graph, Node, Shape, numel, opset_of
+from .load import load, normalise, read_model
+from .save import save
+from .shapes import infer_shapes, input_specs
+
+__all__ = ["Graph", "Node", "Shape", "add_after", "add_initializer", "copy_model", "get_node_attr", "infer_shapes",
+           "initializer_map", "input_specs", "limits", "load", "normalise", "numel", "opset_of", "read_model",
+           "replace_initializer", "replace_with_constants", "save", "set_initializer", "set_node_attr",
+           "set_node_input", "set_value_dims", "to_array", "with_outputs"]

@@ -1,0 +1,160 @@
+"""`Graph`: the read-only analysis view of a model (nodes, links, constants, static shapes)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+Shape = tuple  # of int | None
+
+
+def numel(dims: Iterable[int]) -> int:
+    dims = list(dims)
+    return int(np.prod(dims, dtype=np.int64)) if dims else 1
+
+
+@dataclass
+class Node:
+    """One ONNX node with decoded attributes."""
+
+    name: str
+    op_type: str
+    domain: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    index: int = 0
+    has_subgraph: bool = False
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def input(self, i: int) -> str:
+        """Name of input i, or '' when absent (optional inputs)."""
+        return self.inputs[i] if i < len(self.inputs) else ""
+
+    def output(self, i: int) -> str:
+        return self.outputs[i] if i < len(self.outputs) else ""
+
+    def __str__(self) -> str:
+        return f"{self.op_type} node '{self.name}'"
+
+
+class Graph:
+    """Read-only analysis view of an ONNX model."""
+
+    def __init__(self, proto: onnx.ModelProto, shapes: dict[str, Shape]):
+        self.proto = proto
+        self.opset = opset_of(proto)
+        g = proto.graph
+        self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in g.initializer}
+        self.graph_inputs = [i.name for i in g.input if i.name not in self.initializers]
+        self.graph_outputs = [o.name for o in g.output]
+        self._output_set = set(self.graph_outputs)
+        self._input_set = set(self.graph_inputs)
+        self.nodes: list[Node] = [_decode_node(n, i) for i, n in enumerate(g.node)]
+        self.producers: dict[str, Node] = {}
+        self.consumer_map: dict[str, list[tuple[Node, int]]] = {}
+        for node in self.nodes:
+            for o in node.outputs:
+                if o:
+                    self.producers[o] = node
+            for i, name in enumerate(node.inputs):
+                if name:
+                    self.consumer_map.setdefault(name, []).append((node, i))
+            if node.has_subgraph:
+                for name in _outer_scope_names(g.node[node.index]):
+                    self.consumer_map.setdefault(name, []).append((node, -1))
+        self.shapes = shapes
+        self._const_cache: dict[str, np.ndarray] = {}
+        self.virtual_sizes: dict[str, int] = {}
+
+    # -- constants -------------------------------------------------------
+    def is_const(self, name: str) -> bool:
+        return name in self.initializers
+
+    def const(self, name: str) -> np.ndarray | None:
+        """Value of an initializer as numpy (cached), or None if `name` is not constant."""
+        if name not in self.initializers:
+            return None
+        if name not in self._const_cache:
+            self._const_cache[name] = numpy_helper.to_array(self.initializers[name])
+        return self._const_cache[name]
+
+    def const_shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.initializers[name].dims)
+
+    def const_users(self, name: str) -> int:
+        return len(self.consumer_map.get(name, ()))
+
+    # -- structure -------------------------------------------------------
+    def producer(self, name: str) -> Node | None:
+        return self.producers.get(name)
+
+    def consumers(self, name: str) -> list[tuple[Node, int]]:
+        return self.consumer_map.get(name, [])
+
+    def is_graph_output(self, name: str) -> bool:
+        return name in self._output_set
+
+    def is_graph_input(self, name: str) -> bool:
+        return name in self._input_set
+
+    def shape(self, name: str) -> Shape | None:
+        """Static shape of a tensor (None entries for unknown dims), or None if unknown."""
+        if name in self.virtual_sizes:
+            return (self.virtual_sizes[name],)
+        if name in self.initializers:
+            return self.const_shape(name)
+        return self.shapes.get(name)
+
+    def dim(self, name: str, axis: int) -> int | None:
+        shape = self.shape(name)
+        if shape is None or not -len(shape) <= axis < len(shape):
+            return None
+        return shape[axis]
+
+    def rank(self, name: str) -> int | None:
+        shape = self.shape(name)
+        return None if shape is None else len(shape)
+
+
+def opset_of(proto: onnx.ModelProto) -> int:
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 0
+
+
+def _decode_node(n: onnx.NodeProto, index: int) -> Node:
+    attrs: dict[str, Any] = {}
+    has_subgraph = False
+    for a in n.attribute:
+        if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+            has_subgraph = True
+            continue
+        value = onnx.helper.get_attribute_value(a)
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, list) and value and isinstance(value[0], bytes):
+            value = [v.decode("utf-8", "replace") for v in value]
+        attrs[a.name] = value
+    return Node(n.name, n.op_type, n.domain, list(n.input), list(n.output), attrs, index, has_subgraph)
+
+
+def _outer_scope_names(node: onnx.NodeProto) -> set[str]:
+    """Tensor names a control-flow node's subgraphs read from the enclosing graph."""
+    names: set[str] = set()
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for sub in graphs:
+            defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            for sn in sub.node:
+                defined.update(sn.output)
+            for sn in sub.node:
+                names.update(i for i in sn.input if i and i not in defined)
+                names.update(_outer_scope_names(sn) - defined)
+    return names

@@ -1,0 +1,14 @@
+"""Size limits of the IR, read at call time (tests lower them)."""
+
+MIN_OPSET = 9
+# Protobuf cannot serialise a message of 2 GiB; stay clear of it.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# Initializers at most this big are cloned per consumer, so that editing one
+# consumer's shape constant never changes another's, and a constant an
+# exporter shares between layers (one all-zero folded bias for 26 convs) does
+# not couple their channels. Larger shared weights (tied embeddings) stay
+# shared; the dependency graph cuts them only when every user agrees.
+PRIVATE_CONSTANT_MAX = 1 << 16
+# Initializers larger than this become plain inputs of the shape-inference
+# skeleton: their values are never needed to infer shapes.
+SKELETON_CONSTANT_MAX = 4096

@@ -1,0 +1,38 @@
+"""Write a model atomically, with an external data file beside it when it is too large for one protobuf."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import onnx
+from onnx import external_data_helper
+
+from . import limits
+
+
+def save(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
+    """Write atomically; models too large for one protobuf get an external data file beside them."""
+    path = os.path.abspath(os.fspath(path))
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    external = proto.ByteSize() > limits.EXTERNAL_DATA_THRESHOLD
+    tmp_dir = tempfile.mkdtemp(prefix=".onnxprune-", dir=directory)
+    try:
+        base = os.path.basename(path)
+        tmp_model = os.path.join(tmp_dir, base)
+        if external:
+            data_name = base + ".data"
+            onnx.save_model(proto, tmp_model, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_name, size_threshold=1024)
+            # save_model moved the tensors' bytes out of `proto`; read them back so the caller's model
+            # is unchanged (no second in-memory copy of a model this large)
+            external_data_helper.load_external_data_for_model(proto, tmp_dir)
+            if os.path.exists(os.path.join(tmp_dir, data_name)):  # absent when every tensor is small
+                os.replace(os.path.join(tmp_dir, data_name), os.path.join(directory, data_name))
+        else:
+            onnx.save_model(proto, tmp_model)
+        os.replace(tmp_model, path)
+    finally:
+        for leftover in os.listdir(tmp_dir):
+            os.unlink(os.path.join(tmp_dir, leftover))
+        os.rmdir(tmp_dir)

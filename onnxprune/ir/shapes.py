@@ -1,0 +1,82 @@
+"""Static shapes, inferred on a weight-less skeleton of the model."""
+from __future__ import annotations
+
+import logging
+
+import onnx
+
+from ..errors import BadInputError
+from . import limits
+from .graph import Shape, numel
+
+log = logging.getLogger(__name__)
+
+
+def infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, Shape]:
+    """Static shapes of every tensor, inferred on a weight-less skeleton of the model."""
+    skeleton = _skeleton(proto, input_shapes)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+    except Exception as exc:  # inference is best effort: unknown shapes freeze channels later
+        log.warning("ONNX shape inference failed (%s); continuing with declared shapes", exc)
+        inferred = skeleton
+    shapes: dict[str, Shape] = {}
+    g = inferred.graph
+    for vi in list(g.value_info) + list(g.input) + list(g.output):
+        tt = vi.type.tensor_type
+        if tt.HasField("shape"):
+            dims = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in tt.shape.dim)
+            if vi.name not in shapes or None not in dims:
+                shapes[vi.name] = dims
+    return shapes
+
+
+def _skeleton(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    skel = onnx.ModelProto()
+    skel.ir_version = proto.ir_version
+    skel.opset_import.extend(proto.opset_import)
+    skel.functions.extend(proto.functions)
+    src, g = proto.graph, skel.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.output.extend(src.output)
+    init_names = {t.name for t in src.initializer}
+    known = {i.name for i in src.input}
+    unknown = set(input_shapes) - known
+    if unknown:
+        raise BadInputError(f"--input-shape names {sorted(unknown)}, but the model's inputs are {sorted(known - init_names)}")
+    for inp in src.input:
+        vi = g.input.add()
+        vi.CopyFrom(inp)
+        if inp.name in input_shapes:
+            _set_dims(vi, input_shapes[inp.name])
+    for t in src.initializer:
+        if numel(t.dims) > limits.SKELETON_CONSTANT_MAX:
+            if t.name not in known:
+                g.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+        else:
+            g.initializer.append(t)
+    return skel
+
+
+def _set_dims(vi: onnx.ValueInfoProto, dims: tuple[int, ...]) -> None:
+    shape = vi.type.tensor_type.shape
+    if len(shape.dim) and len(shape.dim) != len(dims):
+        raise BadInputError(
+            f"--input-shape for '{vi.name}' has {len(dims)} dims, but the model declares rank {len(shape.dim)}")
+    del shape.dim[:]
+    for d in dims:
+        shape.dim.add().dim_value = int(d)
+
+
+def input_specs(proto: onnx.ModelProto) -> list[tuple[str, int, tuple]]:
+    """(name, onnx elem type, dims with None/str for dynamic) of every true graph input."""
+    inits = {t.name for t in proto.graph.initializer}
+    specs = []
+    for vi in proto.graph.input:
+        if vi.name in inits:
+            continue
+        tt = vi.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
+        specs.append((vi.name, tt.elem_type, dims))
+    return specs
