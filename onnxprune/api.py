@@ -233,6 +233,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     calibration = finish_calibration(analysis, plan, pruned, config, cal)
     if cal:
         lap("calibrate")
+    ir.reshare_clones(pruned)  # after compensation, which may write into a cloned bias
     report = _report(model_path, output_path, analysis, plan, pruned, config)
     report.calibration = calibration
     if not cal:

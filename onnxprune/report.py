@@ -22,12 +22,11 @@ class ModelStats:
 
 def model_stats(graph: Graph) -> ModelStats:
     """Float parameters (initializer elements) and MACs of Conv / Gemm / MatMul nodes."""
-    params = sum(int(np.prod(t.dims)) for t in graph.initializers.values() if t.data_type in _FLOAT_TYPES)
+    params = graph.param_count()
     macs = sum(rule_for(n).macs(n, graph) for n in graph.nodes)
     return ModelStats(params, macs)
 
 
-_FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
 
 
 @dataclass

@@ -214,3 +214,20 @@ def test_constant_shared_by_exporter_does_not_couple_layers(tmp_path):
     analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=2)
     biases = sorted(list(t.dims) for t in pruned.graph.initializer if t.name.startswith("zero"))
     assert biases == [[c // 2], [c // 2]]
+
+
+def test_shared_constant_stays_shared_in_the_output_when_nothing_cuts_it(tmp_path):
+    """The load-time clone of a shared constant is undone when both users keep it whole."""
+    c = 128
+    inits = {"w1": weight(c, 3, 3, 3), "w2": weight(4, c, 1, 1), "w3": weight(4, c, 1, 1),
+             "shared": np.full(4, 0.5, np.float32)}
+    model = make_model([node("Conv", ["x", "w1"], "a", pads=[1, 1, 1, 1]), node("Relu", ["a"], "r"),
+                        node("Conv", ["r", "w2", "shared"], "y1"), node("Conv", ["r", "w3", "shared"], "y2"),
+                        node("Add", ["y1", "y2"], "y")], {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]}, inits)
+    src = tmp_path / "in.onnx"
+    onnx.save(model, str(src))
+    report = prune(str(src), str(tmp_path / "out.onnx"), _config())
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    assert [t.name for t in out.graph.initializer].count("shared") == 1
+    assert not any(t.name.startswith("shared__") for t in out.graph.initializer)
+    assert report.before.params == sum(int(np.prod(t.dims)) for t in model.graph.initializer)

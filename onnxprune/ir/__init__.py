@@ -7,7 +7,7 @@ with the helpers of `edit.py`.
 """
 from . import limits
 from .edit import (add_after, add_initializer, copy_model, get_node_attr, initializer_map, replace_initializer,
-                   replace_with_constants, set_initializer, set_node_attr, set_node_input, set_value_dims, to_array,
+                   replace_with_constants, reshare_clones, set_initializer, set_node_attr, set_node_input, set_value_dims, to_array,
                    with_outputs)
 from .graph import Graph, Node, Shape, numel, opset_of
 from .load import load, normalise, read_model
@@ -16,5 +16,5 @@ from .shapes import infer_shapes, input_specs
 
 __all__ = ["Graph", "Node", "Shape", "add_after", "add_initializer", "copy_model", "get_node_attr", "infer_shapes",
            "initializer_map", "input_specs", "limits", "load", "normalise", "numel", "opset_of", "read_model",
-           "replace_initializer", "replace_with_constants", "save", "set_initializer", "set_node_attr",
+           "replace_initializer", "replace_with_constants", "reshare_clones", "save", "set_initializer", "set_node_attr",
            "set_node_input", "set_value_dims", "to_array", "with_outputs"]

@@ -148,3 +148,34 @@ def add_after(proto: onnx.ModelProto, node_name: str, op_type: str, operand: str
     node.output[0] = f"{out}__{op_type.lower()}_in"
     new = onnx.helper.make_node(op_type, [node.output[0], operand], [out], name=f"{node_name}__{op_type.lower()}")
     g.node.insert(pos + 1, new)
+
+
+def reshare_clones(proto: onnx.ModelProto) -> None:
+    """Point users of a load-time clone back at its original when neither was changed, and drop it,
+    so that a pruned file shares its constants as the input did."""
+    from .graph import CLONE_MARK
+
+    g = proto.graph
+    by_name = {t.name: t for t in g.initializer}
+    alias: dict[str, str] = {}
+    for t in g.initializer:
+        if not t.doc_string.startswith(CLONE_MARK):
+            continue
+        original = by_name.get(t.doc_string[len(CLONE_MARK):])
+        t.doc_string = ""
+        if original is not None and _same_tensor(t, original):
+            alias[t.name] = original.name
+    if not alias:
+        return
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            if name in alias:
+                n.input[i] = alias[name]
+    keep = [t for t in g.initializer if t.name not in alias]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+
+
+def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    return (a.data_type == b.data_type and list(a.dims) == list(b.dims)
+            and np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b)))

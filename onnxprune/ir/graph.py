@@ -10,6 +10,10 @@ from onnx import numpy_helper
 
 Shape = tuple  # of int | None
 
+# doc_string of an initializer cloned at load from a constant several nodes shared
+CLONE_MARK = "onnxprune:clone-of:"
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
 
 def numel(dims: Iterable[int]) -> int:
     dims = list(dims)
@@ -86,6 +90,11 @@ class Graph:
 
     def const_shape(self, name: str) -> tuple[int, ...]:
         return tuple(int(d) for d in self.initializers[name].dims)
+
+    def param_count(self) -> int:
+        """Floating-point initializer elements, each shared constant counted once."""
+        return sum(numel(t.dims) for t in self.initializers.values()
+                   if t.data_type in _FLOAT_TYPES and not t.doc_string.startswith(CLONE_MARK))
 
     def const_users(self, name: str) -> int:
         return len(self.consumer_map.get(name, ()))

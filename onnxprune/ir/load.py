@@ -9,7 +9,7 @@ from onnx import numpy_helper
 
 from ..errors import ModelLoadError
 from . import limits
-from .graph import Graph, numel, opset_of
+from .graph import CLONE_MARK, Graph, numel, opset_of
 from .shapes import infer_shapes
 
 
@@ -124,6 +124,7 @@ def _privatise_small_constants(g: onnx.GraphProto) -> None:
             while new_name in taken:
                 new_name += "_"
             clone.name = new_name
+            clone.doc_string = CLONE_MARK + name  # edit.reshare_clones undoes clones nothing cut
             taken.add(new_name)
             g.initializer.append(clone)
             n.input[i] = new_name
