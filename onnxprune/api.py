@@ -122,22 +122,62 @@ class PruneConfig:
 class Analysis:
     graph: Graph
     groups: list[Group]
+    input_shapes: dict = field(default_factory=dict)  # the fixed shapes of dynamic inputs that were used
 
     @property
     def prunable(self) -> list[Group]:
         return [g for g in self.groups if g.prunable]
 
 
-def analyze(model_path: str, input_shapes: dict | None = None) -> Analysis:
-    """Load a model and find its groups and frozen spaces; writes nothing."""
+def analyze(model_path: str, input_shapes: dict | None = None, shape_hint: dict | None = None) -> Analysis:
+    """Load a model and find its groups and frozen spaces; writes nothing.
+
+    `shape_hint` (e.g. the sample shapes of calibration data) fixes dynamic inputs that
+    `input_shapes` leaves open.
+    """
     graph = ir.load(model_path, input_shapes or {})
-    # Each fold makes more shapes static, which can make more arithmetic foldable.
-    for _ in range(MAX_FOLD_ROUNDS):
+    shapes = _effective_shapes(graph, input_shapes or {}, shape_hint or {})
+    if ir.has_static_inputs(graph.proto):
+        graph = _folded(graph)  # the shape arithmetic becomes constants of the pruned model too
+    else:
+        graph.shapes.update(static_shapes(graph.proto, shapes))
+    return Analysis(graph, build_groups(graph), shapes)
+
+
+def static_shapes(proto, input_shapes: dict) -> dict:
+    """Shapes of a model with dynamic inputs for the given input shapes.
+
+    ONNX shape inference cannot follow shape arithmetic such as Shape -> Div -> Concat;
+    a copy with fixed inputs and that arithmetic folded tells the shapes, while the
+    model itself keeps its dynamic inputs.
+    """
+    shapes = ir.infer_shapes(proto, input_shapes)
+    names = {n for n, _, _ in ir.input_specs(proto)}
+    if not input_shapes or not names <= set(input_shapes):
+        return shapes
+    fixed = ir.with_input_shapes(proto, input_shapes)
+    probe = _folded(Graph(fixed, ir.infer_shapes(fixed, {})))
+    shapes.update(probe.shapes)
+    return shapes
+
+
+def _folded(graph: Graph) -> Graph:
+    """The graph with its shape arithmetic folded to constants (its inputs must be static)."""
+    for _ in range(MAX_FOLD_ROUNDS):  # each fold makes more shapes static, which can fold more
         folded = fold_shape_arithmetic(graph)
         if folded is None:
             break
-        graph = Graph(folded, ir.infer_shapes(folded, input_shapes or {}))
-    return Analysis(graph, build_groups(graph))
+        graph = Graph(folded, ir.infer_shapes(folded, {}))
+    return graph
+
+
+def _effective_shapes(graph: Graph, given: dict, hint: dict) -> dict:
+    shapes = dict(given)
+    for name, _, dims in ir.input_specs(graph.proto):
+        dynamic = any(not isinstance(d, int) or d <= 0 for d in dims)
+        if name not in shapes and dynamic and name in hint:
+            shapes[name] = tuple(hint[name])
+    return shapes
 
 
 def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None) -> Plan:
@@ -221,7 +261,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
         t = now
 
     log.info("loading %s", model_path)
-    analysis = analyze(model_path, config.input_shapes)
+    analysis = analyze(model_path, config.input_shapes, calib.sample_shapes(config.calib) if config.calib else None)
     lap("analyse")
     cal = calibrate(analysis, config)
     log.info("scoring %d prunable groups and planning", len(analysis.prunable))
@@ -239,7 +279,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     if not cal:
         report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
     if config.validate:
-        feeds = random_inputs(analysis.graph.proto, config.input_shapes, config.seed)
+        feeds = random_inputs(analysis.graph.proto, analysis.input_shapes, config.seed)
         providers = config.providers or ["cpu", "cuda"]
         report.validation = validate_pruned(model_path, pruned, feeds, providers, config.latency_repeats)
         lap("validate")
@@ -258,7 +298,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
 def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, pruned, config) -> PruneReport:
     before = model_stats(analysis.graph)
     before.file_bytes = file_size(model_path)
-    after = model_stats(Graph(pruned, ir.infer_shapes(pruned, config.input_shapes)))
+    after = model_stats(Graph(pruned, static_shapes(pruned, analysis.input_shapes)))
     by_id = {g.id: g for g in analysis.groups}
     notes = []
     skipped = sum(1 for g in analysis.prunable if not g.exact) if not config.inexact else 0

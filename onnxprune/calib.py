@@ -48,14 +48,22 @@ class CalibData:
 
 def load(path: str, proto: onnx.ModelProto, input_shapes: dict | None = None) -> CalibData:
     """Read and check a calibration .npz against the model's inputs; raise BadInputError when it does not fit."""
+    return check(_read_npz(path), proto, input_shapes or {}, path)
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise BadInputError(f"calibration file '{path}' does not exist") from None
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise BadInputError(f"cannot read calibration file '{path}' as .npz: {exc}") from None
-    return check(arrays, proto, input_shapes or {}, path)
+
+
+def sample_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """One sample's shape per input (batch 1), to fix dynamic inputs for the analysis."""
+    return {k: (1, *a.shape[1:]) for k, a in _read_npz(path).items() if a.ndim}
 
 
 def check(arrays: dict[str, np.ndarray], proto: onnx.ModelProto, input_shapes: dict, origin: str = "calibration data"

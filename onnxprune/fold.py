@@ -83,8 +83,7 @@ def _small(shape) -> bool:
 
 def fold_shape_arithmetic(graph: Graph) -> onnx.ModelProto | None:
     """A copy of the model with shape arithmetic replaced by initializers, or None if nothing folds."""
-    declared = ir.input_specs(graph.proto)
-    if not declared or not all(isinstance(d, int) and d > 0 for _, _, dims in declared for d in dims):
+    if not ir.has_static_inputs(graph.proto):
         return None  # a dynamic dimension: folding would bake one size into the model
     derived, frontier = foldable_tensors(graph)
     if not frontier:

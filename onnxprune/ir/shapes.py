@@ -80,3 +80,19 @@ def input_specs(proto: onnx.ModelProto) -> list[tuple[str, int, tuple]]:
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim)
         specs.append((vi.name, tt.elem_type, dims))
     return specs
+
+
+def has_static_inputs(proto: onnx.ModelProto) -> bool:
+    """True when every graph input declares a fixed positive size for every dimension."""
+    specs = input_specs(proto)
+    return bool(specs) and all(isinstance(d, int) and d > 0 for _, _, dims in specs for d in dims)
+
+
+def with_input_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """A copy of the model whose graph inputs declare the given fixed shapes."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for vi in out.graph.input:
+        if vi.name in input_shapes:
+            _set_dims(vi, input_shapes[vi.name])
+    return out
