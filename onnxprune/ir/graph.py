@@ -92,9 +92,16 @@ class Graph:
         return tuple(int(d) for d in self.initializers[name].dims)
 
     def param_count(self) -> int:
-        """Floating-point initializer elements, each shared constant counted once."""
-        return sum(numel(t.dims) for t in self.initializers.values()
-                   if t.data_type in _FLOAT_TYPES and not t.doc_string.startswith(CLONE_MARK))
+        """Floating-point initializer elements, each shared constant counted once (a load-time clone
+        counts only once it was cut to a shape of its own)."""
+        def counted(t: onnx.TensorProto) -> bool:
+            if t.data_type not in _FLOAT_TYPES:
+                return False
+            original = self.initializers.get(t.doc_string[len(CLONE_MARK):]) if t.doc_string.startswith(
+                CLONE_MARK) else None
+            return original is None or list(original.dims) != list(t.dims)
+
+        return sum(numel(t.dims) for t in self.initializers.values() if counted(t))
 
     def const_users(self, name: str) -> int:
         return len(self.consumer_map.get(name, ()))
