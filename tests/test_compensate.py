@@ -150,3 +150,41 @@ def test_compensation_still_sees_a_real_change(tmp_path):
     path = save(model, tmp_path)
     x = RNG.standard_normal((6, 6)).astype(np.float32)
     assert _error(model, _prune(path, "h", [1, 4, 6], _data((6,), 48), "lsq"), x) > TOLERANCE
+
+
+def test_bias_compensation_of_stacked_layers_uses_each_layers_own_statistics(tmp_path):
+    """Two FFN blocks (MatMul -> Add(bias, .) -> Relu -> MatMul -> Add(bias, .)), both hidden spaces pruned:
+    each consumer's bias moves by exactly E[a_removed] @ W[removed] of its own input in the original model,
+    and the first block's output keeps its calibration mean (its input is not pruned upstream)."""
+    rng = np.random.default_rng(11)
+    inits = {"w1": weight(8, 16), "b1": np.abs(weight(16)) + 0.3, "w2": weight(16, 8), "c1": weight(8),
+             "w3": weight(8, 16), "b3": np.abs(weight(16)) + 0.3, "w4": weight(16, 8), "c2": weight(8)}
+    nodes = [node("MatMul", ["x", "w1"], "h1"), node("Add", ["b1", "h1"], "h1b"), node("Relu", ["h1b"], "r1"),
+             node("MatMul", ["r1", "w2"], "m1"), node("Add", ["c1", "m1"], "y1"),
+             node("MatMul", ["y1", "w3"], "h2"), node("Add", ["b3", "h2"], "h2b"), node("Relu", ["h2b"], "r2"),
+             node("MatMul", ["r2", "w4"], "m2"), node("Add", ["c2", "m2"], "y")]
+    model = make_model(nodes, {"x": [4, 5, 8]}, {"y": [4, 5, 8]}, inits)
+    path = save(model, tmp_path)
+    analysis = analyze(path)
+    groups = {g.root[0]: g for g in analysis.groups}
+    plan = Plan(tuple(PlanGroup(groups[r].id, groups[r].root, groups[r].exact, groups[r].size, p)
+                      for r, p in (("h1", (0, 3, 9, 12)), ("h2", (1, 2, 7, 15)))))
+    found = compensate.consumers(analysis.graph, analysis.groups, plan)
+    assert [c.form.bias for c in found] == ["c1", "c2"]
+    data = calib.CalibData({"x": rng.standard_normal((32, 5, 8)).astype(np.float32)}, 4, True)
+    stats = calib.collect_stats(analysis.graph.proto, data, compensate.stat_spaces(found))
+    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    compensate.compensate(analysis.graph, found, pruned, data, stats, "bias")
+    onnx.checker.check_model(pruned, full_check=True)
+
+    acts = {}
+    calib.run_batches(model, data, ["r1", "r2", "y1"], lambda _, v: [acts.setdefault(k, []).append(a) for k, a in v.items()])
+    acts = {k: np.concatenate(v).astype(np.float64) for k, v in acts.items()}
+    new = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    for r, w, b, removed in (("r1", "w2", "c1", [0, 3, 9, 12]), ("r2", "w4", "c2", [1, 2, 7, 15])):
+        want = acts[r].reshape(-1, 16)[:, removed].mean(0) @ inits[w].astype(np.float64)[removed]
+        np.testing.assert_allclose(new[b] - inits[b], want, atol=1e-5)
+    after = []
+    calib.run_batches(pruned, data, ["y1"], lambda _, v: after.append(v["y1"]))
+    err = np.concatenate(after).astype(np.float64) - acts["y1"]
+    assert np.abs(err.reshape(-1, 8).mean(0)).max() < 1e-5 < np.abs(err).max()
