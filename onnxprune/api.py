@@ -104,14 +104,14 @@ def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None)
         plan = plan_for_target(planner, CostModel(analysis.graph, analysis.groups), metric, target)
     else:
         plan = planner.plan()
-    plan.meta.update(importance=config.importance, group_reduction=config.group_reduction)
+    plan.meta.update(importance=config.criterion, group_reduction=config.group_reduction)
     return plan
 
 
 def _root_scores(g: Group, graph: Graph, config: PruneConfig, rng, stats: dict | None) -> np.ndarray:
-    if config.importance in activation.CRITERIA:
+    if config.criterion in activation.CRITERIA:
         return activation.root_scores(g, graph, stats or {}, centered=config.compensation != "none")
-    return root_scores(g, graph, config.importance, rng, config.group_reduction)
+    return root_scores(g, graph, config.criterion, rng, config.group_reduction)
 
 
 # -- calibration (issue 5): statistics before planning, compensation and fidelity after --
@@ -236,10 +236,10 @@ def verify(model_path: str, config: PruneConfig | None = None) -> OracleResult:
     """Run the dead-channel oracle for the plan the config gives (exact groups only)."""
     config = config or PruneConfig()
     config.check()
-    analysis = analyze(model_path, config.input_shapes)
-    cal = calibrate(analysis, config) if config.importance in activation.CRITERIA else None
+    analysis = analyze(model_path, config.input_shapes, calib.sample_shapes(config.calib) if config.calib else None)
+    cal = calibrate(analysis, config) if config.criterion in activation.CRITERIA else None
     plan = plan_for(analysis, config, cal.stats if cal else None)
-    return run_oracle(analysis.graph, analysis.groups, plan, config.input_shapes, config.seed)
+    return run_oracle(analysis.graph, analysis.groups, plan, analysis.input_shapes, config.seed)
 
 
 __all__ = ["Analysis", "PruneConfig", "PruneReport", "analyze", "available_providers", "prune", "verify"]

@@ -73,8 +73,8 @@ def _plan_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratio", type=parse_ratio, default=None,
                    help="fraction of the channels of every prunable group to remove (default 0.3); "
                         "with --global, the fraction of all ranked channels")
-    p.add_argument("--importance", choices=CRITERIA + ACT_CRITERIA, default="l1",
-                   help="channel importance criterion (default l1; act needs --calib)")
+    p.add_argument("--importance", choices=CRITERIA + ACT_CRITERIA, default=None,
+                   help="channel importance criterion (default: act with --calib, else l1)")
     p.add_argument("--group-reduction", choices=REDUCTIONS, default="sum",
                    help="how the scores of a group's coupled slices combine (default sum)")
     p.add_argument("--global", dest="global_ranking", action="store_true",

@@ -16,7 +16,7 @@ class PruneConfig:
     """Everything a pruning run can be told. Defaults are what `onnxprune MODEL` does."""
 
     ratio: float = 0.3
-    importance: str = "l1"
+    importance: str | None = None  # None: act with calibration data, else l1 (see `criterion`)
     group_reduction: str = "sum"
     global_ranking: bool = False
     max_ratio: float = 0.9
@@ -44,7 +44,7 @@ class PruneConfig:
     def check(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
             raise BadInputError(f"--ratio must be in [0, 1), got {self.ratio}")
-        if self.importance not in CRITERIA + activation.CRITERIA:
+        if self.criterion not in CRITERIA + activation.CRITERIA:
             raise BadInputError(f"--importance must be one of {', '.join(CRITERIA + activation.CRITERIA)}, "
                                 f"got '{self.importance}'")
         for p in self.providers or []:
@@ -58,10 +58,17 @@ class PruneConfig:
             raise BadInputError(f"--compensate must be one of {', '.join(compensate.MODES)}, got '{self.compensate}'")
         if self.calib_samples < 2:
             raise BadInputError(f"--calib-samples must be at least 2, got {self.calib_samples}")
-        if not self.calib and (self.importance in activation.CRITERIA or self.compensate in ("bias", "lsq")):
-            what = f"--importance {self.importance}" if self.importance in activation.CRITERIA else \
+        if not self.calib and (self.criterion in activation.CRITERIA or self.compensate in ("bias", "lsq")):
+            what = f"--importance {self.importance}" if self.criterion in activation.CRITERIA else \
                 f"--compensate {self.compensate}"
             raise BadInputError(f"{what} needs calibration data: give --calib FILE.npz")
+
+    @property
+    def criterion(self) -> str:
+        """The importance criterion: activation-based when calibration data is given. Magnitude
+        selection paired with compensation hurts transformers: it removes channels that are large
+        on a few tokens (MiniLM's [CLS]), whose all-token mean then shifts every other token."""
+        return self.importance or ("act" if self.calib else "l1")
 
     @property
     def compensation(self) -> str:

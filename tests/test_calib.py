@@ -99,3 +99,11 @@ def test_activation_and_compensation_need_calibration(tmp_path, capsys):
     assert main([path, "--compensate", "lsq"]) == 2
     assert main([path, "-o", str(tmp_path / "p.onnx"), "--providers", "cpu", "--input-shape", "x:4,6"]) == 0
     assert "only weight-based criteria apply" in capsys.readouterr().out
+
+
+def test_calibration_data_makes_activation_importance_the_default():
+    """Magnitude selection with compensation hurts transformers; with data, act is the default."""
+    from onnxprune import PruneConfig
+    assert PruneConfig().criterion == "l1"
+    assert PruneConfig(calib="calib.npz").criterion == "act"
+    assert PruneConfig(calib="calib.npz", importance="l2").criterion == "l2"
