@@ -11,7 +11,7 @@ import numpy as np
 from . import activation, calib, compensate, ir
 from .apply import apply_plan
 from .depgraph import build_groups
-from .errors import BadInputError
+from .errors import BadInputError, CheckFailedError
 from .fold import fold_shape_arithmetic
 from .group import Group
 from .config import PruneConfig
@@ -188,21 +188,36 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     report.calibration = calibration
     if not cal:
         report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
+    # ONNX Runtime takes a model over 2 GB only as a file: write it first, remove it if it fails
+    saved_first = config.validate and ir.is_large(pruned)
+    if saved_first:
+        _save(pruned, output_path, lap)
     if config.validate:
         feeds = random_inputs(analysis.graph.proto, analysis.input_shapes, config.seed)
         providers = config.providers or ["cpu", "cuda"]
-        report.validation = validate_pruned(model_path, pruned, feeds, providers, config.latency_repeats)
+        try:
+            report.validation = validate_pruned(model_path, output_path if saved_first else pruned, feeds,
+                                                providers, config.latency_repeats)
+        except CheckFailedError:
+            if saved_first:
+                ir.remove_saved(output_path)
+            raise
         lap("validate")
     else:
         report.validation = {"skipped": "--no-validate"}
     if config.plan_out:
         plan.save(config.plan_out, analysis.groups)
-    log.info("writing %s", output_path)
-    ir.save(pruned, output_path)
-    lap("save")
+    if not saved_first:
+        _save(pruned, output_path, lap)
     report.after.file_bytes = file_size(output_path)
     report.timings_s = timings
     return report
+
+
+def _save(pruned, output_path: str, lap) -> None:
+    log.info("writing %s", output_path)
+    ir.save(pruned, output_path)
+    lap("save")
 
 
 def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, pruned, config) -> PruneReport:

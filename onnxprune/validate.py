@@ -24,13 +24,11 @@ def available_providers() -> list[str]:
     return [short for short, full in PROVIDERS.items() if full in have]
 
 
-def check_model(model: onnx.ModelProto) -> None:
-    """onnx.checker with full checks (shape inference included); raises CheckFailedError."""
+def check_model(model: onnx.ModelProto | str) -> None:
+    """onnx.checker with full checks (shape inference included); a model over 2 GB is checked from
+    its file. Raises CheckFailedError."""
     try:
-        if model.ByteSize() < ir.limits.EXTERNAL_DATA_THRESHOLD:
-            onnx.checker.check_model(model, full_check=True)
-        else:
-            onnx.checker.check_model(model)
+        onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # checker raises ValidationError or InferenceError
         raise CheckFailedError(f"pruned model fails onnx.checker: {exc}") from None
 
@@ -97,7 +95,7 @@ def session(model: onnx.ModelProto | str, provider: str = "cpu", optimize: bool 
 
 
 def _bytes_or_path(model: onnx.ModelProto):
-    if model.ByteSize() < ir.limits.EXTERNAL_DATA_THRESHOLD:
+    if not ir.is_large(model):
         return model.SerializeToString()
     raise BadInputError("models over 2 GB are validated from their saved file")
 
@@ -160,7 +158,7 @@ def file_size(path: str) -> int:
     return size + (os.path.getsize(data) if os.path.exists(data) else 0)
 
 
-def validate_pruned(original_path: str, pruned: onnx.ModelProto, feeds: dict[str, np.ndarray],
+def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: dict[str, np.ndarray],
                     providers: list[str], repeats: int = 10, threads: int = 0) -> dict:
     """Run original and pruned on the same feeds on each provider; raise CheckFailedError on a broken model."""
     check_model(pruned)

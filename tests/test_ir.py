@@ -246,3 +246,28 @@ def test_calibration_data_fixes_dynamic_inputs_for_the_analysis(tmp_path):
     assert report.groups_pruned >= 1 and report.after.macs < report.before.macs
     out = onnx.load(str(tmp_path / "out.onnx"))
     assert out.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+def test_model_over_the_size_limit_is_validated_from_its_file(tmp_path, monkeypatch):
+    """ONNX Runtime takes a >2 GB model only as a file: it is written first, then validated."""
+    monkeypatch.setattr(ir.limits, "EXTERNAL_DATA_THRESHOLD", 100)
+    src = save(_conv_chain(), tmp_path, "big.onnx")
+    out = tmp_path / "big.pruned.onnx"
+    report = prune(src, str(out), _config())  # from memory this raised "validated from their saved file"
+    assert out.exists() and report.validation["providers"]["cpu"]["latency_after_ms"] > 0
+
+
+def test_output_over_the_size_limit_is_removed_when_validation_fails(tmp_path, monkeypatch):
+    from onnxprune import api
+    from onnxprune.errors import CheckFailedError
+
+    def broken(*args, **kwargs):
+        raise CheckFailedError("pretend the pruned model is wrong")
+
+    monkeypatch.setattr(ir.limits, "EXTERNAL_DATA_THRESHOLD", 100)
+    monkeypatch.setattr(api, "validate_pruned", broken)
+    src = save(_conv_chain(), tmp_path, "big.onnx")
+    out = tmp_path / "big.pruned.onnx"
+    with pytest.raises(CheckFailedError):
+        prune(src, str(out), _config())
+    assert not out.exists() and not os.path.exists(str(out) + ".data")

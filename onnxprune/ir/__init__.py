@@ -11,10 +11,10 @@ from .edit import (add_after, add_initializer, copy_model, get_node_attr, initia
                    with_outputs)
 from .graph import Graph, Node, Shape, numel, opset_of
 from .load import load, normalise, read_model
-from .save import save
+from .save import is_large, remove_saved, save
 from .shapes import has_static_inputs, infer_shapes, input_specs, with_input_shapes
 
 __all__ = ["Graph", "Node", "Shape", "add_after", "add_initializer", "copy_model", "get_node_attr", "has_static_inputs", "infer_shapes",
-           "initializer_map", "input_specs", "limits", "load", "normalise", "numel", "opset_of", "read_model",
+           "initializer_map", "input_specs", "is_large", "limits", "load", "normalise", "numel", "opset_of", "read_model", "remove_saved",
            "replace_initializer", "replace_with_constants", "reshare_clones", "save", "set_initializer", "set_node_attr",
            "set_node_input", "set_value_dims", "to_array", "with_input_shapes", "with_outputs"]

@@ -10,12 +10,24 @@ from onnx import external_data_helper
 from . import limits
 
 
+def is_large(proto: onnx.ModelProto) -> bool:
+    """Too large for one protobuf: saved with external data, handed to ONNX Runtime as a file."""
+    return proto.ByteSize() > limits.EXTERNAL_DATA_THRESHOLD
+
+
+def remove_saved(path: str | os.PathLike) -> None:
+    """Delete a model written by `save`, with its external data file if it has one."""
+    for name in (os.fspath(path), os.fspath(path) + ".data"):
+        if os.path.exists(name):
+            os.remove(name)
+
+
 def save(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
     """Write atomically; models too large for one protobuf get an external data file beside them."""
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    external = proto.ByteSize() > limits.EXTERNAL_DATA_THRESHOLD
+    external = is_large(proto)
     tmp_dir = tempfile.mkdtemp(prefix=".onnxprune-", dir=directory)
     try:
         base = os.path.basename(path)
