@@ -216,7 +216,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
 
 def _save(pruned, output_path: str, lap) -> None:
     log.info("writing %s", output_path)
-    ir.save(pruned, output_path)
+    ir.save(pruned, output_path, keep=False)  # the pipeline does not read `pruned` afterwards
     lap("save")
 
 

@@ -22,10 +22,22 @@ def copy_model(proto: onnx.ModelProto, new_values: dict[str, np.ndarray] | None 
     _copy_fields(proto.graph, out.graph, skip="initializer")
     for t in proto.graph.initializer:
         if t.name in new_values:
-            out.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(new_values[t.name]), t.name))
+            _fill(out.graph.initializer.add(), t.name, new_values[t.name])
         else:
             out.graph.initializer.add().CopyFrom(t)
     return out
+
+
+def _fill(tensor: onnx.TensorProto, name: str, value: np.ndarray) -> None:
+    """Write `value` into a fresh initializer in place (appending a built TensorProto copies it again)."""
+    value = np.asarray(value)
+    if value.dtype.byteorder == ">" or value.dtype == object or value.dtype.kind in "USO":
+        tensor.CopyFrom(numpy_helper.from_array(value, name))  # rare: let onnx handle the layout
+        return
+    tensor.name = name
+    tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+    tensor.dims.extend(value.shape)
+    tensor.raw_data = np.ascontiguousarray(value).tobytes()
 
 
 def _copy_fields(src, dst, skip: str) -> None:

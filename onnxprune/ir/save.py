@@ -22,8 +22,12 @@ def remove_saved(path: str | os.PathLike) -> None:
             os.remove(name)
 
 
-def save(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write atomically; models too large for one protobuf get an external data file beside them."""
+def save(proto: onnx.ModelProto, path: str | os.PathLike, keep: bool = True) -> None:
+    """Write atomically; models too large for one protobuf get an external data file beside them.
+
+    Writing external data moves the weights out of `proto`; `keep` reads them back so the caller's
+    model stays usable (pass False when it is not used again: that saves reading gigabytes back).
+    """
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
@@ -38,9 +42,12 @@ def save(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
                             location=data_name, size_threshold=1024)
             # save_model moved the tensors' bytes out of `proto`; read them back so the caller's model
             # is unchanged (no second in-memory copy of a model this large)
-            external_data_helper.load_external_data_for_model(proto, tmp_dir)
-            if os.path.exists(os.path.join(tmp_dir, data_name)):  # absent when every tensor is small
-                os.replace(os.path.join(tmp_dir, data_name), os.path.join(directory, data_name))
+            if keep:
+                external_data_helper.load_external_data_for_model(proto, tmp_dir)
+            data_path = os.path.join(tmp_dir, data_name)
+            if os.path.exists(data_path):  # absent when every tensor is small
+                os.chmod(data_path, os.stat(tmp_model).st_mode & 0o777)  # the temp folder's files are private
+                os.replace(data_path, os.path.join(directory, data_name))
         else:
             onnx.save_model(proto, tmp_model)
         os.replace(tmp_model, path)
