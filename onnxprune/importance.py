@@ -30,11 +30,29 @@ CRITERIA = ("l1", "l2", "bn", "lamp", "fpgm", "random")
 REDUCTIONS = ("sum", "mean", "max")
 
 
+_CHUNK_ELEMENTS = 1 << 24
+
+
 def _slice_norms(values: np.ndarray, axis: int, power: int) -> np.ndarray:
-    # Stay in the weight's own dtype (no float64 copy of a 400 MB matrix); accumulate in float64.
-    mag = np.square(values) if power == 2 else np.abs(values)
-    other = tuple(i for i in range(values.ndim) if i != axis)
-    return mag.sum(axis=other, dtype=np.float64) if other else mag.astype(np.float64)
+    """Sum of |w| (or w^2) over every axis but `axis`, per index of `axis`.
+
+    Works through the leading axis in chunks: the magnitude of a 1 GB weight is never
+    materialised at once (allocating it costs more than the arithmetic). Accumulates in float64.
+    """
+    if values.ndim == 0:
+        return np.abs(np.atleast_1d(values)).astype(np.float64)
+    rows = max(1, _CHUNK_ELEMENTS // max(1, values[0].size))
+    out = np.zeros(values.shape[axis], dtype=np.float64)
+    for start in range(0, values.shape[0], rows):
+        chunk = values[start:start + rows]
+        mag = np.square(chunk) if power == 2 else np.abs(chunk)
+        other = tuple(i for i in range(values.ndim) if i != axis)
+        part = mag.sum(axis=other, dtype=np.float64) if other else mag.astype(np.float64)
+        if axis == 0:
+            out[start:start + len(chunk)] = part
+        else:
+            out += part
+    return out
 
 
 def _geometric_median_distance(values: np.ndarray, axis: int, positions: np.ndarray) -> np.ndarray:

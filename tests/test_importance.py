@@ -78,3 +78,17 @@ def test_every_criterion_gives_one_finite_score_per_root(tmp_path):
     for criterion in CRITERIA:
         scores = root_scores(group, graph, criterion)
         assert scores.shape == (4,) and np.all(np.isfinite(scores)), criterion
+
+
+@pytest.mark.parametrize("shape", [(7,), (5, 3), (16, 8, 3, 3), (3, 100, 7)])
+def test_chunked_slice_norms_match_the_direct_sum(shape, monkeypatch):
+    """Large weights are reduced in chunks of the leading axis; the result must not change."""
+    from onnxprune import importance
+    monkeypatch.setattr(importance, "_CHUNK_ELEMENTS", 4)  # many tiny chunks
+    values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for axis in range(values.ndim):
+        for power in (1, 2):
+            other = tuple(i for i in range(values.ndim) if i != axis)
+            expected = (np.abs(values.astype(np.float64)) ** power).sum(axis=other) if other else \
+                np.abs(values.astype(np.float64)) ** power
+            np.testing.assert_allclose(importance._slice_norms(values, axis, power), expected, rtol=1e-5)
