@@ -41,6 +41,7 @@ import time
 import traceback
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 try:
@@ -57,6 +58,8 @@ except ImportError:
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+
+from bench_common import session  # noqa: E402  (no thread spinning: sessions take turns on 2 cores)
 
 from onnxprune import PruneConfig, analyze, prune  # noqa: E402
 from onnxprune.report import model_stats  # noqa: E402
@@ -328,19 +331,6 @@ def torch_pruned(base: nn.Module, round_to: int | None, ratio: float = RATIO) ->
         round_to=round_to, global_pruning=False)
     pruner.step()
     return model
-
-
-def session(path: str, threads: int) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    # No spin-waiting: after a run, a session's pool threads otherwise keep spinning and take the
-    # cores from the next variant's run (all sessions live in this process and there are only 2
-    # cores); with spinning, medians of ~5 ms models jumped by 2x between identical graphs.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def measure(paths: dict[str, str], threads: int, rounds: int, runs: int) -> dict[str, list[float]]:
