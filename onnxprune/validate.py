@@ -11,6 +11,7 @@ import onnx
 
 from . import ir
 from .errors import BadInputError, CheckFailedError
+from .rules import rule_for
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
     """Seeded random feeds: floats ~ N(0,1); integer inputs in [0, high) (token ids) or ones (masks)."""
     rng = np.random.default_rng(seed)
     feeds = {}
-    highs = dict(_gather_table_rows(model))
+    highs = index_ranges(model)
     highs.update(int_high or {})
     for name, elem, dims in ir.input_specs(model):
         shape = input_shapes.get(name)
@@ -59,12 +60,13 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
     return feeds
 
 
-def _gather_table_rows(model: onnx.ModelProto):
-    """Inputs used as Gather indices into a constant table: valid values are [0, rows)."""
-    inits = {t.name: t for t in model.graph.initializer}
-    for n in model.graph.node:
-        if n.op_type == "Gather" and len(n.input) > 1 and n.input[0] in inits:
-            yield n.input[1], int(inits[n.input[0]].dims[0])
+def index_ranges(model: onnx.ModelProto) -> dict[str, int]:
+    """Upper bounds of index-valued tensors (token ids into an embedding table), from the rules."""
+    graph = ir.Graph(model, {})
+    ranges: dict[str, int] = {}
+    for node in graph.nodes:
+        ranges.update(rule_for(node).index_ranges(node, graph))
+    return ranges
 
 
 @dataclass

@@ -92,3 +92,13 @@ def test_shared_initializer_with_an_unreached_user_freezes(tmp_path, large_is_sm
     analysis = analyze(save(_tied(extra_user=True), tmp_path), {"x": (2, V)})
     frozen = [g.frozen_reason for g in analysis.groups if g.frozen_reason and "'E'" in g.frozen_reason]
     assert frozen and "shared by 3 nodes" in frozen[0] and "do not reach" in frozen[0]
+
+
+def test_embedding_indices_get_random_values_inside_the_table():
+    """Validation feeds token ids below the table's row count (the rule says so), not just ones."""
+    from onnxprune.validate import random_inputs
+    model = make_model([node("Gather", ["table", "ids"], "emb"), node("ReduceSum", ["emb"], "y", keepdims=0)],
+                       {"ids": [2, 50]}, {"y": None}, {"table": weight(V, E)},
+                       input_types={"ids": TensorProto.INT64})
+    ids = random_inputs(model, {})["ids"]
+    assert ids.min() >= 0 and ids.max() < V and len(np.unique(ids)) > 1

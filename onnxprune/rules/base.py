@@ -171,6 +171,11 @@ class Rule:
         """Multiply-accumulates of one run of the node (0 for ops that are not counted)."""
         return 0
 
+    def index_ranges(self, node: Node, graph: Graph) -> dict[str, int]:
+        """Inputs of the node holding indices, each with its exclusive upper bound (token ids into an
+        embedding table): random test inputs must stay in range."""
+        return {}
+
     def linear_form(self, node: Node, graph: Graph):
         """How the node computes as a linear consumer of input 0 (a rules.forms.LinearForm), or None."""
         return None

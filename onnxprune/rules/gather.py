@@ -26,6 +26,13 @@ def _geometry(node: Node, graph: Graph) -> tuple[int, int, int] | None:
 
 @register("Gather")
 class GatherRule(Rule):
+    def index_ranges(self, node: Node, graph: Graph) -> dict[str, int]:
+        table = graph.shape(node.input(0)) if graph.is_const(node.input(0)) else None
+        if table is None or graph.is_const(node.input(1)):
+            return {}
+        axis = positive_axis(int(node.attr("axis", 0)), len(table))
+        return {node.input(1): int(table[axis])}
+
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         geo = _geometry(node, graph)
         if geo is None or not graph.is_const(node.input(0)) or graph.is_const(node.input(1)):
