@@ -22,7 +22,6 @@ from .rules import rule_for
 log = logging.getLogger(__name__)
 
 TOLERANCE = 0.01  # |kept fraction - target|, absolute
-_FLOAT_TYPES = {1, 10, 11, 16}  # float, float16, double, bfloat16
 
 
 class _PrunedShapes:
@@ -64,7 +63,6 @@ class CostModel:
     def __init__(self, graph: Graph, groups: list[Group]):
         self.graph = graph
         self.groups = groups
-        self.float_inits = [n for n, t in graph.initializers.items() if t.data_type in _FLOAT_TYPES]
         self.before = self.counts(Plan(()))
 
     def counts(self, plan: Plan) -> Counts:
@@ -78,7 +76,7 @@ class CostModel:
             for axis, idx in axes.items():
                 dims[axis] = self.graph.const_shape(tensor)[axis] - len(idx)
         view = _PrunedShapes(self.graph, {k: tuple(v) for k, v in shapes.items()})
-        params = sum(_numel(view.const_shape(n)) for n in self.float_inits)
+        params = self.graph.param_count(view.const_shape, cut=removal.slices)
         macs = sum(rule_for(n).macs(n, view) for n in self.graph.nodes)
         return Counts(params, macs)
 
@@ -86,13 +84,6 @@ class CostModel:
         """Fraction of `metric` ("params" or "macs") the plan keeps."""
         before = getattr(self.before, metric)
         return getattr(self.counts(plan), metric) / before if before else 1.0
-
-
-def _numel(dims) -> int:
-    out = 1
-    for d in dims:
-        out *= int(d)
-    return out
 
 
 def plan_for_target(planner: Planner, cost: CostModel, metric: str, target: float, steps: int = 30) -> Plan:

@@ -119,6 +119,25 @@ def test_cost_model_matches_the_applied_model(tmp_path):
         assert (counts.params, counts.macs) == (after.params, after.macs)
 
 
+def test_cost_model_counts_a_shared_constant_once(tmp_path):
+    """A constant two layers share is cloned at load; the cost model must not count the clone
+    (the report does not), or --target-params aims at the wrong total."""
+    from helpers import make_model, node, weight
+    c = 128
+    inits = {"w1": weight(c, 3, 3, 3), "w2": weight(c, c, 3, 3), "zero": np.zeros(c, np.float32),
+             "w3": weight(4, c, 1, 1)}
+    model = make_model([node("Conv", ["x", "w1", "zero"], "a", pads=[1, 1, 1, 1]), node("Relu", ["a"], "r"),
+                        node("Conv", ["r", "w2", "zero"], "b", pads=[1, 1, 1, 1]), node("Relu", ["b"], "r2"),
+                        node("Conv", ["r2", "w3"], "y")], {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]}, inits)
+    analysis = analyze(save(model, tmp_path))
+    cost = CostModel(analysis.graph, analysis.groups)
+    assert cost.before.params == model_stats(analysis.graph).params == sum(
+        int(np.prod(t.dims)) for t in model.graph.initializer)
+    plan = plan_for(analysis, PruneConfig(ratio=0.5, round_to=1))
+    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    assert cost.counts(plan).params == model_stats(Graph(pruned, infer_shapes(pruned, {}))).params
+
+
 # -- patterns -------------------------------------------------------------------
 
 @pytest.mark.parametrize("pattern, left", [("Conv_a0", {"Conv_a1", "Conv_a2"}), ("w1", {"Conv_a2"}),

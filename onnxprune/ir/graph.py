@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import onnx
@@ -91,17 +91,24 @@ class Graph:
     def const_shape(self, name: str) -> tuple[int, ...]:
         return tuple(int(d) for d in self.initializers[name].dims)
 
-    def param_count(self) -> int:
-        """Floating-point initializer elements, each shared constant counted once (a load-time clone
-        counts only once it was cut to a shape of its own)."""
-        def counted(t: onnx.TensorProto) -> bool:
-            if t.data_type not in _FLOAT_TYPES:
-                return False
-            original = self.initializers.get(t.doc_string[len(CLONE_MARK):]) if t.doc_string.startswith(
-                CLONE_MARK) else None
-            return original is None or list(original.dims) != list(t.dims)
+    def param_count(self, const_shape: Callable[[str], tuple[int, ...]] | None = None,
+                    cut: Iterable[str] = ()) -> int:
+        """Floating-point initializer elements, each shared constant counted once.
 
-        return sum(numel(t.dims) for t in self.initializers.values() if counted(t))
+        A load-time clone still carries its mark until something rewrites it (a cut writes a
+        fresh tensor): only then is it a tensor of its own. For a plan not yet applied
+        (targets.py), `const_shape` gives the shapes after it and `cut` the names it rewrites.
+        """
+        shape_of = const_shape or self.const_shape
+        cut = set(cut)
+
+        def own(name: str, t: onnx.TensorProto) -> bool:
+            if not t.doc_string.startswith(CLONE_MARK) or name in cut:
+                return True
+            return t.doc_string[len(CLONE_MARK):] not in self.initializers  # the original was folded away
+
+        return sum(numel(shape_of(n)) for n, t in self.initializers.items()
+                   if t.data_type in _FLOAT_TYPES and own(n, t))
 
     def const_users(self, name: str) -> int:
         return len(self.consumer_map.get(name, ()))
