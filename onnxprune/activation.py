@@ -16,6 +16,7 @@ import numpy as np
 from .calib import ChannelStats
 from .group import Group
 from .importance import root_scores as weight_scores
+from .importance import slice_norms
 from .ir import Graph
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,7 @@ def root_scores(group: Group, graph: Graph, stats: dict[tuple[str, int], Channel
         values = graph.const(s.tensor)
         if st is None or values is None or not np.issubdtype(values.dtype, np.floating):
             continue
-        other = tuple(i for i in range(values.ndim) if i != s.axis)
-        col = np.square(values.astype(np.float64)).sum(axis=other)
+        col = slice_norms(values, s.axis, 2)
         energy = st.var if centered else st.mean_sq
         np.add.at(scores, s.roots, energy[s.positions] * col[s.positions])
         used += 1

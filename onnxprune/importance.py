@@ -33,7 +33,7 @@ REDUCTIONS = ("sum", "mean", "max")
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def _slice_norms(values: np.ndarray, axis: int, power: int) -> np.ndarray:
+def slice_norms(values: np.ndarray, axis: int, power: int) -> np.ndarray:
     """Sum of |w| (or w^2) over every axis but `axis`, per index of `axis`.
 
     Works through the leading axis in chunks: the magnitude of a 1 GB weight is never
@@ -69,7 +69,7 @@ def slice_scores(s: Slice, values: np.ndarray, criterion: str) -> np.ndarray:
         unique, inverse = np.unique(s.positions, return_inverse=True)
         return _geometric_median_distance(values, s.axis, unique)[inverse]
     power = 2 if criterion in ("l2", "lamp") else 1
-    return _slice_norms(values, s.axis, power)[s.positions]
+    return slice_norms(values, s.axis, power)[s.positions]
 
 
 def _scored_slices(group: Group, criterion: str) -> list[Slice]:

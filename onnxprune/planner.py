@@ -165,11 +165,6 @@ class _UnitTable:
         return np.array(sorted(chosen), dtype=np.int64)
 
 
-def choose_units(group: Group, unit_scores: np.ndarray, n_prune: int, round_to: int = 1) -> np.ndarray:
-    """The n_prune lowest-scoring units that leave every space of the group non-empty."""
-    return _UnitTable(group).choose(unit_scores, n_prune, round_to)
-
-
 def local_count(units: int, ratio: float) -> int:
     """Units to remove at a per-group channel ratio; at least one unit always stays."""
     return max(0, min(units - 1, int(math.floor(units * ratio + 1e-9))))
