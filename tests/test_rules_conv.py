@@ -1,5 +1,4 @@
 """Conv / ConvTranspose rules: pruned through, checked by the dead-channel oracle."""
-import numpy as np
 import pytest
 from helpers import make_model, node, param_count, prune_with_oracle, weight
 

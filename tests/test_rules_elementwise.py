@@ -1,7 +1,7 @@
 """Elementwise ops: channels pass through unary ops; constant per-channel operands are cut with them."""
 import numpy as np
 import pytest
-from checks import dims, group_with, init, kept, removed
+from checks import dims, init, kept, removed
 from helpers import frozen_reasons, make_model, node, prune_with_oracle, save, weight
 from onnx import TensorProto
 

@@ -1,6 +1,5 @@
 """Normalisation layers: per-channel parameters cut with the channels; LayerNorm over them is inexact."""
 import numpy as np
-import pytest
 from checks import dims, init, kept, removed
 from helpers import frozen_reasons, make_model, node, prune_with_oracle, save, weight
 

@@ -16,7 +16,6 @@ def _layer(op: str, x: str, y: str, inp: int, dirs: int, inits: dict, nodes: lis
     inits.update({f"{y}_W": weight(dirs, g * HID, inp), f"{y}_R": weight(dirs, g * HID, HID),
                   f"{y}_B": weight(dirs, 2 * g * HID)})
     ins = [x, f"{y}_W", f"{y}_R", f"{y}_B", ""]
-    batch_axis = 0 if layout else 1
     if init_state:
         # the older exporter's initial state: Expand(zeros [1,1,H], Concat([dirs], [batch], [H]))
         inits[f"{y}_h0"] = weight(1, 1, HID)

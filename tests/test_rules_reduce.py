@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 from checks import dims, group_with, removed
-from helpers import frozen_reasons, make_model, node, prune_with_oracle, save, weight
+from helpers import make_model, node, prune_with_oracle, save, weight
 from onnx import TensorProto
 
 from onnxprune import analyze
