@@ -21,7 +21,7 @@ from .oracle import OracleResult, run_oracle
 from .planner import Plan, Planner
 from .targets import CostModel, plan_for_target
 from .report import PruneReport, frozen_reasons, group_rows, model_stats
-from .validate import available_providers, file_size, random_inputs, validate_pruned
+from .validate import available_providers, check_model, file_size, random_inputs, validate_pruned
 
 log = logging.getLogger(__name__)
 
@@ -188,23 +188,23 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     report.calibration = calibration
     if not cal:
         report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
-    # ONNX Runtime takes a model over 2 GB only as a file: write it first, remove it if it fails
-    saved_first = config.validate and ir.is_large(pruned)
+    # The checker and ONNX Runtime take a model over 2 GB only as a file: write it first, remove it if it fails
+    saved_first = ir.is_large(pruned)
     if saved_first:
         _save(pruned, output_path, lap)
-    if config.validate:
-        feeds = random_inputs(analysis.graph.proto, analysis.input_shapes, config.seed)
-        providers = config.providers or ["cpu", "cuda"]
-        try:
+    try:
+        check_model(output_path if saved_first else pruned)  # whatever the flags: never write a broken file
+        if config.validate:
+            feeds = random_inputs(analysis.graph.proto, analysis.input_shapes, config.seed)
             report.validation = validate_pruned(model_path, output_path if saved_first else pruned, feeds,
-                                                providers, config.latency_repeats)
-        except CheckFailedError:
-            if saved_first:
-                ir.remove_saved(output_path)
-            raise
-        lap("validate")
-    else:
-        report.validation = {"skipped": "--no-validate"}
+                                                config.providers or ["cpu", "cuda"], config.latency_repeats)
+            lap("validate")
+        else:
+            report.validation = {"skipped": "--no-validate"}
+    except CheckFailedError:
+        if saved_first:
+            ir.remove_saved(output_path)
+        raise
     if config.plan_out:
         plan.save(config.plan_out, analysis.groups)
     if not saved_first:

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from . import ir
-from .errors import PlanError
+from .errors import CheckFailedError, PlanError
 from .group import Group
 from .ir import Graph
 from .planner import Plan, PlanGroup
@@ -106,8 +106,25 @@ def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: onnx.Model
     for space in removal.spaces:
         dims[space[0]][space[1]] = removal.new_size(graph, space)
     ir.set_value_dims(model, dims)
+    edited_consts = {e.target[1] for e in removal.edits if e.target[0] == "const"}
+    edited_nodes = {e.target[1] for e in removal.edits if e.target[0] == "attr"}
+    seeds = set(cut) | edited_consts | {space[0] for space in removal.spaces}
+    inferred = ir.refresh_annotations(model, ir.downstream(model, seeds, edited_nodes))
+    _check_sizes(removal, graph, inferred)
     log.info("cut %d initializers, %d edits", len(removal.slices), len(removal.edits))
     return model
+
+
+def _check_sizes(removal: Removal, graph: Graph, inferred: dict) -> None:
+    """Postcondition: ONNX shape inference on the pruned model agrees with the plan's new sizes."""
+    for space in removal.spaces:
+        shape = inferred.get(space[0])
+        if shape is None or not 0 <= space[1] < len(shape) or shape[space[1]] is None:
+            continue  # inference cannot tell (a dynamic or contrib-op shape): the runtime check decides
+        expected = removal.new_size(graph, space)
+        if shape[space[1]] != expected:
+            raise CheckFailedError(f"pruned tensor '{space[0]}' axis {space[1]}: the plan gives it {expected} "
+                                   f"channels, but ONNX shape inference of the pruned model finds {shape[space[1]]}")
 
 
 def kept_part(value: np.ndarray, removed: dict[int, set[int]]) -> np.ndarray:
