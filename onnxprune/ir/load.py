@@ -1,6 +1,7 @@
 """Read a model file and normalise it: constants as initializers, private small constants, named nodes."""
 from __future__ import annotations
 
+import heapq
 import os
 
 import numpy as np
@@ -46,10 +47,52 @@ def normalise(proto: onnx.ModelProto) -> None:
     """Make constants uniform: Constant nodes and Identity-of-constant become initializers,
     small shared constants are cloned per consumer, and every node gets a unique name."""
     g = proto.graph
+    _sort_nodes(g)
     _constants_to_initializers(g)
     _bypass_constant_identities(g)
     _privatise_small_constants(g)
     _name_nodes(g)
+
+
+def _sort_nodes(g: onnx.GraphProto) -> None:
+    """Put the nodes in topological order, keeping the given order where it already is one: ONNX
+    requires it and ONNX Runtime does not, so some tools (onnxruntime.transformers' float16
+    converter) write graphs that run but fail the checker."""
+    available = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    if _in_order(g.node, set(available)):
+        return
+    # Kahn's algorithm, taking the earliest ready node first so that sorted stretches stay as they are
+    nodes = list(g.node)
+    waiting: dict[str, list[int]] = {}
+    missing = []
+    for i, n in enumerate(nodes):
+        needed = {x for x in n.input if x not in available}
+        missing.append(len(needed))
+        for x in needed:
+            waiting.setdefault(x, []).append(i)
+    ready = [i for i, m in enumerate(missing) if m == 0]
+    heapq.heapify(ready)
+    order: list[onnx.NodeProto] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(nodes[i])
+        for out in nodes[i].output:
+            for j in waiting.pop(out, ()):
+                missing[j] -= 1
+                if missing[j] == 0:
+                    heapq.heappush(ready, j)
+    if len(order) != len(nodes):
+        return  # a cycle or a missing tensor: leave the order alone for the checker to report
+    del g.node[:]
+    g.node.extend(order)
+
+
+def _in_order(nodes, available: set[str]) -> bool:
+    for n in nodes:
+        if any(i not in available for i in n.input):
+            return False
+        available.update(n.output)
+    return True
 
 
 def _constants_to_initializers(g: onnx.GraphProto) -> None:
