@@ -18,10 +18,9 @@ from .group import Group
 from .importance import root_scores as weight_scores
 from .importance import slice_norms
 from .ir import Graph
+from .options import ACTIVATION_CRITERIA as CRITERIA  # light constants, shared with the CLI
 
 log = logging.getLogger(__name__)
-
-CRITERIA = ("act",)
 
 
 def stat_spaces(groups: list[Group]) -> list[tuple[str, int]]:
