@@ -18,7 +18,7 @@ from .group import Group
 from .importance import root_scores as weight_scores
 from .importance import slice_norms
 from .ir import Graph
-from .options import ACTIVATION_CRITERIA as CRITERIA  # light constants, shared with the CLI
+from .options import ACTIVATION_CRITERIA as CRITERIA  # noqa: F401  (re-exported; shared with the CLI)
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from .apply import Removal, apply_values, collect
 from .calib import CalibData, ChannelStats
 from .group import Group
 from .ir import Graph
-from .options import COMPENSATIONS as MODES  # light constants, shared with the CLI
+from .options import COMPENSATIONS as MODES  # noqa: F401  (re-exported; shared with the CLI)
 from .planner import Plan
 from .rules import rule_for
 from .rules.forms import LinearForm
