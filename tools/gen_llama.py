@@ -380,7 +380,7 @@ def sample_feeds(cfg: LlamaConfig, batch: int = 1, seq: int = 4, past: int = 0, 
     rng = np.random.default_rng(seed)
     if cfg.kind == "ffn":
         return {"x": rng.standard_normal((batch, seq, cfg.hidden)).astype(cfg.np_dtype)}
-    if cfg.cache and past + seq > cfg.max_pos or not cfg.cache and past:
+    if past + seq > cfg.max_pos or (past and not cfg.cache):
         raise ValueError(f"past {past} + seq {seq} does not fit (max_pos {cfg.max_pos}, cache {cfg.cache})")
     feeds = {"input_ids": rng.integers(0, cfg.vocab, (batch, seq), dtype=np.int64),
              "attention_mask": np.ones((batch, past + seq), np.int64),
