@@ -18,10 +18,11 @@ from .group import Group
 from .importance import root_scores as weight_scores
 from .importance import slice_norms
 from .ir import Graph
+from .options import ACTIVATION_CRITERIA
 
 log = logging.getLogger(__name__)
 
-CRITERIA = ("act",)
+CRITERIA = ACTIVATION_CRITERIA  # the list lives in options.py, shared with the CLI
 
 
 def stat_spaces(groups: list[Group]) -> list[tuple[str, int]]:

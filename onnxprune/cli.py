@@ -9,14 +9,20 @@ import json
 import logging
 import sys
 
+from typing import TYPE_CHECKING
+
 from . import __version__
-from .api import PruneConfig, analyze, prune, verify
 from .errors import BadInputError, CheckFailedError, OnnxPruneError
-from .activation import CRITERIA as ACT_CRITERIA
-from .compensate import MODES as COMPENSATIONS
-from .importance import CRITERIA, REDUCTIONS
-from .report import format_text, frozen_reasons
+from .options import ACTIVATION_CRITERIA as ACT_CRITERIA
+from .options import COMPENSATIONS
+from .options import REDUCTIONS, WEIGHT_CRITERIA as CRITERIA
 from .selection import parse_ratio_for
+
+if TYPE_CHECKING:
+    from .api import PruneConfig
+
+# The pruning modules (onnx, numpy, ONNX Runtime) load inside the commands that use them, so that
+# --help, --version and argument errors answer at once (tests/test_startup.py).
 
 log = logging.getLogger("onnxprune")
 
@@ -146,6 +152,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 
 def _config(args: argparse.Namespace) -> PruneConfig:
+    from .api import PruneConfig
     shapes = dict(parse_input_shape(s) for s in args.input_shape)
     if args.ratio is not None and (args.target_params is not None or args.target_macs is not None):
         raise BadInputError("--ratio and --target-params / --target-macs are exclusive: a target sets the ratio")
@@ -166,6 +173,8 @@ def _config(args: argparse.Namespace) -> PruneConfig:
 def _run(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else "prune"
     args = build_parsers()[command].parse_args(argv[1:] if command != "prune" else argv)
+    from .api import prune, verify
+    from .report import format_text
     _configure_logging(args)
     if command == "analyze":
         return _analyze(args)
@@ -183,6 +192,8 @@ def _run(argv: list[str]) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    from .api import analyze
+    from .report import frozen_reasons
     shapes = dict(parse_input_shape(s) for s in args.input_shape)
     analysis = analyze(args.model, shapes)
     groups = analysis.groups

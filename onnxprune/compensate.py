@@ -26,13 +26,14 @@ from .apply import Removal, apply_values, collect
 from .calib import CalibData, ChannelStats
 from .group import Group
 from .ir import Graph
+from .options import COMPENSATIONS
 from .planner import Plan
 from .rules import rule_for
 from .rules.forms import LinearForm
 
 log = logging.getLogger(__name__)
 
-MODES = ("none", "bias", "lsq")
+MODES = COMPENSATIONS  # the list lives in options.py, shared with the CLI
 DEFAULT_MODE = "bias"  # measured on tools/bench_fidelity.py: lsq wins on the CNN but hurts MiniLM; bias is the safer default
 MAX_ROWS = 8192  # sampled rows per consumer for the least-squares fit
 RIDGE = 1e-3  # ridge strength relative to the mean diagonal of the Gram matrix

@@ -23,11 +23,9 @@ import numpy as np
 
 from .group import Group, Slice
 from .ir import Graph
+from .options import REDUCTIONS, WEIGHT_CRITERIA as CRITERIA  # light constants, shared with the CLI
 
 log = logging.getLogger(__name__)
-
-CRITERIA = ("l1", "l2", "bn", "lamp", "fpgm", "random")
-REDUCTIONS = ("sum", "mean", "max")
 
 
 _CHUNK_ELEMENTS = 1 << 24

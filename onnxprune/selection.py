@@ -7,11 +7,13 @@ one more name a pattern may match.
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from .errors import BadInputError
-from .group import Group
-from .ir import Graph, Node
+
+if TYPE_CHECKING:  # annotations only: parse_ratio_for serves the CLI parser without onnx
+    from .group import Group
+    from .ir import Graph, Node
 
 
 def _matches(patterns: Iterable[str], names: Iterable[str]) -> bool:

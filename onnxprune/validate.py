@@ -11,11 +11,10 @@ import onnx
 
 from . import ir
 from .errors import BadInputError, CheckFailedError
+from .options import PROVIDERS  # light constants, shared with the CLI
 from .rules import rule_for
 
 log = logging.getLogger(__name__)
-
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 def available_providers() -> list[str]:
