@@ -202,6 +202,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
             if saved_first:
                 ir.remove_saved(output_path)
             raise
+        report.notes.extend(report.validation.get("notes", []))
         lap("validate")
     else:
         report.validation = {"skipped": "--no-validate"}
