@@ -207,7 +207,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     else:
         report.validation = {"skipped": "--no-validate"}
     if config.plan_out:
-        plan.save(config.plan_out, analysis.groups)
+        plan.save(config.plan_out, analysis.groups, analysis.graph.input_coordinates())
     if not saved_first:
         _save(pruned, output_path, lap)
     report.after.file_bytes = file_size(output_path)
