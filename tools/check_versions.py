@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +35,12 @@ SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed|dese
 
 def floors() -> dict[str, str]:
     """`name -> lowest version` of the runtime dependencies in pyproject.toml (`>=` bounds)."""
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    text = (ROOT / "pyproject.toml").read_text()
+    try:
+        import tomllib  # Python 3.11+
+        deps = tomllib.loads(text)["project"]["dependencies"]
+    except ImportError:
+        deps = re.findall(r'"([^"]+)"', re.search(r"^dependencies\s*=\s*\[(.*?)\]", text, re.M | re.S).group(1))
     out = {}
     for dep in deps:
         m = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*>=\s*([0-9][0-9.]*)\s*(,.*)?", dep)
@@ -113,7 +117,7 @@ def run_config(name: str, pins: list[str] | None, log_dir: Path, src: Path) -> d
     notes: list[str] = []
     if pins is not None and not pins:
         pins = oldest_pins(python, notes)
-    cmd = [str(python), "-m", "pip", "install", "-q", "--only-binary", ":all:", "-e", ".[test]"]
+    cmd = [str(python), "-m", "pip", "install", "--only-binary", ":all:", "-e", ".[test]"]
     if pins:
         constraints = python.parent.parent / "constraints.txt"
         constraints.write_text("\n".join(pins) + "\n")
@@ -126,7 +130,7 @@ def run_config(name: str, pins: list[str] | None, log_dir: Path, src: Path) -> d
     (log_dir / f"{name}.install.log").write_text(inst.stdout + inst.stderr)
     if inst.returncode != 0:
         row.update(status="install failed", counts={}, versions={}, seconds=time.time() - t0,
-                   detail=_last_lines(inst.stderr or inst.stdout, 3))
+                   detail=_conflict(inst.stdout + inst.stderr))
         return row
     row["versions"] = installed(python)
     t0 = time.time()
@@ -158,6 +162,21 @@ def installed(python: Path) -> dict[str, str]:
 def _last_lines(text: str, n: int) -> str:
     lines = [l for l in text.strip().splitlines() if l.strip()]
     return "\n".join(lines[-n:])
+
+
+def _conflict(text: str) -> str:
+    """pip's explanation of a failed install: the 'conflict is caused by' lines, else its last error."""
+    lines = [l for l in text.splitlines() if "is ignored" not in l]
+    for i, line in enumerate(lines):
+        if "conflict is caused by" in line:
+            cause = []
+            for l in lines[i + 1:]:
+                if not l.strip():
+                    break
+                cause.append(l.strip())
+            return "conflict: " + "; ".join(cause)
+    errors = [l for l in lines if l.startswith("ERROR")]
+    return errors[-1] if errors else _last_lines(text, 2)
 
 
 def _failures(stdout: str, top: int = 8) -> str:
