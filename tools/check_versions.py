@@ -8,6 +8,7 @@ a table of configuration -> installed versions -> passed/failed counts is printe
     python tools/check_versions.py newest          # only the newest onnx / onnxruntime / numpy
     python tools/check_versions.py oldest          # only the oldest versions pyproject.toml allows
     python tools/check_versions.py --pin onnx==1.15.0 --pin numpy==1.24.4   # one custom set
+    python tools/check_versions.py oldest --tests tests/test_zoo_seq.py        # a part of the suite
 
 `newest` is unconstrained: drift in a new release shows the day it is out. `oldest` pins every
 runtime dependency of pyproject.toml to its floor (`onnx>=1.14` -> `onnx==1.14`); when a floor has
@@ -111,7 +112,7 @@ def snapshot(worktree: bool) -> Path:
     return src
 
 
-def run_config(name: str, pins: list[str] | None, log_dir: Path, src: Path) -> dict:
+def run_config(name: str, pins: list[str] | None, log_dir: Path, src: Path, tests: list[str]) -> dict:
     """Install with `pins` as constraints (None: unconstrained newest), run the suite, count the outcomes."""
     python = make_venv(name)
     notes: list[str] = []
@@ -136,7 +137,7 @@ def run_config(name: str, pins: list[str] | None, log_dir: Path, src: Path) -> d
     t0 = time.time()
     env = dict(os.environ)
     env.setdefault("ONNXPRUNE_ZOO", str(ROOT.parent / "shared" / "zoo"))
-    test = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=src,
+    test = subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests], cwd=src,
                           capture_output=True, text=True, env=env)
     (log_dir / f"{name}.pytest.log").write_text(test.stdout + test.stderr)
     counts = {}
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pin", action="append", default=[], metavar="PKG==VERSION",
                     help="run one configuration 'custom' with these pins instead")
     ap.add_argument("--worktree", action="store_true", help="test the working tree as it is, not HEAD")
+    ap.add_argument("--tests", nargs="+", default=[], metavar="TEST",
+                    help="run only these tests (pytest node ids or paths), e.g. the ones a run failed")
     ap.add_argument("--logs", default=str(BASE / "logs"), help="where install and pytest logs go")
     args = ap.parse_args(argv)
     unknown = [c for c in args.configs if c not in ("newest", "oldest")]
@@ -217,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, pins in plan:
         print(f"== {name}: installing and running the suite ...", flush=True)
-        row = run_config(name, pins, log_dir, src)
+        row = run_config(name, pins, log_dir, src, args.tests)
         rows.append(row)
         print(f"   {row['status']}: {row.get('counts')} {row.get('versions')}", flush=True)
         for note in row["notes"]:
