@@ -198,6 +198,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
             feeds = random_inputs(analysis.graph.proto, analysis.input_shapes, config.seed)
             report.validation = validate_pruned(model_path, output_path if saved_first else pruned, feeds,
                                                 config.providers or ["cpu", "cuda"], config.latency_repeats)
+            report.notes.extend(report.validation.get("notes", []))
             lap("validate")
         else:
             report.validation = {"skipped": "--no-validate"}
@@ -206,7 +207,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
             ir.remove_saved(output_path)
         raise
     if config.plan_out:
-        plan.save(config.plan_out, analysis.groups)
+        plan.save(config.plan_out, analysis.groups, analysis.graph.input_coordinates())
     if not saved_first:
         _save(pruned, output_path, lap)
     report.after.file_bytes = file_size(output_path)

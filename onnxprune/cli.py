@@ -193,6 +193,7 @@ def _run(argv: list[str]) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     from .api import analyze
+    from .planner import tensor_ref
     from .report import frozen_reasons
     shapes = dict(parse_input_shape(s) for s in args.input_shape)
     analysis = analyze(args.model, shapes)
@@ -205,9 +206,10 @@ def _analyze(args: argparse.Namespace) -> int:
     for reason, count in frozen_reasons(groups):
         print(f"  frozen x{count}: {reason}")
     if args.json:
+        names = analysis.graph.input_coordinates()  # the input model's tensors, not load-time copies
         rows = [{"id": g.id, "root": g.root_label, "node": g.root_node, "size": g.size, "units": g.unit_count,
                  "exact": g.exact, "inexact": list(g.inexact_reasons), "frozen": g.frozen_reason,
-                 "slices": [{"tensor": s.tensor, "axis": s.axis, "role": s.role} for s in g.slices]}
+                 "slices": [{**tensor_ref(s.tensor, names), "axis": s.axis, "role": s.role} for s in g.slices]}
                 for g in groups]
         with open(args.json, "w") as f:
             json.dump({"groups": rows}, f, indent=1)

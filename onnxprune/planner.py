@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -15,6 +16,10 @@ from .errors import PlanError
 from .group import Group
 
 PLAN_VERSION = 1
+
+# internal tensor name -> (tensor of the input model, consuming node, input index), for the
+# load-time copies of shared constants (ir.Graph.input_coordinates)
+Names = Mapping[str, tuple[str, str, int]]
 
 
 @dataclass(frozen=True)
@@ -39,17 +44,22 @@ class Plan:
     def only_exact(self) -> "Plan":
         return Plan(tuple(g for g in self.groups if g.exact), self.frozen, self.meta)
 
-    def to_json(self, groups: list[Group] | None = None) -> dict:
+    def to_json(self, groups: list[Group] | None = None, names: Names | None = None) -> dict:
+        """The plan file's content, in the input model's coordinates when `names` is given: a
+        slice of a load-time copy of a shared constant names the constant itself plus the
+        consuming `node` and `input` index (see ir.Graph.input_coordinates). Roots are node
+        outputs, never copies, so a plan read back (`--plan-in`) needs no translation."""
+        names = names or {}
         by_id = {g.id: g for g in groups or []}
         out = []
         for pg in self.groups:
             item = {"id": pg.id, "root": {"tensor": pg.root[0], "axis": pg.root[1]}, "exact": pg.exact,
                     "size": pg.size, "pruned": list(pg.pruned)}
             if pg.id in by_id:
-                item["slices"] = slices_json(by_id[pg.id], pg.pruned)
+                item["slices"] = slices_json(by_id[pg.id], pg.pruned, names)
             out.append(item)
         return {"version": PLAN_VERSION, "groups": out,
-                "frozen": [{"space": s, "reason": r} for s, r in self.frozen], "meta": self.meta}
+                "frozen": [_frozen_json(s, r, names) for s, r in self.frozen], "meta": self.meta}
 
     @staticmethod
     def from_json(data: dict) -> "Plan":
@@ -63,9 +73,10 @@ class Plan:
             raise PlanError(f"plan is malformed: missing or bad field {exc}") from None
         return Plan(groups, frozen, dict(data.get("meta", {})))
 
-    def save(self, path: str, groups: list[Group] | None = None) -> None:
+    def save(self, path: str, groups: list[Group] | None = None, names: Names | None = None) -> None:
+        """Write the plan file; `names` (ir.Graph.input_coordinates) puts it in the input model's coordinates."""
         with open(path, "w") as f:
-            json.dump(self.to_json(groups), f, indent=1)
+            json.dump(self.to_json(groups, names), f, indent=1)
 
     @staticmethod
     def load(path: str) -> "Plan":
@@ -79,11 +90,35 @@ class Plan:
         return Plan.from_json(data)
 
 
-def slices_json(group: Group, pruned) -> list[dict]:
-    """The plan-file slices of `group` when root indices `pruned` go (tensor coordinates)."""
+def slices_json(group: Group, pruned, names: Names | None = None) -> list[dict]:
+    """The plan-file slices of `group` when root indices `pruned` go (tensor coordinates; with
+    `names`, a shared constant's copy is named as the constant and its consuming node and input)."""
     mask = group.mask(pruned)
-    return [{"tensor": s.tensor, "axis": s.axis, "indices": s.indices(mask).tolist(), "role": s.role}
-            for s in group.slices if len(s.indices(mask))]
+    out = []
+    for s in group.slices:
+        idx = s.indices(mask)
+        if len(idx):
+            out.append({**tensor_ref(s.tensor, names or {}), "axis": s.axis, "indices": idx.tolist(), "role": s.role})
+    return out
+
+
+def tensor_ref(name: str, names: Names) -> dict:
+    """`{"tensor": ...}` in the input model's names, plus `node` and `input` for a shared constant's copy."""
+    if name in names:
+        tensor, node, index = names[name]
+        return {"tensor": tensor, "node": node, "input": index}
+    return {"tensor": name}
+
+
+def _frozen_json(space: str, reason: str, names: Names) -> dict:
+    """A frozen entry (its space is a root, a node output); a load-time copy a reason quotes
+    is named as its constant."""
+    if names:
+        reason = _QUOTED.sub(lambda m: f"'{names[m.group(1)][0]}'" if m.group(1) in names else m.group(0), reason)
+    return {"space": space, "reason": reason}
+
+
+_QUOTED = re.compile(r"'([^']*)'")
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,71 @@ def test_round_to_defaults_to_8(tmp_path, model_path):
     plan = json.loads(plan_path.read_text())
     assert plan["meta"]["round_to"] == 8
     assert plan["groups"] and all((g["size"] - len(g["pruned"])) % 8 == 0 for g in plan["groups"])
+
+
+# -- plans in the input model's coordinates -----------------------------------------------------
+
+def _shared_weight_model():
+    """Two Convs read one small shared weight `w` (the loader gives the second a private copy
+    `w__1`); both are roots of their own group, and the shared bias `z` is sliced by both."""
+    import numpy as np
+    from helpers import make_model, node, weight
+
+    inits = {"w": weight(8, 8, 3, 3), "z": np.zeros(8, np.float32), "w3": weight(4, 8, 1, 1)}
+    nodes = [node("Conv", ["x", "w", "z"], "a", pads=[1, 1, 1, 1]), node("Relu", ["a"], "ra"),
+             node("Conv", ["ra", "w", "z"], "c", pads=[1, 1, 1, 1]), node("Relu", ["c"], "rc"),
+             node("Conv", ["rc", "w3"], "y")]
+    return make_model(nodes, {"x": [1, 8, 8, 8]}, {"y": [1, 4, 8, 8]}, inits)
+
+
+def _model_names(path) -> set[str]:
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    return ({t.name for t in g.initializer} | {i.name for i in g.input}
+            | {o for n in g.node for o in n.output})
+
+
+def _plan_tensors(plan: dict) -> list[dict]:
+    refs = []
+    for g in plan["groups"]:
+        refs.append(g["root"])
+        refs.extend(g.get("slices", []))
+    return refs
+
+
+def test_plan_names_only_the_input_models_tensors(tmp_path):
+    path = save(_shared_weight_model(), tmp_path)
+    code, plan = _run(tmp_path, path, "--ratio", "0.5")
+    assert code == 0 and len(plan["groups"]) == 2
+    names = _model_names(path)
+    refs = _plan_tensors(plan)
+    assert {r["tensor"] for r in refs} <= names, "the plan names tensors the tool made"
+    assert sorted(g["root"]["tensor"] for g in plan["groups"]) == ["a", "c"]  # roots are node outputs
+    # every slice of a shared constant says whose copy it is: the node and input reading it
+    shared = [r for r in refs if r["tensor"] in ("w", "z")]
+    assert shared and all("node" in r and "input" in r for r in shared)
+    assert {(r["node"], r["input"], r["axis"], r["role"]) for r in shared} == {
+        ("Conv_a", 1, 0, "out"), ("Conv_a", 2, 0, "out"), ("Conv_c", 1, 1, "in"),  # group of a
+        ("Conv_c", 1, 0, "out"), ("Conv_c", 2, 0, "out")}  # group of c
+    assert all(set(r) == {"tensor", "axis", "indices", "role"} for r in refs if r["tensor"] == "w3")
+
+
+def test_plan_out_then_plan_in_reproduces_the_pruned_model(tmp_path):
+    path = save(_shared_weight_model(), tmp_path)
+    first, second, plan = tmp_path / "first.onnx", tmp_path / "second.onnx", tmp_path / "plan.json"
+    assert main([path, "-o", str(first), "-q", "--providers", "cpu", "--round-to", "1", "--ratio", "0.5",
+                 "--plan-out", str(plan)]) == 0
+    assert main([path, "-o", str(second), "-q", "--providers", "cpu", "--plan-in", str(plan),
+                 "--plan-out", str(tmp_path / "again.json")]) == 0
+    assert first.read_bytes() == second.read_bytes()
+    assert json.loads(plan.read_text())["groups"] == json.loads((tmp_path / "again.json").read_text())["groups"]
+
+
+def test_analyze_json_names_only_the_input_models_tensors(tmp_path):
+    path = save(_shared_weight_model(), tmp_path)
+    out = tmp_path / "groups.json"
+    assert main(["analyze", path, "--json", str(out)]) == 0
+    slices = [s for g in json.loads(out.read_text())["groups"] for s in g["slices"]]
+    assert {s["tensor"] for s in slices} <= _model_names(path)
+    assert {(s["node"], s["input"]) for s in slices if s["tensor"] == "w"} == {("Conv_a", 1), ("Conv_c", 1)}

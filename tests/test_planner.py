@@ -195,3 +195,27 @@ def test_bad_planner_options_are_refused(config):
 def test_defaults_are_local_and_round_to_8():
     assert PlanOptions().global_ranking is False and PlanOptions().round_to == 1
     assert PruneConfig().round_to == 8 and PruneConfig().global_ranking is False
+
+
+def test_plan_json_names_a_shared_constants_copy_by_its_consumer(tmp_path):
+    """Slices of load-time copies (`b__1`...) are written as the input's tensor plus node and input."""
+    from helpers import make_model, node, save, weight
+
+    from onnxprune import analyze
+    from onnxprune.planner import make_plan
+
+    inits = {"w1": weight(8, 3, 1, 1), "w2": weight(8, 8, 1, 1), "b": np.zeros(8, np.float32),
+             "w3": weight(2, 8, 1, 1)}
+    model = make_model([node("Conv", ["x", "w1", "b"], "a"), node("Relu", ["a"], "r"),
+                        node("Conv", ["r", "w2", "b"], "c"), node("Relu", ["c"], "s"),
+                        node("Conv", ["s", "w3"], "y")], {"x": [1, 3, 4, 4]}, {"y": [1, 2, 4, 4]}, inits)
+    analysis = analyze(save(model, tmp_path))
+    plan = make_plan(analysis.groups, {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}, 0.5)
+    names = analysis.graph.input_coordinates()
+    assert names == {"b": ("b", "Conv_a", 2), "b__1": ("b", "Conv_c", 2)}
+    internal = {s["tensor"] for g in plan.to_json(analysis.groups)["groups"] for s in g["slices"]}
+    assert internal == {"w1", "b", "w2", "b__1", "w3"}  # without names: the analysis' own copies
+    slices = [s for g in plan.to_json(analysis.groups, names)["groups"] for s in g["slices"]]
+    assert {s["tensor"] for s in slices} == {"w1", "b", "w2", "w3"}
+    assert sorted((s["node"], s["input"]) for s in slices if s["tensor"] == "b") == [("Conv_a", 2), ("Conv_c", 2)]
+    assert all("node" not in s for s in slices if s["tensor"] != "b")

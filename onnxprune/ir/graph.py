@@ -110,6 +110,24 @@ class Graph:
         return sum(numel(shape_of(n)) for n, t in self.initializers.items()
                    if t.data_type in _FLOAT_TYPES and own(n, t))
 
+    def input_coordinates(self) -> dict[str, tuple[str, str, int]]:
+        """Where the load-time copies of shared constants come from: for every clone and every
+        original that has clones, `name -> (tensor of the input model, consuming node, input index)`.
+
+        A plan speaks of the input model's tensors: a slice of clone `W__2` is `W` as read by
+        that node's input, which is unambiguous and the same each time the model is loaded.
+        """
+        cloned: dict[str, str] = {}
+        for name, t in self.initializers.items():
+            if t.doc_string.startswith(CLONE_MARK):
+                cloned[name] = t.doc_string[len(CLONE_MARK):]
+        out: dict[str, tuple[str, str, int]] = {}
+        for name in set(cloned) | (set(cloned.values()) & set(self.initializers)):
+            users = [(n, i) for n, i in self.consumers(name) if i >= 0]
+            if len(users) == 1:  # a clone has one reader by construction; so has its original
+                out[name] = (cloned.get(name, name), users[0][0].name, users[0][1])
+        return out
+
     def const_users(self, name: str) -> int:
         return len(self.consumer_map.get(name, ()))
 
