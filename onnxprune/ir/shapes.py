@@ -2,33 +2,115 @@
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import onnx
 
 from ..errors import BadInputError
 from . import limits
-from .graph import Shape, numel
+from .graph import Node, Shape, _decode_node, numel
 
 log = logging.getLogger(__name__)
 
+# node, shapes of its inputs (None: unknown or absent) -> shapes of its outputs (None: unknown), or None
+NodeShapes = Callable[[Node, list], "list | None"]
+_node_shapes: list[NodeShapes] = []
+_FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16)
+
+
+def set_node_shapes(fn: NodeShapes | None) -> None:
+    """Install the shape function for ops ONNX shape inference does not know (ONNX Runtime's contrib
+    ops): `rules` provides it, so this module stays op-agnostic."""
+    _node_shapes[:] = [fn] if fn is not None else []
+
 
 def infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, Shape]:
-    """Static shapes of every tensor, inferred on a weight-less skeleton of the model."""
+    """Static shapes of every tensor, inferred on a weight-less skeleton of the model.
+
+    Outputs of nodes ONNX inference leaves unknown come from the installed node shape function,
+    else from the model's own value_info; then inference runs again from there, until nothing new.
+    """
     skeleton = _skeleton(proto, input_shapes)
+    shapes, types = _onnx_shapes(skeleton)
+    stored = {vi.name: vi for vi in proto.graph.value_info}
+    for _ in range(len(skeleton.graph.node)):
+        added = _fill_unknown(skeleton, shapes, types, stored)
+        if not added:
+            break
+        skeleton.graph.value_info.extend(added)
+        shapes, types = _onnx_shapes(skeleton)
+    return shapes
+
+
+def _onnx_shapes(skeleton: onnx.ModelProto) -> tuple[dict[str, Shape], dict[str, int]]:
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
     except Exception as exc:  # inference is best effort: unknown shapes freeze channels later
         log.warning("ONNX shape inference failed (%s); continuing with declared shapes", exc)
         inferred = skeleton
     shapes: dict[str, Shape] = {}
+    types: dict[str, int] = {}
     g = inferred.graph
     for vi in list(g.value_info) + list(g.input) + list(g.output):
         tt = vi.type.tensor_type
+        if tt.elem_type:
+            types.setdefault(vi.name, tt.elem_type)
         if tt.HasField("shape"):
-            dims = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in tt.shape.dim)
+            dims = _dims(vi)
             if vi.name not in shapes or None not in dims:
                 shapes[vi.name] = dims
-    return shapes
+    for t in g.initializer:
+        shapes.setdefault(t.name, tuple(int(d) for d in t.dims))
+        types.setdefault(t.name, t.data_type)
+    return shapes, types
+
+
+def _dims(vi: onnx.ValueInfoProto) -> Shape:
+    return tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim)
+
+
+def _fill_unknown(skeleton: onnx.ModelProto, shapes: dict[str, Shape], types: dict[str, int],
+                  stored: dict[str, onnx.ValueInfoProto]) -> list[onnx.ValueInfoProto]:
+    """value_info for outputs of nodes whose outputs ONNX inference left without a shape."""
+    declared = {vi.name for vi in skeleton.graph.value_info}
+    added = []
+    for i, proto_node in enumerate(skeleton.graph.node):
+        todo = [o for o in proto_node.output if o and o not in shapes and o not in declared]
+        if not todo:
+            continue
+        node = _decode_node(proto_node, i)
+        found = _node_shapes[0](node, [shapes.get(n) if n else None for n in node.inputs]) if _node_shapes else None
+        found = list(found or [])
+        elem = next((types[n] for n in node.inputs if n and types.get(n) in _FLOATS), onnx.TensorProto.FLOAT)
+        for j, name in enumerate(node.outputs):
+            if name not in todo:
+                continue
+            if j < len(found) and found[j] is not None:
+                added.append(onnx.helper.make_tensor_value_info(name, elem, [d if d is not None else None
+                                                                             for d in found[j]]))
+            elif name in stored:
+                added.append(stored[name])
+    return added
+
+
+def standard_op_shapes(op_type: str, attrs: dict, input_shapes: list) -> list[Shape | None] | None:
+    """Output shapes of a standard ONNX op on inputs of these shapes (float), by ONNX's own inference:
+    for contrib ops that compute like one (FusedConv like Conv, FusedGemm like Gemm)."""
+    if any(s is None for s in input_shapes):
+        return None
+    names = [f"i{k}" for k in range(len(input_shapes))]
+    node = onnx.helper.make_node(op_type, names, ["y"], **attrs)
+    graph = onnx.helper.make_graph(
+        [node], "probe", [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, list(s))
+                          for n, s in zip(names, input_shapes)],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    model = onnx.helper.make_model(graph)
+    try:
+        out = onnx.shape_inference.infer_shapes(model, strict_mode=True).graph.output[0]
+    except Exception as exc:  # an inconsistent contrib node: leave its outputs unknown
+        log.debug("no shape for %s on %s: %s", op_type, input_shapes, exc)
+        return None
+    return [_dims(out)] if out.type.tensor_type.HasField("shape") else None
 
 
 def _skeleton(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
