@@ -1,0 +1,174 @@
+"""ONNX Runtime's contrib ops (transformers optimizer output): activations with folded biases, fused
+normalisations, Attention / MultiHeadAttention / GroupQueryAttention / RotaryEmbedding. Each is pruned
+through and checked by the oracle; the pruned model keeps its contrib ops and runs in ONNX Runtime."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from checks import attr, dims, init
+from helpers import make_model, node, param_count, prune_with_oracle, save, weight
+from onnxprune import analyze
+from onnxprune.cli import main
+from onnxprune.apply import apply_plan
+from onnxprune.importance import root_scores, unit_scores
+from onnxprune.oracle import run_oracle
+from onnxprune.planner import make_plan
+from onnxprune.validate import available_providers
+from test_rules_fused import assert_runs_fused, contrib_ops, ms_model, ms_node
+
+B, S, D, H, F, V = 2, 6, 16, 4, 32, 20
+HD = D // H
+
+
+def _heads_groups(analysis):
+    return [g for g in analysis.groups if "attention heads" in g.kinds]
+
+
+def bert_layer(qkv_sizes: list[int] | None = None, classifier: bool = False) -> onnx.ModelProto:
+    """EmbedLayerNormalization -> Attention -> SkipLayerNormalization -> FFN (BiasGelu) -> SkipLayerNormalization."""
+    q, k, v = qkv_sizes or (D, D, D)
+    inits = {"word": weight(V, D, scale=1.0), "pos": weight(S, D, scale=1.0), "seg": weight(2, D, scale=1.0),
+             "eg": 1 + 0.1 * weight(D, scale=1.0), "eb": weight(D, scale=0.1),
+             "wqkv": weight(D, q + k + v), "bqkv": weight(q + k + v, scale=0.1), "wo": weight(v, D),
+             "bo": weight(D, scale=0.1), "g1": 1 + 0.1 * weight(D, scale=1.0), "b1": weight(D, scale=0.1),
+             "w1": weight(D, F), "bf1": weight(F, scale=0.1), "w2": weight(F, D), "bf2": weight(D, scale=0.1),
+             "g2": 1 + 0.1 * weight(D, scale=1.0), "b2": weight(D, scale=0.1)}
+    sizes = {"qkv_hidden_sizes": [q, k, v]} if qkv_sizes else {}
+    nodes = [helper.make_node("EmbedLayerNormalization", ["ids", "segs", "word", "pos", "seg", "eg", "eb"],
+                              ["emb", "mask_index"], name="embed", domain="com.microsoft"),
+             ms_node("Attention", ["emb", "wqkv", "bqkv"], "att", num_heads=H, **sizes),
+             node("MatMul", ["att", "wo"], "o"),
+             ms_node("SkipLayerNormalization", ["o", "emb", "g1", "b1", "bo"], "ln1"),
+             node("MatMul", ["ln1", "w1"], "f1"), ms_node("BiasGelu", ["f1", "bf1"], "gelu"),
+             node("MatMul", ["gelu", "w2"], "f2"), ms_node("SkipLayerNormalization", ["f2", "ln1", "g2", "b2", "bf2"], "y")]
+    out = "y"
+    if classifier:
+        inits["wc"] = weight(D, 3)
+        nodes.append(node("MatMul", ["y", "wc"], "logits"))
+        out = "logits"
+    return ms_model(nodes, {"ids": [B, S], "segs": [B, S]}, {out: [B, S, 3 if classifier else D]}, inits,
+                    {"ids": TensorProto.INT32, "segs": TensorProto.INT32})
+
+
+def test_bert_layer_prunes_heads_and_ffn(tmp_path):
+    model = bert_layer()
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=2)
+    g = analysis.graph
+    assert g.shape("emb") == g.shape("att") == g.shape("ln1") == (B, S, D) and g.shape("f1") == (B, S, F)
+    (heads,) = _heads_groups(analysis)
+    assert heads.exact and heads.unit_count == H and heads.size == D
+    d = dims(pruned)
+    assert d["wqkv"] == [D, 3 * D // 2] and d["bqkv"] == [3 * D // 2] and d["wo"] == [D // 2, D]
+    assert d["w1"] == [D, F // 2] and d["bf1"] == [F // 2] and d["w2"] == [F // 2, D]
+    assert attr(pruned, "Attention_att", "num_heads") == H // 2
+    # the same heads leave q, k and v: the kept columns of each third are the same whole heads
+    before, after = init(model, "wqkv"), init(pruned, "wqkv")
+    kept = [[int(np.flatnonzero((before[:, t * D:(t + 1) * D] == col[:, None]).all(axis=0))[0])
+             for col in after[:, t * D // 2:(t + 1) * D // 2].T] for t in range(3)]
+    assert kept[0] == kept[1] == kept[2] and len({c // HD for c in kept[0]}) == H // 2
+    assert_runs_fused(model, pruned)
+
+
+def test_attention_with_qkv_hidden_sizes(tmp_path):
+    """Value heads narrower than query / key heads: qkv_hidden_sizes follows every part."""
+    model = bert_layer(qkv_sizes=[D, D, D // 2])
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=2)
+    assert dims(pruned)["wqkv"] == [D, D // 2 + D // 2 + D // 4] and dims(pruned)["wo"] == [D // 4, D]
+    assert attr(pruned, "Attention_att", "qkv_hidden_sizes") == [D // 2, D // 2, D // 4]
+    assert attr(pruned, "Attention_att", "num_heads") == H // 2
+    assert_runs_fused(model, pruned)
+
+
+def test_hidden_size_is_inexact_through_fused_norms(tmp_path):
+    """The residual stream crosses EmbedLayerNormalization and SkipLayerNormalization: inexact, pruned
+    only with --inexact; the embedding tables, gammas and biases are cut with it."""
+    model = bert_layer(classifier=True)
+    path = save(model, tmp_path)
+    analysis = analyze(path)
+    residual = next(g for g in analysis.groups if any(s.tensor == "word" for s in g.slices))
+    assert residual.prunable and not residual.exact
+    assert any("EmbedLayerNormalization" in r for r in residual.inexact_reasons)
+    assert any("SkipLayerNormalization" in r for r in residual.inexact_reasons)
+    out = tmp_path / "out.onnx"
+    assert main([path, "--ratio", "0.5", "--inexact", "--round-to", "1", "-o", str(out), "-q"]) == 0
+    pruned = onnx.load(str(out))
+    d = dims(pruned)
+    assert d["word"] == [V, D // 2] and d["g1"] == d["b2"] == d["bo"] == [D // 2] and d["wc"] == [D // 2, 3]
+    assert d["wqkv"][0] == D // 2
+    assert_runs_fused(model, pruned)
+
+
+BIASED = ("FastGelu", "BiasGelu", "BiasSplitGelu", "BiasAdd")
+
+
+def ffn(act: str, simplified: bool = False) -> onnx.ModelProto:
+    """x -> (Simplified)LayerNorm -> MatMul -> contrib activation -> MatMul -> Skip(Simplified)LayerNorm."""
+    wide = 2 * F if act == "BiasSplitGelu" else F
+    inits = {"s": 1 + 0.1 * weight(D, scale=1.0), "w1": weight(D, wide), "w2": weight(F, D),
+             "g": 1 + 0.1 * weight(D, scale=1.0), "beta": weight(D, scale=0.1)}
+    if act in BIASED:
+        inits["bf1"] = weight(wide, scale=0.1)
+    nodes = [node("SimplifiedLayerNormalization", ["x", "s"], "n", axis=-1) if simplified
+             else node("LayerNormalization", ["x", "s"], "n", axis=-1),
+             node("MatMul", ["n", "w1"], "f1")]
+    if act in ("FastGelu", "BiasGelu", "BiasSplitGelu"):
+        nodes.append(ms_node(act, ["f1", "bf1"], "a"))
+    elif act == "BiasAdd":
+        inits["w1b"] = weight(D, F)
+        nodes += [node("MatMul", ["n", "w1b"], "f1b"), ms_node("BiasAdd", ["f1", "bf1", "f1b"], "a")]
+    else:
+        nodes.append(ms_node(act, ["f1"], "a", **({"alpha": 1.5} if act == "QuickGelu" else {})))
+    nodes.append(node("MatMul", ["a", "w2"], "f2"))
+    if simplified:
+        nodes.append(ms_node("SkipSimplifiedLayerNormalization", ["f2", "x", "g"], "y"))
+    else:
+        nodes.append(ms_node("SkipLayerNormalization", ["f2", "x", "g", "beta"], "y"))
+    return ms_model(nodes, {"x": [B, S, D]}, {"y": [B, S, D]}, inits, check=not simplified)
+
+
+def prune_unchecked(model: onnx.ModelProto, tmp_path, ratio: float):
+    """helpers.prune_with_oracle without onnx.checker, which refuses ORT's default-domain ops."""
+    analysis = analyze(save(model, tmp_path))
+    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, "l1")) for g in analysis.prunable}
+    plan = make_plan(analysis.groups, scores, ratio)
+    assert plan.groups
+    result = run_oracle(analysis.graph, analysis.groups, plan)
+    assert result.passed, result.detail
+    return analysis, plan, apply_plan(analysis.graph, analysis.groups, plan)
+
+
+CPU_ACTS = ["Gelu", "QuickGelu", "FastGelu", "BiasGelu"]
+
+
+@pytest.mark.parametrize("act", CPU_ACTS)
+@pytest.mark.parametrize("simplified", [False, True], ids=["layernorm", "rmsnorm"])
+def test_ffn_through_contrib_activation(tmp_path, act, simplified):
+    model = ffn(act, simplified)
+    analysis, plan, pruned = (prune_unchecked if simplified else prune_with_oracle)(model, tmp_path, ratio=0.5)
+    assert analysis.graph.shape("a") == (B, S, F) and analysis.graph.shape("y") == (B, S, D)
+    d = dims(pruned)
+    assert d["w1"] == [D, F // 2] and d["w2"] == [F // 2, D] and d.get("bf1", [F // 2]) == [F // 2]
+    assert_runs_fused(model, pruned)
+
+
+@pytest.mark.parametrize("act", ["BiasAdd", "BiasSplitGelu"])
+def test_cuda_only_activations_cut_the_right_slices(tmp_path, act):
+    """ONNX Runtime has these on CUDA only: the slices are checked here, the oracle where CUDA is."""
+    model = ffn(act)
+    path = save(model, tmp_path)
+    analysis = analyze(path)
+    assert analysis.graph.shape("a") == (B, S, F)
+    group = next(g for g in analysis.groups if g.root == ("f1", 2))
+    assert group.exact and group.frozen_reason is None
+    cut = {(s.tensor, s.axis): sorted(zip(s.positions.tolist(), s.roots.tolist())) for s in group.slices}
+    if act == "BiasSplitGelu":  # output channel c reads inputs c and F + c: one unit
+        assert group.unit_count == F
+        assert {p for p, _ in cut[("w2", 0)]} == set(range(F))
+        assert {p for p, _ in cut[("bf1", 0)]} == set(range(2 * F))
+        assert {p % F for p, r in cut[("bf1", 0)] if r == 5} == {5}
+    else:  # the skip's projection and the bias go with the channels
+        assert ("w1b", 1) in cut and ("bf1", 0) in cut and ("w2", 0) in cut
+    if "cuda" in available_providers():
+        prune_with_oracle(model, tmp_path, ratio=0.5)
+
