@@ -102,16 +102,26 @@ def test_hidden_size_is_inexact_through_fused_norms(tmp_path):
 BIASED = ("FastGelu", "BiasGelu", "BiasSplitGelu", "BiasAdd")
 
 
-def ffn(act: str, simplified: bool = False) -> onnx.ModelProto:
-    """x -> (Simplified)LayerNorm -> MatMul -> contrib activation -> MatMul -> Skip(Simplified)LayerNorm."""
+def ffn(act: str, simplified: bool = False, stem: bool = False) -> onnx.ModelProto:
+    """x -> (Simplified)LayerNorm -> MatMul -> contrib activation -> MatMul -> Skip(Simplified)LayerNorm.
+
+    stem: x is first projected (win) and the output classified (wc), so the residual stream is prunable."""
     wide = 2 * F if act == "BiasSplitGelu" else F
     inits = {"s": 1 + 0.1 * weight(D, scale=1.0), "w1": weight(D, wide), "w2": weight(F, D),
-             "g": 1 + 0.1 * weight(D, scale=1.0), "beta": weight(D, scale=0.1)}
+             "g": 1 + 0.1 * weight(D, scale=1.0)}
+    if not simplified:
+        inits["beta"] = weight(D, scale=0.1)
     if act in BIASED:
         inits["bf1"] = weight(wide, scale=0.1)
-    nodes = [node("SimplifiedLayerNormalization", ["x", "s"], "n", axis=-1) if simplified
-             else node("LayerNormalization", ["x", "s"], "n", axis=-1),
-             node("MatMul", ["n", "w1"], "f1")]
+    nodes = []
+    x = "x"
+    if stem:
+        inits.update({"win": weight(8, D), "wc": weight(D, 3)})
+        nodes.append(node("MatMul", ["x", "win"], "h"))
+        x = "h"
+    nodes += [node("SimplifiedLayerNormalization", [x, "s"], "n", axis=-1) if simplified
+              else node("LayerNormalization", [x, "s"], "n", axis=-1),
+              node("MatMul", ["n", "w1"], "f1")]
     if act in ("FastGelu", "BiasGelu", "BiasSplitGelu"):
         nodes.append(ms_node(act, ["f1", "bf1"], "a"))
     elif act == "BiasAdd":
@@ -121,9 +131,12 @@ def ffn(act: str, simplified: bool = False) -> onnx.ModelProto:
         nodes.append(ms_node(act, ["f1"], "a", **({"alpha": 1.5} if act == "QuickGelu" else {})))
     nodes.append(node("MatMul", ["a", "w2"], "f2"))
     if simplified:
-        nodes.append(ms_node("SkipSimplifiedLayerNormalization", ["f2", "x", "g"], "y"))
+        nodes.append(ms_node("SkipSimplifiedLayerNormalization", ["f2", x, "g"], "y"))
     else:
-        nodes.append(ms_node("SkipLayerNormalization", ["f2", "x", "g", "beta"], "y"))
+        nodes.append(ms_node("SkipLayerNormalization", ["f2", x, "g", "beta"], "y"))
+    if stem:
+        nodes.append(node("MatMul", ["y", "wc"], "logits"))
+        return ms_model(nodes, {"x": [B, S, 8]}, {"logits": [B, S, 3]}, inits, check=not simplified)
     return ms_model(nodes, {"x": [B, S, D]}, {"y": [B, S, D]}, inits, check=not simplified)
 
 
@@ -172,3 +185,24 @@ def test_cuda_only_activations_cut_the_right_slices(tmp_path, act):
     if "cuda" in available_providers():
         prune_with_oracle(model, tmp_path, ratio=0.5)
 
+
+
+@pytest.mark.parametrize("simplified", [False, True], ids=["layernorm", "rmsnorm"])
+def test_residual_stream_through_skip_norms_is_inexact(tmp_path, simplified):
+    """The hidden axis crosses (Simplified)LayerNormalization and Skip(Simplified)LayerNormalization:
+    inexact; with --inexact the norms' parameters and every projection's hidden side are cut."""
+    model = ffn("FastGelu", simplified, stem=True)
+    path = save(model, tmp_path)
+    analysis = analyze(path)
+    residual = next(g for g in analysis.groups if g.root == ("h", 2))
+    assert residual.prunable and not residual.exact
+    skip = "SkipSimplifiedLayerNormalization" if simplified else "SkipLayerNormalization"
+    assert any(skip in r for r in residual.inexact_reasons)
+    out = tmp_path / "out.onnx"
+    assert main([path, "--ratio", "0.5", "--inexact", "--round-to", "1", "-o", str(out), "-q"]) == 0
+    pruned = onnx.load(str(out))
+    d = dims(pruned)
+    assert d["win"] == [8, D // 2] and d["s"] == d["g"] == [D // 2] and d["w1"][0] == D // 2
+    assert d["w2"][1] == D // 2 and d["wc"] == [D // 2, 3]
+    assert d.get("beta", [D // 2]) == [D // 2] and ("beta" in d) != simplified
+    assert_runs_fused(model, pruned)
