@@ -206,3 +206,69 @@ def test_residual_stream_through_skip_norms_is_inexact(tmp_path, simplified):
     assert d["w2"][1] == D // 2 and d["wc"] == [D // 2, 3]
     assert d.get("beta", [D // 2]) == [D // 2] and ("beta" in d) != simplified
     assert_runs_fused(model, pruned)
+
+
+def attention_block(op: str, rope: bool = False, kv: int = H, hd: int = HD) -> onnx.ModelProto:
+    """Q/K/V projections -> [RotaryEmbedding on q, k] -> MultiHeadAttention / GroupQueryAttention -> out proj.
+    Model width is H * hd (ORT's GroupQueryAttention wants head sizes in multiples of 8)."""
+    d, kv_dim = H * hd, kv * hd
+    inits = {"wq": weight(D, d), "wk": weight(D, kv_dim), "wv": weight(D, kv_dim), "wo": weight(d, D)}
+    nodes = [node("MatMul", ["x", f"w{p}"], p) for p in "qkv"]
+    q, k = "q", "k"
+    if rope:
+        inits.update({"pos_ids": np.tile(np.arange(S, dtype=np.int64), (B, 1)),
+                      "cos": weight(S, hd // 2, scale=1.0), "sin": weight(S, hd // 2, scale=1.0)})
+        for p, heads in (("q", H), ("k", kv)):
+            nodes.append(ms_node("RotaryEmbedding", [p, "pos_ids", "cos", "sin"], f"{p}_rot", num_heads=heads))
+        q, k = "q_rot", "k_rot"
+    if op == "MultiHeadAttention":
+        inits.update({"bqkv": weight(3 * d, scale=0.1), "abias": weight(1, H, S, S, scale=0.1)})
+        nodes.append(ms_node(op, [q, k, "v", "bqkv", "", "abias"], "att", num_heads=H))
+    else:
+        inits.update({"seqlens": np.full(B, S - 1, np.int32), "total": np.array(S, np.int32)})
+        nodes.append(helper.make_node(op, [q, k, "v", "", "", "seqlens", "total"], ["att", "pk", "pv"],
+                                      name="gqa", domain="com.microsoft", num_heads=H, kv_num_heads=kv))
+    nodes.append(node("MatMul", ["att", "wo"], "y"))
+    return ms_model(nodes, {"x": [B, S, D]}, {"y": [B, S, D]}, inits)
+
+
+@pytest.mark.parametrize("rope", [False, True], ids=["plain", "rotary"])
+def test_multi_head_attention_prunes_whole_heads(tmp_path, rope):
+    model = attention_block("MultiHeadAttention", rope)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    assert analysis.graph.shape("att") == (B, S, D)
+    (heads,) = _heads_groups(analysis)
+    assert heads.exact and heads.unit_count == H
+    d = dims(pruned)
+    assert d["wq"] == d["wk"] == d["wv"] == [D, D // 2] and d["wo"] == [D // 2, D]
+    assert d["bqkv"] == [3 * D // 2] and d["abias"] == [1, H // 2, S, S]
+    assert attr(pruned, "MultiHeadAttention_att", "num_heads") == H // 2
+    if rope:
+        assert attr(pruned, "RotaryEmbedding_q_rot", "num_heads") == H // 2 and d["cos"] == [S, HD // 2]
+    assert_runs_fused(model, pruned)
+
+
+@pytest.mark.parametrize("rope", [False, True], ids=["plain", "rotary"])
+def test_group_query_attention_prunes_kv_heads_with_their_query_heads(tmp_path, rope):
+    hd = 8
+    model = attention_block("GroupQueryAttention", rope, kv=2, hd=hd)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    assert analysis.graph.shape("att") == (B, S, H * hd) and analysis.graph.shape("pk") == (B, 2, S, hd)
+    (heads,) = _heads_groups(analysis)
+    assert heads.exact and heads.unit_count == 2  # one unit per KV head, with its two query heads
+    d = dims(pruned)
+    assert d["wq"] == [D, H * hd // 2] and d["wk"] == d["wv"] == [D, hd] and d["wo"] == [H * hd // 2, D]
+    assert attr(pruned, "gqa", "num_heads") == H // 2 and attr(pruned, "gqa", "kv_num_heads") == 1
+    if rope:
+        assert attr(pruned, "RotaryEmbedding_k_rot", "num_heads") == 1
+    assert_runs_fused(model, pruned)
+
+
+def test_kv_cache_state_freezes_the_heads(tmp_path):
+    """past / present key-value tensors carry the head count across calls: not followed."""
+    model = attention_block("MultiHeadAttention")
+    mha = next(n for n in model.graph.node if n.op_type == "MultiHeadAttention")
+    mha.output.extend(["present_k", "present_v"])
+    analysis = analyze(save(model, tmp_path))
+    reasons = [g.frozen_reason for g in analysis.groups if g.frozen_reason]
+    assert any("key-value state" in r for r in reasons) and not _heads_groups(analysis)
