@@ -165,3 +165,19 @@ def test_nchwc_layout_is_refused_with_a_reason(tmp_path):
     with pytest.raises(BadInputError, match="NCHWc layout .* ORT_ENABLE_EXTENDED"):
         analyze(path)
     assert main([path, "-o", str(tmp_path / "out.onnx")]) == 2
+
+
+@pytest.mark.parametrize("kv", [4, 2], ids=["mha", "gqa"])
+def test_ort_extended_attention_scores_in_fused_matmul(tmp_path, kv):
+    """ORT_ENABLE_EXTENDED folds the 1/sqrt(d) scale (and, after the GQA repeat, K's transpose) into
+    FusedMatMul(q, k, alpha, transB): whole heads are still pruned through it, as in the decomposed graph."""
+    from test_rules_attention import attention_block
+
+    fused = ort_saved(attention_block(kv=kv), tmp_path, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    matmul = {a.name: helper.get_attribute_value(a)
+              for a in next(n for n in fused.graph.node if n.op_type == "FusedMatMul").attribute}
+    assert matmul["alpha"] == pytest.approx(0.5) and matmul.get("transB", 0) == (kv != 4)
+    analysis, plan, pruned = prune_with_oracle(fused, tmp_path, ratio=0.5)
+    (heads,) = [g for g in analysis.groups if "attention heads" in g.kinds]
+    assert heads.exact and heads.unit_count == kv
+    assert_runs_fused(fused, pruned)
