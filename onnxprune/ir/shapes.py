@@ -8,7 +8,7 @@ import onnx
 
 from ..errors import BadInputError
 from . import limits
-from .graph import Node, Shape, _decode_node, numel
+from .graph import Node, Shape, _decode_node, numel, opset_of
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,16 @@ def _dims(vi: onnx.ValueInfoProto) -> Shape:
 
 def _fill_unknown(skeleton: onnx.ModelProto, shapes: dict[str, Shape], types: dict[str, int],
                   stored: dict[str, onnx.ValueInfoProto]) -> list[onnx.ValueInfoProto]:
-    """value_info for outputs of nodes whose outputs ONNX inference left without a shape."""
+    """value_info for outputs of nodes whose outputs ONNX inference left without a shape.
+
+    One pass in node order: a node ONNX does not know gets the installed shape function (else the
+    model's own value_info); a standard node after it is inferred on its own by its ONNX schema, so
+    that a chain of fused ops needs one pass, not one whole-model inference per op.
+    """
     declared = {vi.name for vi in skeleton.graph.value_info}
+    consts = {t.name: t for t in skeleton.graph.initializer}
+    opset = opset_of(skeleton)
+    shapes, types = dict(shapes), dict(types)
     added = []
     for i, proto_node in enumerate(skeleton.graph.node):
         todo = [o for o in proto_node.output if o and o not in shapes and o not in declared]
@@ -80,17 +88,48 @@ def _fill_unknown(skeleton: onnx.ModelProto, shapes: dict[str, Shape], types: di
             continue
         node = _decode_node(proto_node, i)
         found = _node_shapes[0](node, [shapes.get(n) if n else None for n in node.inputs]) if _node_shapes else None
-        found = list(found or [])
         elem = next((types[n] for n in node.inputs if n and types.get(n) in _FLOATS), onnx.TensorProto.FLOAT)
+        if found is None and not node.has_subgraph and node.domain in ("", "ai.onnx"):
+            found, elem = _one_standard_node(proto_node, shapes, types, consts, opset), None
+        found = list(found or [])
         for j, name in enumerate(node.outputs):
             if name not in todo:
                 continue
             if j < len(found) and found[j] is not None:
-                added.append(onnx.helper.make_tensor_value_info(name, elem, [d if d is not None else None
-                                                                             for d in found[j]]))
+                dims, kind = (found[j], elem) if elem is not None else found[j]
+                if elem is None and None in dims:
+                    continue  # left to the next whole-model inference (shape arithmetic, data_prop)
+                added.append(onnx.helper.make_tensor_value_info(name, kind, list(dims)))
+                shapes[name], types[name] = tuple(dims), kind
             elif name in stored:
                 added.append(stored[name])
+                shapes[name] = _dims(stored[name])
     return added
+
+
+def _one_standard_node(proto_node: onnx.NodeProto, shapes: dict[str, Shape], types: dict[str, int],
+                       consts: dict[str, onnx.TensorProto], opset: int) -> list | None:
+    """[(dims, elem type) or None per output] of one standard node from its inputs, by its ONNX schema."""
+    names = [n for n in proto_node.input if n]
+    if any(n not in shapes or n not in types for n in names):
+        return None
+    try:
+        schema = onnx.defs.get_schema(proto_node.op_type, opset, proto_node.domain)
+        input_types = {n: onnx.helper.make_tensor_type_proto(types[n], list(shapes[n])) for n in names}
+        out = onnx.shape_inference.infer_node_outputs(
+            schema, proto_node, input_types, {n: consts[n] for n in names if n in consts},
+            opset_imports=[onnx.helper.make_opsetid("", opset)])
+    except Exception:  # an op without a schema, or one ONNX cannot infer alone: the next whole pass decides
+        return None
+    result = []
+    for name in proto_node.output:
+        t = out.get(name)
+        if t is None or not t.tensor_type.HasField("shape"):
+            result.append(None)
+            continue
+        dims = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim)
+        result.append((dims, t.tensor_type.elem_type))
+    return result
 
 
 def standard_op_shapes(op_type: str, attrs: dict, input_shapes: list) -> list[Shape | None] | None:
