@@ -181,3 +181,19 @@ def test_ort_extended_attention_scores_in_fused_matmul(tmp_path, kv):
     (heads,) = [g for g in analysis.groups if "attention heads" in g.kinds]
     assert heads.exact and heads.unit_count == kv
     assert_runs_fused(fused, pruned)
+
+
+def test_ort_extended_fused_qkv_split_and_squeezed(tmp_path):
+    """torch's MHA takes q, k, v out of one projection by Gather; ORT_ENABLE_EXTENDED turns those into
+    Split(size-1 parts) + Squeeze: the parts axis still only picks parts, so whole heads are pruned."""
+    from test_rules_attention import D, H, attention_block
+
+    fused = ort_saved(attention_block(fused="gather"), tmp_path, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    ops = Counter(n.op_type for n in fused.graph.node)
+    assert ops["Split"] == 1 and ops["Squeeze"] == 3 and not ops["Gather"]
+    analysis, plan, pruned = prune_with_oracle(fused, tmp_path, ratio=0.5)
+    (heads,) = [g for g in analysis.groups if "attention heads" in g.kinds]
+    assert heads.exact and heads.unit_count == H
+    qkv = [d for name, d in dims(pruned).items() if d[-1] == 3 * D // 2 or d[0] == 3 * D // 2]
+    assert qkv, dims(pruned)
+    assert_runs_fused(fused, pruned)
