@@ -197,3 +197,30 @@ def test_ort_extended_fused_qkv_split_and_squeezed(tmp_path):
     qkv = [d for name, d in dims(pruned).items() if d[-1] == 3 * D // 2 or d[0] == 3 * D // 2]
     assert qkv, dims(pruned)
     assert_runs_fused(fused, pruned)
+
+
+@pytest.mark.parametrize("op", ["FusedConv", "FusedGemm"])
+def test_bias_compensation_into_a_fused_consumer_is_exact(tmp_path, op):
+    """Constant channels (zero weights, positive bias, Relu) removed: their contribution folds into the
+    fused consumer's bias, which it adds before its activation, so the output is unchanged."""
+    from test_compensate import _data, _error, _prune
+
+    if op == "FusedConv":
+        w1, b1 = weight(6, 3, 3, 3), np.abs(weight(6)) + 0.5
+        w1[[1, 4]] = 0
+        nodes = [ms_node(op, ["x", "w1", "b1"], "c", activation="Relu", pads=[1, 1, 1, 1]),
+                 ms_node(op, ["c", "w2"], "y", activation="Relu")]  # no padding: constant inputs stay constant
+        inits, shape = {"w1": w1, "b1": b1, "w2": weight(5, 6, 3, 3)}, (3, 9, 9)
+        model = ms_model(nodes, {"x": ["N", *shape]}, {"y": ["N", 5, 7, 7]}, inits)
+    else:
+        w1, b1 = weight(6, 8), np.abs(weight(6)) + 0.5
+        w1[[1, 4]] = 0
+        nodes = [ms_node(op, ["x", "w1", "b1"], "c", transB=1, activation="Relu"),
+                 ms_node(op, ["c", "w2"], "y", transB=1, activation="Relu")]
+        inits, shape = {"w1": w1, "b1": b1, "w2": weight(5, 6)}, (8,)
+        model = ms_model(nodes, {"x": ["N", *shape]}, {"y": ["N", 5]}, inits)
+    path = save(model, tmp_path)
+    data, x = _data(shape, 32), np.random.default_rng(3).standard_normal((4, *shape)).astype(np.float32)
+    assert _error(model, _prune(path, "c", [1, 4], data, "none"), x) > 1e-2
+    fixed = _prune(path, "c", [1, 4], data, "bias")
+    assert _error(model, fixed, x) < 1e-5 and contrib_ops(fixed) == contrib_ops(model)

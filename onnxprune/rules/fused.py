@@ -9,8 +9,9 @@ ORT's graph optimizer (ORT_ENABLE_EXTENDED) saves them in optimized models:
 * FusedMatMul: Y = alpha * op(A) @ op(B), op a transpose of the last two axes
   (transA / transB): the MatMul rule on the transposed views.
 
-The activation lies between the product and the output, so these ops are not
-linear consumers for compensation (`linear_form` is None).
+For compensation, FusedConv and FusedGemm are the linear consumers their base
+op is: the bias they fold in is added before the activation (and Z), which is
+where a compensating bias belongs. FusedMatMul (alpha, transposes) has none.
 """
 from __future__ import annotations
 
@@ -61,9 +62,6 @@ class FusedConvRule(ConvRule):
         if out:
             fx.to_input(3, 1, np.concatenate(out))
 
-    def linear_form(self, node: Node, graph: Graph):
-        return None
-
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         return _as_standard("Conv", node, input_shapes)
 
@@ -71,9 +69,6 @@ class FusedConvRule(ConvRule):
 @register("FusedGemm", domain=MS)
 class FusedGemmRule(GemmRule):
     """Gemm channels; the activation is elementwise."""
-
-    def linear_form(self, node: Node, graph: Graph):
-        return None
 
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         return _as_standard("Gemm", node, input_shapes)
