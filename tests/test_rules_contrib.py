@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from checks import attr, dims, init
-from helpers import make_model, node, param_count, prune_with_oracle, save, weight
+from helpers import node, prune_with_oracle, save, weight
 from onnxprune import analyze
 from onnxprune.cli import main
 from onnxprune.apply import apply_plan
@@ -15,7 +15,7 @@ from onnxprune.importance import root_scores, unit_scores
 from onnxprune.oracle import run_oracle
 from onnxprune.planner import make_plan
 from onnxprune.validate import available_providers
-from test_rules_fused import assert_runs_fused, contrib_ops, ms_model, ms_node
+from test_rules_fused import assert_runs_fused, ms_model, ms_node
 
 B, S, D, H, F, V = 2, 6, 16, 4, 32, 20
 HD = D // H
