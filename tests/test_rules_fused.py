@@ -224,3 +224,19 @@ def test_bias_compensation_into_a_fused_consumer_is_exact(tmp_path, op):
     assert _error(model, _prune(path, "c", [1, 4], data, "none"), x) > 1e-2
     fixed = _prune(path, "c", [1, 4], data, "bias")
     assert _error(model, fixed, x) < 1e-5 and contrib_ops(fixed) == contrib_ops(model)
+
+
+def test_value_info_gives_shapes_of_ops_without_a_shape_function(tmp_path):
+    """An op neither ONNX nor a rule knows: the shape the model itself declares is used, and inference
+    continues behind it (the Conv after it gets its shape, so its channels are followed)."""
+    inits = {"w1": weight(8, 3, 1, 1), "w2": weight(4, 8, 1, 1)}
+    nodes = [node("Conv", ["x", "w1"], "c1"), ms_node("SomeFutureOp", ["c1"], "u"), node("Conv", ["u", "w2"], "c2"),
+             node("Relu", ["c2"], "y")]
+    model = ms_model(nodes, {"x": [1, 3, 4, 4]}, {"y": [1, 4, 4, 4]}, inits)
+    bare = analyze(save(model, tmp_path, "bare.onnx")).graph
+    assert bare.shape("u") is None and bare.shape("c2") is None
+    model.graph.value_info.append(helper.make_tensor_value_info("u", TensorProto.FLOAT, [1, 8, 4, 4]))
+    analysis = analyze(save(model, tmp_path))
+    assert analysis.graph.shape("u") == (1, 8, 4, 4) and analysis.graph.shape("c2") == (1, 4, 4, 4)
+    frozen = [g.frozen_reason for g in analysis.groups if g.root == ("c1", 1)]
+    assert frozen and "SomeFutureOp" in frozen[0] and "no pruning rule" in frozen[0]

@@ -32,7 +32,8 @@ def infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]
     """
     skeleton = _skeleton(proto, input_shapes)
     shapes, types = _onnx_shapes(skeleton)
-    stored = {vi.name: vi for vi in proto.graph.value_info}
+    # the model's own value_info (ORT-optimized files may carry it) holds for the declared input shapes
+    stored = {} if input_shapes else {vi.name: vi for vi in proto.graph.value_info}
     for _ in range(len(skeleton.graph.node)):
         added = _fill_unknown(skeleton, shapes, types, stored)
         if not added:
@@ -87,7 +88,7 @@ def _fill_unknown(skeleton: onnx.ModelProto, shapes: dict[str, Shape], types: di
         if not todo:
             continue
         node = _decode_node(proto_node, i)
-        found = _node_shapes[0](node, [shapes.get(n) if n else None for n in node.inputs]) if _node_shapes else None
+        found = _installed_shapes(node, [shapes.get(n) if n else None for n in node.inputs])
         elem = next((types[n] for n in node.inputs if n and types.get(n) in _FLOATS), onnx.TensorProto.FLOAT)
         if found is None and not node.has_subgraph and node.domain in ("", "ai.onnx"):
             found, elem = _one_standard_node(proto_node, shapes, types, consts, opset), None
@@ -105,6 +106,16 @@ def _fill_unknown(skeleton: onnx.ModelProto, shapes: dict[str, Shape], types: di
                 added.append(stored[name])
                 shapes[name] = _dims(stored[name])
     return added
+
+
+def _installed_shapes(node: Node, input_shapes: list) -> list | None:
+    if not _node_shapes:
+        return None
+    try:
+        return _node_shapes[0](node, input_shapes)
+    except Exception as exc:  # inference is best effort: a node left unknown freezes its channels later
+        log.warning("no output shapes for %s node '%s': %s", node.op_type, node.name, exc)
+        return None
 
 
 def _one_standard_node(proto_node: onnx.NodeProto, shapes: dict[str, Shape], types: dict[str, int],

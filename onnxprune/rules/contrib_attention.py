@@ -70,11 +70,11 @@ class AttentionRule(Rule):
         if parts is None or heads < 1 or any(p % heads for p in parts) or graph.rank(node.input(0)) != 3:
             fx.freeze("weight shape, num_heads or qkv_hidden_sizes is unknown or inconsistent")
             return
-        if node.input(4) or node.output(1):
-            fx.freeze("past / present key-value state: its head count is part of the model's interface")
-            return
         if port.is_input and port.index == 0 and axis == 2:
             fx.cut(node.input(1), 0, pairs, role="in")  # the residual stream feeds every projection
+            return
+        if node.input(4) or node.output(1):
+            fx.freeze("past / present key-value state: its head count is part of the model's interface")
             return
         if port.is_input or port.index != 0 or axis != 2:
             fx.freeze(f"{port.kind}put {port.index} axis {axis} is not the hidden axis of input or output")
