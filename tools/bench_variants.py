@@ -95,16 +95,37 @@ def prune_one(path: Path, ratio: float) -> dict:
             "kept_ops": contrib_ops(pruned) == contrib_ops(model), "ops": contrib_ops(model), "frozen": frozen}
 
 
-def variant_of(name: str, src: Path, work: Path) -> tuple[str, Path]:
+def variants_of(name: str, src: Path, work: Path) -> list[tuple[str, Path]]:
+    """(kind, file) of every variant of a zoo model: ORT_ENABLE_EXTENDED for all, the transformers
+    optimizer's output too for BERT / GPT-2."""
+    out = []
     if name in TRANSFORMERS:
         heads, hidden = heads_hidden(name)
-        return "transformers", transformers_optimized(src, work / f"{name}.tf.onnx", TRANSFORMERS[name], heads, hidden)
-    return "ORT extended", ort_optimized(src, work / f"{name}.ext.onnx", ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+        out.append(("transformers", transformers_optimized(src, work / f"{name}.tf.onnx", TRANSFORMERS[name],
+                                                           heads, hidden)))
+    extended = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    out.append(("ORT extended", ort_optimized(src, work / f"{name}.ext.onnx", extended)))
+    return out
 
 
 def names(only: list[str] | None) -> list[str]:
-    every = [n for n in zoo.model_names() if n.startswith(("tv_", "yolo_")) or n in TRANSFORMERS]
+    every = [n for n in zoo.model_names() if n.startswith(("tv_", "yolo_", "hf_"))]
     return [n for n in every if not only or n in only]
+
+
+def _row(name: str, kind: str, plain: dict, var: dict) -> float:
+    """Print one table row; return the variant's share of the plain removal."""
+    if "error" in var:
+        print(f"{name:40s} {kind:13s} refused: {var['error']}", flush=True)
+        return 0.0
+    share = var["removed"] / plain["removed"] if plain["removed"] else 1.0
+    ops = ",".join(f"{k}x{v}" for k, v in sorted(var["ops"].items()))
+    print(f"{name:40s} {kind:13s} {plain['removed']:>10,} {var['removed']:>10,} {share:7.1%} "
+          f"{'pass' if var['oracle'] else 'FAIL':6s} {'yes' if var['runs'] else 'NO':4s} "
+          f"{'yes' if var['kept_ops'] else 'NO':5s}  {ops}", flush=True)
+    if share < 0.95 and var["frozen"]:
+        print(f"{'':40s}   variant frozen: {var['frozen']}", flush=True)
+    return share
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,22 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in names(args.only):
         src = zoo.write_filled(name, work)
         try:
-            kind, path = variant_of(name, src, work)
-            plain, var = prune_one(src, args.ratio), prune_one(path, args.ratio)
+            plain = prune_one(src, args.ratio)
+            rows = [(kind, prune_one(path, args.ratio)) for kind, path in variants_of(name, src, work)]
         except Exception as exc:  # report and go on
             print(f"{name:40s} ERROR {type(exc).__name__}: {str(exc)[:150]}", flush=True)
             continue
-        if "error" in var:
-            print(f"{name:40s} {kind:13s} refused: {var['error']}", flush=True)
-            continue
-        share = var["removed"] / plain["removed"] if plain["removed"] else 1.0
-        worst = min(worst, share)
-        ops = ",".join(f"{k}x{v}" for k, v in sorted(var["ops"].items()))
-        print(f"{name:40s} {kind:13s} {plain['removed']:>10,} {var['removed']:>10,} {share:7.1%} "
-              f"{'pass' if var['oracle'] else 'FAIL':6s} {'yes' if var['runs'] else 'NO':4s} "
-              f"{'yes' if var['kept_ops'] else 'NO':5s}  {ops}", flush=True)
-        if share < 0.95 and var["frozen"]:
-            print(f"{'':40s}   variant frozen: {var['frozen']}", flush=True)
+        for kind, var in rows:
+            worst = min(worst, _row(name, kind, plain, var))
         if name == ALL_LEVEL_DEMO:
             blocked = prune_one(ort_optimized(src, work / f"{name}.all.onnx", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
                                 args.ratio)
