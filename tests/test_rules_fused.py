@@ -240,3 +240,28 @@ def test_value_info_gives_shapes_of_ops_without_a_shape_function(tmp_path):
     assert analysis.graph.shape("u") == (1, 8, 4, 4) and analysis.graph.shape("c2") == (1, 4, 4, 4)
     frozen = [g.frozen_reason for g in analysis.groups if g.root == ("c1", 1)]
     assert frozen and "SomeFutureOp" in frozen[0] and "no pruning rule" in frozen[0]
+
+
+def test_fused_matmul_batch_transposes_in_attention(tmp_path):
+    """torchvision's attention layout [S, B, heads, hd]: ORT folds the transposes to [B, heads, S, hd]
+    into FusedMatMul(transBatchA / transBatchB), whose views put axis 0 behind the batch axes."""
+    s, b, h, hd = 5, 2, 4, 4
+    d = h * hd
+    inits = {f"w{p}": weight(d, d) for p in "qkvo"}
+    inits["heads"] = np.array([s, b, h, hd], np.int64)
+    inits["merged"] = np.array([s, b, d], np.int64)
+    nodes = []
+    for p in "qkv":
+        nodes += [node("MatMul", ["x", f"w{p}"], p), node("Reshape", [p, "heads"], f"{p}h")]
+    nodes += [ms_node("FusedMatMul", ["qh", "kh"], "scores", transBatchA=1, transBatchB=1, transB=1, alpha=0.5),
+              node("Softmax", ["scores"], "probs", axis=-1),
+              ms_node("FusedMatMul", ["probs", "vh"], "ctx", transBatchB=1),
+              node("Transpose", ["ctx"], "ctx_t", perm=[2, 0, 1, 3]), node("Reshape", ["ctx_t", "merged"], "ctx_m"),
+              node("MatMul", ["ctx_m", "wo"], "y")]
+    model = ms_model(nodes, {"x": [s, b, d]}, {"y": [s, b, d]}, inits)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    assert analysis.graph.shape("scores") == (b, h, s, s) and analysis.graph.shape("ctx") == (b, h, s, hd)
+    (heads,) = [g for g in analysis.groups if "attention heads" in g.kinds]
+    assert heads.exact and heads.unit_count == h
+    assert dims(pruned)["wq"] == dims(pruned)["wv"] == [d, d // 2] and dims(pruned)["wo"] == [d // 2, d]
+    assert_runs_fused(model, pruned)

@@ -6,8 +6,9 @@ ORT's graph optimizer (ORT_ENABLE_EXTENDED) saves them in optimized models:
   optional Z (a residual added before it) has Y's shape, so Z carries the
   filters' channels: otherwise the Conv rule.
 * FusedGemm: Y = act(Gemm(A, B, C)): the Gemm rule.
-* FusedMatMul: Y = alpha * op(A) @ op(B), op a transpose of the last two axes
-  (transA / transB): the MatMul rule on the transposed views.
+* FusedMatMul: Y = alpha * view(A) @ view(B), a view transposing the last two
+  axes (transA / transB) after moving axis 0 behind the batch axes
+  (transBatchA / transBatchB): the MatMul rule on the views.
 
 For compensation, FusedConv and FusedGemm are the linear consumers their base
 op is: the bias they fold in is added before the activation (and Z), which is
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node, standard_op_shapes
-from .base import Effects, Port, register
+from .base import Effects, Port, positive_axis, register
 from .conv import ConvRule
 from .linear import GemmRule, MatMulRule, _matmul_macs
 
@@ -74,52 +75,73 @@ class FusedGemmRule(GemmRule):
         return _as_standard("Gemm", node, input_shapes)
 
 
-def _swap_last(axis: int, rank: int | None) -> int:
-    """Axis of a tensor in its view with the last two axes transposed."""
-    if rank is None or rank < 2:
-        return axis
-    axis = axis + rank if axis < 0 else axis
-    return {rank - 1: rank - 2, rank - 2: rank - 1}.get(axis, axis)
+def view_perm(rank: int, trans: bool, trans_batch: bool) -> list[int]:
+    """Axes of an operand in the order FusedMatMul multiplies them: transBatch moves axis 0 behind the
+    batch axes ([a0, a1, .., a_r-2, a_r-1] -> [a1, .., a_r-2, a0, a_r-1]), then trans swaps the last two."""
+    perm = list(range(rank))
+    if trans_batch and rank >= 3:
+        perm = list(range(1, rank - 1)) + [0, rank - 1]
+    if trans and rank >= 2:
+        perm[-2], perm[-1] = perm[-1], perm[-2]
+    return perm
+
+
+class _Views:
+    """The graph as FusedMatMul's product sees it: its operands as their permuted views."""
+
+    def __init__(self, graph: Graph, perms: dict[str, list[int]]):
+        self._graph, self._perms = graph, perms
+
+    def shape(self, name: str):
+        shape, perm = self._graph.shape(name), self._perms.get(name)
+        return shape if shape is None or perm is None else tuple(shape[i] for i in perm)
+
+    def dim(self, name: str, axis: int):
+        shape = self.shape(name)
+        return None if shape is None or not -len(shape) <= axis < len(shape) else shape[axis]
+
+    def __getattr__(self, attr: str):
+        return getattr(self._graph, attr)
 
 
 @register("FusedMatMul", domain=MS)
 class FusedMatMulRule(MatMulRule):
-    """MatMul of op(A) and op(B): axes are mapped into the transposed views and back."""
+    """MatMul of the operands' views (module doc): axes are mapped into the views and back."""
 
-    def _trans(self, node: Node) -> tuple[bool, bool]:
-        return bool(node.attr("transA", 0)), bool(node.attr("transB", 0))
-
-    def roots(self, node: Node, graph: Graph):
-        if not (node.attr("transBatchA", 0) or node.attr("transBatchB", 0)):
-            yield from super().roots(node, graph)
+    def perms(self, node: Node, ranks: list[int | None]) -> list[list[int] | None]:
+        return [None if r is None else view_perm(r, bool(node.attr(f"trans{ab}", 0)), bool(node.attr(f"transBatch{ab}", 0)))
+                for r, ab in zip(ranks, "AB")]
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        if node.attr("transBatchA", 0) or node.attr("transBatchB", 0):
-            fx.freeze("transBatchA / transBatchB move batch axes into the product")
+        perms = self.perms(node, [graph.rank(node.input(0)), graph.rank(node.input(1))])
+        if None in perms:
+            fx.freeze("rank of the FusedMatMul operands is unknown")
             return
-        trans = self._trans(node)
-        if port.is_input and trans[port.index]:
-            axis = _swap_last(axis, graph.rank(node.input(port.index)))
+        if node.input(0) == node.input(1) and perms[0] != perms[1]:
+            fx.freeze("one tensor is both operands, in two different views")
+            return
+        if port.is_input:
+            axis = perms[port.index].index(positive_axis(axis, len(perms[port.index])))
         start = len(fx.forwards), len(fx.cuts)
-        super().propagate(node, graph, port, axis, pairs, fx)
+        super().propagate(node, _Views(graph, {node.input(i): perms[i] for i in (0, 1)}), port, axis, pairs, fx)
         for k in range(start[0], len(fx.forwards)):
             name, ax, p, to = fx.forwards[k]
-            if to.is_input and trans[to.index]:
-                fx.forwards[k] = (name, _swap_last(ax, graph.rank(name)), p, to)
+            if to.is_input:
+                fx.forwards[k] = (name, perms[to.index][ax], p, to)
         for cut in fx.cuts[start[1]:]:
-            if trans[1] and cut.tensor == node.input(1):
-                cut.axis = 1 - cut.axis
+            if cut.tensor == node.input(1):
+                cut.axis = perms[1][cut.axis]
 
     def macs(self, node: Node, graph: Graph) -> int:
-        return _matmul_macs(graph, node.input(0), node.output(0), -2 if self._trans(node)[0] else -1)
+        perm = self.perms(node, [graph.rank(node.input(0)), 0])[0]
+        return 0 if perm is None else _matmul_macs(graph, node.input(0), node.output(0), perm[-1])
 
     def linear_form(self, node: Node, graph: Graph):
         return None
 
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
-        a, b = (input_shapes + [None, None])[:2]
-        if a is None or b is None or node.attr("transBatchA", 0) or node.attr("transBatchB", 0):
+        a, b = (list(input_shapes) + [None, None])[:2]
+        if a is None or b is None:
             return None
-        trans = self._trans(node)
-        a, b = [tuple(s[:-2]) + (s[-1], s[-2]) if t and len(s) >= 2 else tuple(s) for s, t in ((a, trans[0]), (b, trans[1]))]
-        return standard_op_shapes("MatMul", {}, [a, b])
+        pa, pb = self.perms(node, [len(a), len(b)])
+        return standard_op_shapes("MatMul", {}, [tuple(a[i] for i in pa), tuple(b[i] for i in pb)])
