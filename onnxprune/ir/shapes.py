@@ -88,34 +88,37 @@ def _fill_unknown(skeleton: onnx.ModelProto, shapes: dict[str, Shape], types: di
         if not todo:
             continue
         node = _decode_node(proto_node, i)
-        found = _installed_shapes(node, [shapes.get(n) if n else None for n in node.inputs])
-        elem = next((types[n] for n in node.inputs if n and types.get(n) in _FLOATS), onnx.TensorProto.FLOAT)
+        found = _rule_shapes(node, shapes, types)
         if found is None and not node.has_subgraph and node.domain in ("", "ai.onnx"):
-            found, elem = _one_standard_node(proto_node, shapes, types, consts, opset), None
+            found = _one_standard_node(proto_node, shapes, types, consts, opset)
         found = list(found or [])
         for j, name in enumerate(node.outputs):
             if name not in todo:
                 continue
             if j < len(found) and found[j] is not None:
-                dims, kind = (found[j], elem) if elem is not None else found[j]
-                if elem is None and None in dims:
-                    continue  # left to the next whole-model inference (shape arithmetic, data_prop)
-                added.append(onnx.helper.make_tensor_value_info(name, kind, list(dims)))
-                shapes[name], types[name] = tuple(dims), kind
+                dims, elem = found[j]
+                added.append(onnx.helper.make_tensor_value_info(name, elem, list(dims)))
+                shapes[name], types[name] = tuple(dims), elem
             elif name in stored:
                 added.append(stored[name])
                 shapes[name] = _dims(stored[name])
     return added
 
 
-def _installed_shapes(node: Node, input_shapes: list) -> list | None:
+def _rule_shapes(node: Node, shapes: dict[str, Shape], types: dict[str, int]) -> list | None:
+    """[(dims, elem type) or None per output] from the installed shape function; the element type is
+    that of the first floating-point input."""
     if not _node_shapes:
         return None
     try:
-        return _node_shapes[0](node, input_shapes)
+        found = _node_shapes[0](node, [shapes.get(n) if n else None for n in node.inputs])
     except Exception as exc:  # inference is best effort: a node left unknown freezes its channels later
         log.warning("no output shapes for %s node '%s': %s", node.op_type, node.name, exc)
         return None
+    if found is None:
+        return None
+    elem = next((types[n] for n in node.inputs if n and types.get(n) in _FLOATS), onnx.TensorProto.FLOAT)
+    return [None if dims is None else (tuple(dims), elem) for dims in found]
 
 
 def _one_standard_node(proto_node: onnx.NodeProto, shapes: dict[str, Shape], types: dict[str, int],
@@ -139,7 +142,8 @@ def _one_standard_node(proto_node: onnx.NodeProto, shapes: dict[str, Shape], typ
             result.append(None)
             continue
         dims = tuple(int(d.dim_value) if d.HasField("dim_value") else None for d in t.tensor_type.shape.dim)
-        result.append((dims, t.tensor_type.elem_type))
+        # a partly unknown result is left to the next whole-model inference (shape arithmetic, data_prop)
+        result.append(None if None in dims else (dims, t.tensor_type.elem_type))
     return result
 
 
