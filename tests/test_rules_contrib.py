@@ -130,12 +130,12 @@ def ffn(act: str, simplified: bool = False, stem: bool = False) -> onnx.ModelPro
     else:
         nodes.append(ms_node(act, ["f1"], "a", **({"alpha": 1.5} if act == "QuickGelu" else {})))
     nodes.append(node("MatMul", ["a", "w2"], "f2"))
-    if simplified:
-        nodes.append(ms_node("SkipSimplifiedLayerNormalization", ["f2", x, "g"], "y"))
-    else:
-        nodes.append(ms_node("SkipLayerNormalization", ["f2", x, "g", "beta"], "y"))
+    skip_norm = "SkipSimplifiedLayerNormalization" if simplified else "SkipLayerNormalization"
+    params = ["g"] if simplified else ["g", "beta"]
+    outputs = ["y", "", "", "skip_sum"] if stem else ["y"]  # the stem model reads the sum (output 3) too
+    nodes.append(helper.make_node(skip_norm, ["f2", x] + params, outputs, name=f"{skip_norm}_y", domain="com.microsoft"))
     if stem:
-        nodes.append(node("MatMul", ["y", "wc"], "logits"))
+        nodes += [node("Add", ["y", "skip_sum"], "z"), node("MatMul", ["z", "wc"], "logits")]
         return ms_model(nodes, {"x": [B, S, 8]}, {"logits": [B, S, 3]}, inits, check=not simplified)
     return ms_model(nodes, {"x": [B, S, D]}, {"y": [B, S, D]}, inits, check=not simplified)
 
