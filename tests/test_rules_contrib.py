@@ -4,7 +4,7 @@ through and checked by the oracle; the pruned model keeps its contrib ops and ru
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from checks import attr, dims, init
 from helpers import node, prune_with_oracle, save, weight
@@ -12,10 +12,10 @@ from onnxprune import analyze
 from onnxprune.cli import main
 from onnxprune.apply import apply_plan
 from onnxprune.importance import root_scores, unit_scores
-from onnxprune.oracle import run_oracle
+from onnxprune.oracle import run_oracle, zero_consumers
 from onnxprune.planner import make_plan
-from onnxprune.validate import available_providers
-from test_rules_fused import assert_runs_fused, ms_model, ms_node
+from onnxprune.validate import available_providers, compare, random_inputs, run
+from test_rules_fused import assert_runs_fused, contrib_ops, ms_model, ms_node
 
 B, S, D, H, F, V = 2, 6, 16, 4, 32, 20
 HD = D // H
@@ -167,7 +167,8 @@ def test_ffn_through_contrib_activation(tmp_path, act, simplified):
 
 @pytest.mark.parametrize("act", ["BiasAdd", "BiasSplitGelu"])
 def test_cuda_only_activations_cut_the_right_slices(tmp_path, act):
-    """ONNX Runtime has these on CUDA only: the slices are checked here, the oracle where CUDA is."""
+    """ONNX Runtime has these on CUDA only: the slices are checked, then the oracle's zeroed and pruned
+    models are compared with the op written out in CPU ops (and the real oracle runs where CUDA is)."""
     model = ffn(act)
     path = save(model, tmp_path)
     analysis = analyze(path)
@@ -184,6 +185,40 @@ def test_cuda_only_activations_cut_the_right_slices(tmp_path, act):
         assert ("w1b", 1) in cut and ("bf1", 0) in cut and ("w2", 0) in cut
     if "cuda" in available_providers():
         prune_with_oracle(model, tmp_path, ratio=0.5)
+    # on the CPU: the oracle's two models with the op written out in ops ONNX Runtime has there
+    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, "l1")) for g in analysis.prunable}
+    plan = make_plan(analysis.groups, scores, 0.5)
+    zeroed = zero_consumers(analysis.graph, analysis.groups, plan)
+    pruned = apply_plan(analysis.graph, analysis.groups, plan, source=zeroed)
+    assert contrib_ops(pruned) == contrib_ops(model)
+    feeds = random_inputs(model, {})
+    reference, candidate = (run(_written_out(m), feeds).outputs for m in (zeroed, pruned))
+    assert compare(reference, candidate).relative < 1e-5
+
+
+def _written_out(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with BiasAdd / BiasSplitGelu as standard ops (and com.microsoft Gelu), sized by the bias."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    sizes = {t.name: list(t.dims) for t in out.graph.initializer}
+    nodes = []
+    for n in out.graph.node:
+        x, bias, y = n.input[0], n.input[1] if len(n.input) > 1 else "", n.output[0]
+        if n.op_type == "BiasAdd":
+            nodes += [node("Add", [x, bias], f"{y}_b"), node("Add", [f"{y}_b", n.input[2]], y)]
+        elif n.op_type == "BiasSplitGelu":
+            half = sizes[bias][0] // 2
+            for name, value in ((f"{y}_0", 0), (f"{y}_h", half), (f"{y}_2h", 2 * half), (f"{y}_ax", -1)):
+                out.graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64), name))
+            nodes += [node("Add", [x, bias], f"{y}_s"),
+                      node("Slice", [f"{y}_s", f"{y}_0", f"{y}_h", f"{y}_ax"], f"{y}_left"),
+                      node("Slice", [f"{y}_s", f"{y}_h", f"{y}_2h", f"{y}_ax"], f"{y}_right"),
+                      ms_node("Gelu", [f"{y}_right"], f"{y}_g"), node("Mul", [f"{y}_left", f"{y}_g"], y)]
+        else:
+            nodes.append(n)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
 
 
 
