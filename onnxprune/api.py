@@ -21,7 +21,7 @@ from .oracle import OracleResult, run_oracle
 from .planner import Plan, Planner
 from .targets import CostModel, plan_for_target
 from .report import PruneReport, frozen_reasons, group_rows, model_stats
-from .validate import available_providers, check_model, file_size, random_inputs, validate_pruned
+from .validate import available_providers, check_like_original, file_size, random_inputs, validate_pruned
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,9 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     if saved_first:
         _save(pruned, output_path, lap)
     try:
-        check_model(output_path if saved_first else pruned)  # whatever the flags: never write a broken file
+        note = check_like_original(output_path if saved_first else pruned, model_path)  # whatever the flags
+        if note:
+            report.notes.append(note)
         if config.validate:
             feeds = random_inputs(analysis.graph.proto, analysis.input_shapes, config.seed)
             report.validation = validate_pruned(model_path, output_path if saved_first else pruned, feeds,

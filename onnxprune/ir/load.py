@@ -13,6 +13,9 @@ from . import limits
 from .graph import CLONE_MARK, Graph, numel, opset_of
 from .shapes import infer_shapes
 
+# ONNX Runtime's hardware-specific blocked layout (ORT_ENABLE_ALL on x86): refused at load
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+
 
 def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
     """Load a model (external data included), normalise it and infer static shapes."""
@@ -35,6 +38,12 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
     opset = opset_of(proto)
     if opset < limits.MIN_OPSET:
         raise ModelLoadError(f"'{path}' uses opset {opset}; onnxprune needs opset {limits.MIN_OPSET} or newer")
+    blocked = next((n for n in proto.graph.node if n.domain == NCHWC_DOMAIN), None)
+    if blocked is not None:
+        raise ModelLoadError(
+            f"'{path}' is in ONNX Runtime's blocked NCHWc layout ({blocked.op_type} node '{blocked.name}', domain "
+            f"'{NCHWC_DOMAIN}'), which ORT_ENABLE_ALL saves for one CPU's vector width: prune the original "
+            "model, or one saved at ORT_ENABLE_EXTENDED")
     for t in proto.graph.initializer:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             raise ModelLoadError(f"external data of initializer '{t.name}' could not be loaded from beside '{path}'")

@@ -180,6 +180,11 @@ class Rule:
         """How the node computes as a linear consumer of input 0 (a rules.forms.LinearForm), or None."""
         return None
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """Output shapes from input shapes (None where unknown or absent), for ops ONNX shape
+        inference does not know (ONNX Runtime's contrib ops); None: no shape function."""
+        return None
+
 
 def prod(dims) -> int:
     out = 1
@@ -197,18 +202,20 @@ class UnknownOpRule(Rule):
 
 
 _REGISTRY: dict[str, Rule] = {}
+_DOMAIN_REGISTRY: dict[tuple[str, str], Rule] = {}  # ops of other domains (com.microsoft), by (domain, op)
 _UNKNOWN = UnknownOpRule()
 
 
-def register(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
-    """Class decorator: register one stateless instance of the rule for each op type."""
+def register(*op_types: str, domain: str = "") -> Callable[[type[Rule]], type[Rule]]:
+    """Class decorator: register one stateless instance of the rule for each op type (of `domain`)."""
 
     def wrap(cls: type[Rule]) -> type[Rule]:
         instance = cls()
         for op in op_types:
-            if op in _REGISTRY:
-                raise ValueError(f"op type '{op}' already has rule {type(_REGISTRY[op]).__name__}")
-            _REGISTRY[op] = instance
+            table, key = (_REGISTRY, op) if domain in ("", "ai.onnx") else (_DOMAIN_REGISTRY, (domain, op))
+            if key in table:
+                raise ValueError(f"op type '{op}' (domain '{domain}') already has rule {type(table[key]).__name__}")
+            table[key] = instance
         cls.op_types = tuple(op_types)
         return cls
 
@@ -217,8 +224,13 @@ def register(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
 
 def rule_for(node: Node) -> Rule:
     if node.domain not in ("", "ai.onnx"):
-        return _UNKNOWN
+        return _DOMAIN_REGISTRY.get((node.domain, node.op_type), _UNKNOWN)
     return _REGISTRY.get(node.op_type, _UNKNOWN)
+
+
+def node_shapes(node: Node, input_shapes: list) -> list | None:
+    """Output shapes of a node by its rule's shape function (ir.set_node_shapes installs this)."""
+    return rule_for(node).infer_shape(node, input_shapes)
 
 
 def registered_op_types() -> list[str]:

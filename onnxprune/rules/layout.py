@@ -161,9 +161,26 @@ def _selected_parts(graph: Graph, tensor: str, axis: int, depth: int = 4) -> boo
             if not graph.is_const(user.input(1)):
                 return False
             continue
+        if user.op_type == "Split" and _split_into_squeezed_parts(graph, user, axis):
+            continue
         moved = _moved_axis(user, graph, axis)
         if moved is None or not _selected_parts(graph, user.output(0), moved, depth - 1):
             return False
+    return True
+
+
+def _split_into_squeezed_parts(graph: Graph, split: Node, axis: int) -> bool:
+    """Split along `axis` into size-1 parts, each squeezed away there: Gathers of every part (what
+    ONNX Runtime's GatherSliceToSplitFusion makes of the Gathers of a fused QKV)."""
+    rank = graph.rank(split.input(0))
+    if rank is None or positive_axis(int(split.attr("axis", 0)), rank) != axis:
+        return False
+    for out in split.outputs:
+        if graph.dim(out, axis) != 1:
+            return False
+        for reader, _ in graph.consumers(out):
+            if reader.op_type != "Squeeze" or axis not in {positive_axis(a, rank) for a in _squeeze_axes(reader, graph) or []}:
+                return False
     return True
 
 
