@@ -42,6 +42,9 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
     highs = index_ranges(model)
     highs.update(int_high or {})
     for name, elem, dims in ir.input_specs(model):
+        if elem == onnx.TensorProto.UNDEFINED:
+            raise BadInputError(f"input '{name}' is a sequence, map or optional, not a tensor: validation feeds "
+                                "random tensors only; run with --no-validate")
         shape = input_shapes.get(name)
         if shape is None:
             if any(not isinstance(d, int) or d <= 0 for d in dims):
@@ -53,6 +56,8 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
             feeds[name] = np.ones(shape, dtype=bool)
+        elif dtype == object:  # strings
+            feeds[name] = np.full(shape, "a", dtype=object)
         elif name in highs:
             feeds[name] = rng.integers(0, highs[name], size=shape).astype(dtype)
         else:
@@ -142,16 +147,43 @@ class Comparison:
 
 
 def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> Comparison:
-    """Max abs difference over all outputs, relative to the reference's max magnitude."""
+    """Max abs difference over all outputs, relative to the reference's max magnitude.
+
+    Sequence, map and optional outputs count as the tensors they hold."""
+    reference, candidate = _tensors(reference), _tensors(candidate)
     shapes = all(a.shape == b.shape for a, b in zip(reference, candidate)) and len(reference) == len(candidate)
     finite = all(np.all(np.isfinite(b)) for b in candidate if np.issubdtype(b.dtype, np.floating))
     if not shapes:
         return Comparison(float("inf"), 0.0, float("inf"), False, finite)
+    numeric = [(a, b) for a, b in zip(reference, candidate) if a.dtype.kind in "biufc" and b.dtype.kind in "biufc"]
+    others = [(a, b) for a, b in zip(reference, candidate) if not (a.dtype.kind in "biufc" and b.dtype.kind in "biufc")]
+    if any(not np.array_equal(a, b) for a, b in others):  # strings: equal or not
+        return Comparison(float("inf"), 0.0, float("inf"), True, finite)
     diffs = [float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
-             for a, b in zip(reference, candidate)]
-    scales = [float(np.max(np.abs(a.astype(np.float64)))) if a.size else 0.0 for a in reference]
+             for a, b in numeric] or [0.0]
+    scales = [float(np.max(np.abs(a.astype(np.float64)))) if a.size else 0.0 for a, _ in numeric] or [0.0]
     max_abs, scale = max(diffs), max(scales)
     return Comparison(max_abs, scale, max_abs / scale if scale > 0 else max_abs, shapes, finite)
+
+
+def _shape(value) -> list | str:
+    return list(value.shape) if isinstance(value, np.ndarray) else type(value).__name__
+
+
+def _tensors(values) -> list[np.ndarray]:
+    """The arrays in a list of run outputs, sequences and maps flattened, empty optionals dropped."""
+    out: list[np.ndarray] = []
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            out.extend(_tensors([np.asarray(list(v.keys())), np.asarray(list(v.values()))]))
+        elif isinstance(v, (list, tuple)):
+            out.append(np.asarray(len(v)))  # a length change shows as a difference
+            out.extend(_tensors(v))
+        else:
+            out.append(np.asarray(v))
+    return out
 
 
 def file_size(path: str) -> int:
@@ -176,7 +208,7 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
         before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
         cmp = compare(before.outputs, after.outputs)
         if not cmp.shapes_match:
-            shapes = [(n, list(a.shape), list(b.shape)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
+            shapes = [(n, _shape(a), _shape(b)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
             raise CheckFailedError(f"pruned model's output shapes differ from the original on {provider}: {shapes}")
         if not cmp.finite:
             raise CheckFailedError(f"pruned model produces non-finite outputs on {provider}")
