@@ -245,7 +245,8 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
         groups_inexact_pruned=sum(not by_id[pg.id].exact for pg in plan.groups if pg.id in by_id),
         channels_removed=sum(len(pg.pruned) for pg in plan.groups),
         frozen_reasons=frozen_reasons(analysis.groups), group_rows=group_rows(analysis.groups, plan), notes=notes,
-        nothing_pruned=nothing_pruned_reason(analysis.graph, analysis.groups, plan, config.ratio, config.round_to,
+        nothing_pruned=nothing_pruned_reason(analysis.graph, analysis.groups, plan, plan.meta.get("ratio", config.ratio),
+                                             config.round_to,
                                              config.inexact, config.plan_in))
 
 
