@@ -25,7 +25,7 @@ from .validate import available_providers, file_size, random_inputs, validate_pr
 
 log = logging.getLogger(__name__)
 
-MAX_FOLD_ROUNDS = 8
+MAX_FOLD_ROUNDS = 32  # stops at the first round that folds nothing
 
 
 @dataclass
@@ -246,8 +246,7 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
         channels_removed=sum(len(pg.pruned) for pg in plan.groups),
         frozen_reasons=frozen_reasons(analysis.groups), group_rows=group_rows(analysis.groups, plan), notes=notes,
         nothing_pruned=nothing_pruned_reason(analysis.graph, analysis.groups, plan, plan.meta.get("ratio", config.ratio),
-                                             config.round_to,
-                                             config.inexact, config.plan_in))
+                                             config.round_to, config.inexact, config.plan_in))
 
 
 def verify(model_path: str, config: PruneConfig | None = None) -> OracleResult:
