@@ -20,12 +20,12 @@ from .ir import Graph
 from .oracle import OracleResult, run_oracle
 from .planner import Plan, Planner
 from .targets import CostModel, plan_for_target
-from .report import PruneReport, frozen_reasons, group_rows, model_stats
+from .report import PruneReport, frozen_reasons, group_rows, model_stats, nothing_pruned_reason
 from .validate import available_providers, check_like_original, file_size, random_inputs, validate_pruned
 
 log = logging.getLogger(__name__)
 
-MAX_FOLD_ROUNDS = 8
+MAX_FOLD_ROUNDS = 32  # stops at the first round that folds nothing
 
 
 @dataclass
@@ -247,7 +247,9 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
         groups_frozen=sum(g.frozen_reason is not None for g in analysis.groups),
         groups_inexact_pruned=sum(not by_id[pg.id].exact for pg in plan.groups if pg.id in by_id),
         channels_removed=sum(len(pg.pruned) for pg in plan.groups),
-        frozen_reasons=frozen_reasons(analysis.groups), group_rows=group_rows(analysis.groups, plan), notes=notes)
+        frozen_reasons=frozen_reasons(analysis.groups), group_rows=group_rows(analysis.groups, plan), notes=notes,
+        nothing_pruned=nothing_pruned_reason(analysis.graph, analysis.groups, plan, plan.meta.get("ratio", config.ratio),
+                                             config.round_to, config.inexact, config.plan_in))
 
 
 def verify(model_path: str, config: PruneConfig | None = None) -> OracleResult:

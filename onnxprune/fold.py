@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import onnx
 
 from . import ir
@@ -27,10 +28,11 @@ MAX_SEED_ELEMENTS = 64
 def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
     """(every tensor computed from shapes and constants only, the ones read by other nodes).
 
-    A node counts when it reads a shape, or reads only such tensors and constants,
-    or reads only small integer (shape-like) constants.
+    A node counts when it reads a shape that shape inference knows statically (it then holds for
+    every input value), or reads only such tensors and constants, or reads only small integer
+    (shape-like) constants. Random ops never count.
 
-    Call only when every model input is static: then every Shape is a constant.
+    Call only when every model input is static.
     """
     derived: set[str] = set()
     derived_nodes = set()
@@ -40,8 +42,12 @@ def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
         sources = [i for i in node.inputs if i]
         if not sources:
             continue
-        if rule_for(node).reads_shape_only:
-            pass  # with static model inputs, every shape is fixed at run time
+        rule = rule_for(node)
+        if not rule.deterministic:
+            continue
+        if rule.reads_shape_only:
+            if not rule.static_shape_read(node, graph):
+                continue  # a shape that depends on input values (Pad by an input's values, NonZero...)
         elif not (all(i in derived or graph.is_const(i) for i in sources)
                   and (any(i in derived for i in sources) or all(_small_const(graph, i) for i in sources))):
             continue
@@ -91,7 +97,9 @@ def fold_shape_arithmetic(graph: Graph) -> onnx.ModelProto | None:
     from .validate import evaluate  # ONNX Runtime lives in validate.py
 
     values = evaluate(graph.proto, frontier, {n: tuple(graph.shape(n)) for n in graph.graph_inputs})
-    if values is None:
+    if values is not None:  # sequences and optionals stay computed
+        values = {n: v for n, v in values.items() if isinstance(v, np.ndarray)}
+    if not values:
         return None
     folded = ir.replace_with_constants(graph.proto, values, derived)
     log.info("folded %d shape-arithmetic tensors into constants", len(values))

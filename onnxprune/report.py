@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from .group import Group
 from .ir import Graph
 from .planner import Plan
-from .rules import rule_for
+from .rules import root_op_types, rule_for
 
 
 @dataclass
@@ -45,6 +45,7 @@ class PruneReport:
     timings_s: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     calibration: dict = field(default_factory=dict)  # samples, compensation, fidelity (see calib.fidelity)
+    nothing_pruned: str | None = None  # one line saying why, when the plan removes no channel
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -63,6 +64,32 @@ def frozen_reasons(groups: list[Group], top: int = 8) -> list[tuple[str, int]]:
 def _generic(reason: str) -> str:
     head, _, tail = reason.partition(": ")
     return tail if tail and ("node '" in head) else reason
+
+
+def nothing_pruned_reason(graph: Graph, groups: list[Group], plan: Plan, ratio: float, round_to: int,
+                          inexact: bool, plan_in: str | None = None) -> str | None:
+    """One line saying why the plan removes nothing (None when it removes channels)."""
+    if any(pg.pruned for pg in plan.groups):
+        return None
+    if not groups:
+        ops = Counter(n.op_type for n in graph.nodes)
+        have = ", ".join(f"{op} x{k}" if k > 1 else op for op, k in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
+        return (f"nothing pruned: no prunable roots: the model has no {'/'.join(root_op_types())} node with a "
+                f"constant weight (it has: {have or 'no nodes'})")
+    prunable = [g for g in groups if g.prunable]
+    if not prunable:
+        top = "; ".join(f"{count}x {reason}" for reason, count in frozen_reasons(groups, 3))
+        return f"nothing pruned: all {len(groups)} groups are frozen ({top})"
+    if plan_in:
+        return f"nothing pruned: the plan '{plan_in}' removes no channels"
+    eligible = [g for g in prunable if g.exact or inexact]
+    if not eligible:
+        return (f"nothing pruned: the {len(prunable)} prunable groups are all inexact (normalisation over the "
+                "pruned axis); --inexact prunes them")
+    sizes = sorted(g.size for g in eligible)
+    return (f"nothing pruned: {len(eligible)} prunable groups (size {sizes[0]}"
+            f"{'-' + str(sizes[-1]) if sizes[-1] != sizes[0] else ''}) keep every channel at --ratio {ratio:g} "
+            f"with --round-to {round_to}")
 
 
 def group_rows(groups: list[Group], plan: Plan) -> list[dict]:
@@ -129,6 +156,8 @@ def format_text(r: PruneReport) -> str:
                  f"{r.channels_removed} channels removed")
     for reason, count in r.frozen_reasons:
         lines.append(f"    frozen x{count}: {reason}")
+    if r.nothing_pruned:
+        lines.append(f"  {r.nothing_pruned}")
     lines.extend(_unit_lines(r.group_rows))
     for provider, v in r.validation.get("providers", {}).items():
         if v.get("skipped"):

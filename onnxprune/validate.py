@@ -63,6 +63,9 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
     highs = index_ranges(model)
     highs.update(int_high or {})
     for name, elem, dims in ir.input_specs(model):
+        if elem == onnx.TensorProto.UNDEFINED:
+            raise BadInputError(f"input '{name}' is a sequence, map or optional, not a tensor: validation feeds "
+                                "random tensors only; run with --no-validate")
         shape = input_shapes.get(name)
         if shape is None:
             if any(not isinstance(d, int) or d <= 0 for d in dims):
@@ -74,6 +77,8 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
             feeds[name] = np.ones(shape, dtype=bool)
+        elif dtype == object:  # strings
+            feeds[name] = np.full(shape, "a", dtype=object)
         elif name in highs:
             feeds[name] = rng.integers(0, highs[name], size=shape).astype(dtype)
         else:
@@ -182,13 +187,21 @@ def _finite_mask(a: np.ndarray) -> np.ndarray:
 
 def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> Comparison:
     """Max abs difference over all outputs, relative to the reference's max magnitude, both over
-    the positions where reference and candidate are finite (a NaN would make every number NaN)."""
+    the positions where reference and candidate are finite (a NaN would make every number NaN).
+
+    Sequence, map and optional outputs count as the tensors they hold; strings are equal or not."""
+    reference, candidate = _tensors(reference), _tensors(candidate)
     shapes = all(a.shape == b.shape for a, b in zip(reference, candidate)) and len(reference) == len(candidate)
     if not shapes:
         finite = all(bool(np.all(_finite_mask(b))) for b in candidate)
         return Comparison(float("inf"), 0.0, float("inf"), False, finite)
+    numeric = [a.dtype.kind in "biufc" and b.dtype.kind in "biufc" for a, b in zip(reference, candidate)]
+    if any(not ok and not np.array_equal(a, b) for ok, a, b in zip(numeric, reference, candidate)):
+        return Comparison(float("inf"), 0.0, float("inf"), True, True)
     diffs, scales, ref_bad, new_bad = [], [], [], []
-    for a, b in zip(reference, candidate):
+    for ok, a, b in zip(numeric, reference, candidate):
+        if not ok:
+            continue
         ok_a, ok_b = _finite_mask(a), _finite_mask(b)
         ref_bad.append(int(a.size - np.count_nonzero(ok_a)))
         new_bad.append(int(np.count_nonzero(ok_a & ~ok_b)))
@@ -198,7 +211,27 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray]) -> Compari
         scales.append(float(np.max(np.abs(a64))) if a64.size else 0.0)
     max_abs, scale = max(diffs, default=0.0), max(scales, default=0.0)
     return Comparison(max_abs, scale, max_abs / scale if scale > 0 else max_abs, shapes, not any(new_bad),
-                      tuple(ref_bad), tuple(new_bad), tuple(int(a.size) for a in reference))
+                      tuple(ref_bad), tuple(new_bad), tuple(int(a.size) for ok, a in zip(numeric, reference) if ok))
+
+
+def _shape(value) -> list | str:
+    return list(value.shape) if isinstance(value, np.ndarray) else type(value).__name__
+
+
+def _tensors(values) -> list[np.ndarray]:
+    """The arrays in a list of run outputs, sequences and maps flattened, empty optionals dropped."""
+    out: list[np.ndarray] = []
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, dict):
+            out.extend(_tensors([np.asarray(list(v.keys())), np.asarray(list(v.values()))]))
+        elif isinstance(v, (list, tuple)):
+            out.append(np.asarray(len(v)))  # a length change shows as a difference
+            out.extend(_tensors(v))
+        else:
+            out.append(np.asarray(v))
+    return out
 
 
 def file_size(path: str) -> int:
@@ -227,7 +260,7 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
         before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
         cmp = compare(before.outputs, after.outputs)
         if not cmp.shapes_match:
-            shapes = [(n, list(a.shape), list(b.shape)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
+            shapes = [(n, _shape(a), _shape(b)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
             raise CheckFailedError(f"pruned model's output shapes differ from the original on {provider}: {shapes}")
         _check_finite(cmp, before.names, provider, notes)
         result["providers"][provider] = {"latency_before_ms": before.latency_ms, "latency_after_ms": after.latency_ms,

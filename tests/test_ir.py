@@ -271,3 +271,97 @@ def test_output_over_the_size_limit_is_removed_when_validation_fails(tmp_path, m
     with pytest.raises(CheckFailedError):
         prune(src, str(out), _config())
     assert not out.exists() and not os.path.exists(str(out) + ".data")
+
+
+# -- do no harm: folding and normalisation never change what the model computes (onnx_suite bugs) --
+
+def _prune_cli(model: onnx.ModelProto, tmp_path, *flags: str) -> onnx.ModelProto:
+    from onnxprune.cli import main
+
+    src, out = str(tmp_path / "in.onnx"), str(tmp_path / "out.onnx")
+    onnx.save(model, src)
+    assert main([src, "-o", out, "-q", "--providers", "cpu", *flags]) == 0
+    onnx.checker.check_model(out, full_check=True)
+    return onnx.load(out)
+
+
+def _same_outputs(a, b, feeds_list):
+    for feeds in feeds_list:
+        for x, y in zip(_outputs(a, feeds), _outputs(b, feeds)):
+            assert x.shape == y.shape
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6)
+
+
+def test_shape_of_a_tensor_padded_by_input_values_is_not_folded(tmp_path):
+    """CenterCropPad's expansion: Pad by pads computed from an input's values, then Shape of the result.
+    With static inputs that Shape still changes with the values: folding it (at random inputs) broke the
+    model for every other pads input."""
+    nodes = [node("Pad", ["x", "pads"], "p"), node("Shape", ["p"], "s"), node("Reshape", ["p", "s"], "y")]
+    model = make_model(nodes, {"x": [2, 3], "pads": [4]}, {"y": None}, input_types={"pads": onnx.TensorProto.INT64})
+    out = _prune_cli(model, tmp_path, "--no-validate")
+    assert "Shape" in [n.op_type for n in out.graph.node]
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    _same_outputs(model, out, [{"x": x, "pads": np.array(p, np.int64)} for p in ([0, 0, 0, 0], [1, 2, 0, 1])])
+
+
+def test_shape_of_a_statically_shaped_tensor_is_still_folded():
+    from onnxprune.fold import foldable_tensors
+
+    nodes = [node("Pad", ["x", "pads"], "p"), node("Shape", ["x"], "s"), node("Shape", ["p"], "sp"),
+             node("Mul", ["s", "sp"], "s2"), node("Reshape", ["p", "s2"], "y")]
+    model = make_model(nodes, {"x": [2, 3], "pads": [4]}, {"y": ["a", "b"]},
+                       input_types={"pads": onnx.TensorProto.INT64})
+    graph = ir.Graph(model, ir.infer_shapes(model, {}))
+    derived, frontier = foldable_tensors(graph)
+    assert "s" in derived and "sp" not in derived and "s2" not in derived  # s2 reads a value-dependent shape
+
+
+def test_random_ops_are_never_folded(tmp_path):
+    nodes = [node("Shape", ["x"], "s"), node("ConstantOfShape", ["s"], "z"),
+             node("RandomUniformLike", ["z"], "r"), node("Add", ["x", "r"], "y")]
+    model = make_model(nodes, {"x": [2, 3]}, {"y": [2, 3]})
+    out = _prune_cli(model, tmp_path, "--no-validate")
+    assert "RandomUniformLike" in [n.op_type for n in out.graph.node]
+
+
+def _branch(name: str, op: str, operand: str) -> onnx.GraphProto:
+    return helper.make_graph([helper.make_node(op, ["x", operand], [f"{name}_y"])], name, [],
+                             [helper.make_tensor_value_info(f"{name}_y", onnx.TensorProto.FLOAT, [2, 3])])
+
+
+def test_constants_read_only_inside_control_flow_bodies_survive_folding(tmp_path):
+    """A top-level Constant (and an Identity of a weight) read only in If bodies, one nested two deep: the
+    fold that runs for the Reshape must not drop them as unused."""
+    c = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.full((2, 3), 2.0, np.float32)))
+    inner = helper.make_node("If", ["cond"], ["inner_y"], then_branch=_branch("t2", "Add", "c"),
+                             else_branch=_branch("e2", "Sub", "ident"))
+    outer_then = helper.make_graph([inner], "t1", [],
+                                   [helper.make_tensor_value_info("inner_y", onnx.TensorProto.FLOAT, [2, 3])])
+    nodes = [c, node("Identity", ["w"], "ident"),
+             helper.make_node("If", ["cond"], ["f"], name="outer", then_branch=outer_then,
+                              else_branch=_branch("e1", "Mul", "c")),
+             node("Shape", ["x"], "s"), node("Reshape", ["f", "s"], "y")]
+    model = make_model(nodes, {"x": [2, 3], "cond": []}, {"y": [2, 3]}, {"w": np.full((2, 3), 3.0, np.float32)},
+                       input_types={"cond": onnx.TensorProto.BOOL})
+    out = _prune_cli(model, tmp_path, "--no-validate")
+    assert "Shape" not in [n.op_type for n in out.graph.node]  # the fold did run
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    _same_outputs(model, out, [{"x": x, "cond": np.array(v)} for v in (True, False)])
+
+
+def test_ir3_model_with_initializers_as_inputs_stays_valid_when_pruned(tmp_path):
+    """IR 3 lists every initializer among the graph inputs: pruned (new shapes) and folded (new and removed
+    initializers), the output must still be a valid model that runs on the true inputs alone."""
+    model = _computed_reshape(1)
+    for t in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    model.ir_version = 3
+    del model.opset_import[:]
+    model.opset_import.append(helper.make_opsetid("", 13))
+    out = _prune_cli(model, tmp_path, "--ratio", "0.5", "--round-to", "1")
+    assert dims(out)["w1"][0] == C // 2
+    inits = {t.name for t in out.graph.initializer}
+    assert out.ir_version >= 4 or inits <= {i.name for i in out.graph.input}
+    assert not [i.name for i in out.graph.input if i.name not in inits and i.name != "x"]
+    (y,) = _outputs(out, {"x": np.ones((1, 3, HW, HW), np.float32)})
+    assert y.shape == (1, 5, HW * HW // 2, 2)

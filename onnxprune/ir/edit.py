@@ -117,10 +117,10 @@ def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray]
         if all(o in derived and (o in values or o not in needed) for o in outputs):
             continue
         keep.append(n)
-        needed.update(i for i in n.input if i)
+        needed.update(_reads(n))
     del g.node[:]
     g.node.extend(reversed(keep))
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    used = {i for n in g.node for i in _reads(n)} | {o.name for o in g.output}
     unused = [t for t in g.initializer if t.name not in used]
     for t in unused:
         g.initializer.remove(t)
@@ -128,6 +128,17 @@ def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray]
     del g.value_info[:]
     g.value_info.extend(vi_keep)
     return out
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """Every tensor of the enclosing graph a node reads: its inputs and, for If / Loop / Scan, the
+    outer-scope names its bodies use (at any depth)."""
+    from .graph import _outer_scope_names
+
+    names = {i for i in node.input if i}
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        names |= _outer_scope_names(node)
+    return names
 
 
 # -- calibration and compensation helpers -----------------------------------

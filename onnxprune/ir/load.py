@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from ..errors import ModelLoadError
 from . import limits
-from .graph import CLONE_MARK, Graph, numel, opset_of
+from .graph import CLONE_MARK, Graph, _outer_scope_names, numel, opset_of
 from .shapes import infer_shapes
 
 # ONNX Runtime's hardware-specific blocked layout (ORT_ENABLE_ALL on x86): refused at load
@@ -53,9 +53,11 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
 
 
 def normalise(proto: onnx.ModelProto) -> None:
-    """Make constants uniform: Constant nodes and Identity-of-constant become initializers,
-    small shared constants are cloned per consumer, and every node gets a unique name."""
+    """Make constants uniform: initializers are no graph inputs (IR 4), Constant nodes and
+    Identity-of-constant become initializers, small shared constants are cloned per consumer,
+    and every node gets a unique name."""
     g = proto.graph
+    _initializers_not_inputs(proto)
     _sort_nodes(g)
     _constants_to_initializers(g)
     _bypass_constant_identities(g)
@@ -104,6 +106,24 @@ def _in_order(nodes, available: set[str]) -> bool:
     return True
 
 
+def _initializers_not_inputs(proto: onnx.ModelProto) -> None:
+    """Drop the graph inputs that name initializers and raise IR 3 to IR 4.
+
+    IR 3 wants every initializer listed as a graph input too (IR 4 lets them be overridable
+    inputs). Pruning rewrites initializers' shapes and folding adds and removes initializers: an
+    input list kept beside them goes stale (wrong shapes, inputs without a value). IR 4 only lifts
+    that requirement, so the model computes the same on every feed of its true inputs.
+    """
+    g = proto.graph
+    inits = {t.name for t in g.initializer}
+    if any(i.name in inits for i in g.input):
+        keep = [i for i in g.input if i.name not in inits]
+        del g.input[:]
+        g.input.extend(keep)
+    if proto.ir_version < 4:
+        proto.ir_version = 4
+
+
 def _constants_to_initializers(g: onnx.GraphProto) -> None:
     outputs = {o.name for o in g.output}
     keep = []
@@ -140,10 +160,13 @@ def _constant_value(n: onnx.NodeProto) -> onnx.TensorProto | None:
 def _bypass_constant_identities(g: onnx.GraphProto) -> None:
     inits = {t.name for t in g.initializer}
     outputs = {o.name for o in g.output}
+    # bodies of If / Loop / Scan read the Identity's output by name: it stays for them
+    inner = set().union(*(_outer_scope_names(n) for n in g.node if _has_subgraph(n)))
     alias: dict[str, str] = {}
     keep = []
     for n in g.node:
-        if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs:
+        if (n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs
+                and n.output[0] not in inner):
             alias[n.output[0]] = alias.get(n.input[0], n.input[0])
             continue
         keep.append(n)
@@ -155,6 +178,10 @@ def _bypass_constant_identities(g: onnx.GraphProto) -> None:
         for i, name in enumerate(n.input):
             if name in alias:
                 n.input[i] = alias[name]
+
+
+def _has_subgraph(n: onnx.NodeProto) -> bool:
+    return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
 
 
 def _privatise_small_constants(g: onnx.GraphProto) -> None:

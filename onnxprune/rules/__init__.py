@@ -1,9 +1,10 @@
 """Per-op knowledge: one op family per module, registered by op type."""
 from . import (concat_split, contrib_activation, contrib_attention, contrib_norm, conv, elementwise, fused,  # noqa: F401
-               gather, layout, linear, norm, recurrent, reduce, shape_only, slice, spatial)
+               gather, layout, linear, norm, random_ops, recurrent, reduce, shape_only, slice, spatial)
 from ..ir import set_node_shapes
-from .base import Cut, Edit, Effects, Port, Rule, node_shapes, register, registered_op_types, rule_for
+from .base import (Cut, Edit, Effects, Port, Rule, node_shapes, register, registered_op_types, root_op_types,
+                   rule_for)
 
 set_node_shapes(node_shapes)  # shapes of the contrib ops ONNX shape inference does not know
 
-__all__ = ["Cut", "Edit", "Effects", "Port", "Rule", "register", "registered_op_types", "rule_for"]
+__all__ = ["Cut", "Edit", "Effects", "Port", "Rule", "register", "registered_op_types", "root_op_types", "rule_for"]

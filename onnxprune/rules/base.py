@@ -160,6 +160,14 @@ class Rule:
     # True for ops whose output depends only on their input's shape (Shape, Size):
     # with static input shapes, everything computed from them can be folded to constants.
     reads_shape_only = False
+    # False for ops whose outputs are random (RandomNormalLike, Bernoulli...): never folded to constants
+    deterministic = True
+
+    def static_shape_read(self, node: Node, graph: Graph) -> bool:
+        """For an op that reads only its input's shape: whether the part it reads is known before
+        run time whatever the inputs' values are (a Pad whose pads come from an input's values has
+        no such shape, even when every graph input is static)."""
+        return False
 
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         return iter(())
@@ -235,6 +243,11 @@ def node_shapes(node: Node, input_shapes: list) -> list | None:
 
 def registered_op_types() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def root_op_types() -> list[str]:
+    """Op types whose rule can start a channel space (Conv, Gemm, MatMul with a weight, ...)."""
+    return sorted(op for op, rule in _REGISTRY.items() if type(rule).roots is not Rule.roots)
 
 
 # -- small helpers shared by rules ------------------------------------------

@@ -29,6 +29,17 @@ Step = tuple[str, str, int] | None
 @register("Shape", "Size")
 class ShapeOnlyRule(Rule):
     reads_shape_only = True
+
+    def static_shape_read(self, node: Node, graph: Graph) -> bool:
+        """Static when the dims it reads (Shape's start:end, all of them for Size) are inferred
+        statically: ONNX shape inference knows no input values, so such dims hold for every input."""
+        shape = graph.shape(node.input(0))
+        if shape is None:
+            return False
+        if node.op_type == "Shape":
+            shape = shape[slice(node.attr("start", 0), node.attr("end", None))]  # ONNX clamps like Python
+        return None not in shape
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         if not port.is_input:
             fx.freeze("output is a shape, not channels")
