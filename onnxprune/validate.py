@@ -48,7 +48,8 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
                 raise BadInputError(f"input '{name}' has dynamic shape {list(dims)}; "
                                     f"give it with --input-shape {name}:d0,d1,...")
             shape = tuple(dims)
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+        _check_input_size(name, shape, input_shapes.get(name) is not None)
+        dtype = _input_dtype(name, elem)
         if np.issubdtype(dtype, np.floating):
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
@@ -58,6 +59,27 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
         else:
             feeds[name] = np.ones(shape, dtype=dtype)
     return feeds
+
+
+def _check_input_size(name: str, shape: tuple, given: bool) -> None:
+    count = 1
+    for d in shape:
+        count *= int(d)  # Python ints: declared dims of 2**40 do not wrap
+    if count > ir.limits.MAX_INPUT_ELEMENTS:
+        how = "--input-shape" if given else f"the model (fix it with --input-shape {name}:d0,d1,...)"
+        raise BadInputError(f"input '{name}' of shape {list(shape)} from {how} has {count} elements; random "
+                            f"validation inputs are limited to {ir.limits.MAX_INPUT_ELEMENTS} elements")
+
+
+def _input_dtype(name: str, elem: int) -> np.dtype:
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+    except (KeyError, TypeError, ValueError):
+        raise BadInputError(f"input '{name}' has element type {elem}, for which no random input can be made") from None
+    if dtype == object:
+        raise BadInputError(f"input '{name}' is a string tensor; random validation inputs cannot be made for it "
+                            "(use --no-validate)")
+    return dtype
 
 
 def index_ranges(model: onnx.ModelProto) -> dict[str, int]:

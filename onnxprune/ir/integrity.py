@@ -1,0 +1,131 @@
+"""Integrity of a model read from disk, checked before anything is allocated from its declarations:
+valid UTF-8 text, tensor payloads that match their dims and type, element counts under a cap."""
+from __future__ import annotations
+
+import onnx
+from google.protobuf.message import Message
+
+from ..errors import ModelLoadError
+from . import limits
+
+# bytes per element of the raw_data of each element type (sub-byte types: see _raw_bytes)
+_ITEMSIZE = {
+    onnx.TensorProto.FLOAT: 4, onnx.TensorProto.UINT8: 1, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT16: 2,
+    onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
+    onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.UINT32: 4, onnx.TensorProto.UINT64: 8,
+    onnx.TensorProto.COMPLEX64: 8, onnx.TensorProto.COMPLEX128: 16, onnx.TensorProto.BFLOAT16: 2,
+}
+_SUB_BYTE = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, n)}
+_FP8 = {getattr(onnx.TensorProto, n) for n in ("FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2", "FLOAT8E5M2FNUZ",
+                                                "FLOAT8E8M0") if hasattr(onnx.TensorProto, n)}
+# the typed field holding each element type's values, and values per element there
+_TYPED_FIELD = {
+    onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.COMPLEX64: ("float_data", 2),
+    onnx.TensorProto.DOUBLE: ("double_data", 1), onnx.TensorProto.COMPLEX128: ("double_data", 2),
+    onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.UINT32: ("uint64_data", 1),
+    onnx.TensorProto.UINT64: ("uint64_data", 1), onnx.TensorProto.STRING: ("string_data", 1),
+    **{t: ("int32_data", 1) for t in (onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+                                      onnx.TensorProto.UINT16, onnx.TensorProto.UINT8, onnx.TensorProto.BOOL,
+                                      onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, *_FP8)},
+}
+
+
+def check_text(proto: onnx.ModelProto, path: str) -> None:
+    """Every string of the model (names, op types, doc strings, metadata) must be valid UTF-8."""
+    where = ["model"]
+    try:
+        _walk(proto, where)
+    except UnicodeDecodeError as exc:
+        raise ModelLoadError(f"'{path}' holds text that is not valid UTF-8 in {'.'.join(where)} "
+                             f"({exc.object[:40]!r}); names, op types and doc strings must be UTF-8") from None
+
+
+def _walk(msg: Message, where: list[str]) -> None:
+    if isinstance(msg, onnx.TensorProto):  # the values are never text: skip decoding them
+        for name in ("name", "doc_string"):
+            where.append(name)
+            _text(getattr(msg, name))
+            where.pop()
+        for entry in msg.external_data:
+            where.append("external_data")
+            _walk(entry, where)
+            where.pop()
+        return
+    for field, value in msg.ListFields():
+        repeated = _repeated(field)
+        items = value if repeated else [value]
+        for i, item in enumerate(items):
+            where.append(f"{field.name}[{i}]" if repeated else field.name)
+            if field.type == field.TYPE_MESSAGE:
+                _walk(item, where)
+            elif field.type == field.TYPE_STRING:
+                _text(item)
+            where.pop()
+
+
+def _text(value) -> None:
+    """upb hands out a string field that is not valid UTF-8 as bytes (and refuses to copy it)."""
+    if isinstance(value, bytes):
+        value.decode("utf-8")
+
+
+def _repeated(field) -> bool:
+    if hasattr(field, "is_repeated"):  # protobuf 6 dropped `label`
+        return bool(field.is_repeated)
+    return field.label == field.LABEL_REPEATED
+
+
+def tensors(proto: onnx.ModelProto):
+    """(where, tensor) for every initializer and every tensor attribute of the main graph's nodes."""
+    for t in proto.graph.initializer:
+        yield "initializer", t
+    for n in proto.graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                yield f"attribute '{a.name}' of node '{n.name or n.op_type}'", a.t
+
+
+def check_tensors(proto: onnx.ModelProto, path: str) -> None:
+    """Element types are known, dims non-negative, element counts under the cap, payloads the declared size."""
+    for where, t in tensors(proto):
+        problem = tensor_problem(t)
+        if problem:
+            raise ModelLoadError(f"'{path}': {where} '{t.name}' {problem}")
+
+
+def tensor_problem(t: onnx.TensorProto) -> str | None:
+    """Why tensor `t`'s declaration and payload disagree (None: they agree)."""
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        return f"has negative dims {dims}"
+    count = 1
+    for d in dims:
+        count *= d  # Python ints: a product of 2**64 does not wrap
+    if count > limits.MAX_TENSOR_ELEMENTS:
+        return f"declares {count} elements (dims {dims}), more than the limit of {limits.MAX_TENSOR_ELEMENTS}"
+    names = {v: k for k, v in onnx.TensorProto.DataType.items()}
+    if t.data_type not in names or t.data_type == onnx.TensorProto.UNDEFINED:
+        return f"has element type {t.data_type}, which is not an ONNX type"
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return None  # reported by the loader when its data could not be read
+    kind = names[t.data_type]
+    if t.HasField("raw_data") or t.data_type not in _TYPED_FIELD:
+        want = _raw_bytes(t.data_type, count)
+        if want is not None and len(t.raw_data) != want:
+            return (f"(dims {dims}, {kind}) needs {want} bytes of raw data, the file holds {len(t.raw_data)}")
+        return None
+    field, per = _TYPED_FIELD[t.data_type]
+    found = len(getattr(t, field))
+    if found != count * per:
+        return f"(dims {dims}, {kind}) needs {count * per} values in {field}, the file holds {found}"
+    return None
+
+
+def _raw_bytes(data_type: int, count: int) -> int | None:
+    if data_type in _ITEMSIZE:
+        return count * _ITEMSIZE[data_type]
+    if data_type in _FP8:
+        return count
+    if data_type in _SUB_BYTE:
+        return (count + 1) // 2
+    return None  # STRING has no raw form; unknown sizes are left to ONNX Runtime
