@@ -85,7 +85,9 @@ def _effective_shapes(graph: Graph, given: dict, hint: dict) -> dict:
     shapes = dict(given)
     for name, _, dims in ir.input_specs(graph.proto):
         dynamic = any(not isinstance(d, int) or d <= 0 for d in dims)
-        if name not in shapes and dynamic and name in hint:
+        fits = name in hint and len(hint[name]) == len(dims) and all(
+            not isinstance(d, int) or d <= 0 or d == h for d, h in zip(dims, hint[name]))
+        if name not in shapes and dynamic and fits:  # a hint that does not fit is reported by calib.check
             shapes[name] = tuple(hint[name])
     return shapes
 
@@ -158,7 +160,7 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     """Prune `model_path`, validate, write `output_path` (default MODEL.pruned.onnx), return the report."""
     config = config or PruneConfig()
     config.check()
-    output_path = output_path or default_output(model_path)
+    output_path = default_output(model_path) if output_path is None else output_path
     check_paths(model_path, output_path, config)
     timings: dict[str, float] = {}
     t = time.perf_counter()

@@ -199,7 +199,7 @@ def _run(argv: list[str]) -> int:
         result = verify(args.model, config)
         print(f"oracle {'PASSED' if result.passed else 'FAILED'}: {result.detail}")
         return 0 if result.passed else 1
-    check_paths(args.model, args.output or default_output(args.model), config, **{"--report-json": args.report_json})
+    check_paths(args.model, default_output(args.model) if args.output is None else args.output, config, **{"--report-json": args.report_json})
     report = prune(args.model, args.output, config)
     if args.report_json:
         try:
@@ -216,7 +216,7 @@ def _run(argv: list[str]) -> int:
 
 def _analyze(args: argparse.Namespace) -> int:
     shapes = parse_input_shapes(args.input_shape)
-    if args.json:
+    if args.json is not None:
         paths.check_outputs({"--json": args.json}, [args.model])
     analysis = analyze(args.model, shapes)
     groups = analysis.groups

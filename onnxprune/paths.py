@@ -16,7 +16,7 @@ def check_outputs(outputs: dict[str, str | None], inputs: list[str | None]) -> N
     seen: dict[str, str] = {}
     ins = {_real(p): p for p in inputs if p}
     for flag, path in outputs.items():
-        if path is None:
+        if path is None:  # not asked for (an empty string is asked for, and refused)
             continue
         check_output(path, flag)
         real = _real(path)

@@ -135,6 +135,8 @@ def _plan_group(g, where: str) -> PlanGroup:
     if not isinstance(exact, bool):
         raise PlanError(f"{where}: 'exact' must be true or false, found {_json_type(exact)}")
     size = _field(g, "size", int, where)
+    if len(set(pruned)) != len(pruned):
+        raise PlanError(f"{where}: 'pruned' repeats channel indices {sorted({i for i in pruned if pruned.count(i) > 1})[:5]}")
     if size <= 0 or any(i < 0 or i >= size for i in pruned):
         raise PlanError(f"{where}: 'pruned' indices must lie in [0, size={size}), found "
                         f"{[i for i in pruned if i < 0 or i >= size][:5] or 'size <= 0'}")

@@ -200,6 +200,9 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
         if not cmp.shapes_match:
             shapes = [(n, list(a.shape), list(b.shape)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
             raise CheckFailedError(f"pruned model's output shapes differ from the original on {provider}: {shapes}")
+        if not all(np.all(np.isfinite(a)) for a in before.outputs if np.issubdtype(a.dtype, np.floating)):
+            raise BadInputError(f"the input model itself produces NaN or infinite outputs on {provider} for random "
+                                "inputs; check its weights")
         if not cmp.finite:
             raise CheckFailedError(f"pruned model produces non-finite outputs on {provider}")
         result["providers"][provider] = {"latency_before_ms": before.latency_ms, "latency_after_ms": after.latency_ms,
