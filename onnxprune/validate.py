@@ -29,7 +29,7 @@ def check_model(model: onnx.ModelProto | str) -> None:
     """onnx.checker with full checks (shape inference included); a model over 2 GB is checked from
     its file. Raises CheckFailedError."""
     try:
-        onnx.checker.check_model(model, full_check=True)
+        ir.integrity.run_checker(model, full_check=True)
     except Exception as exc:  # checker raises ValidationError or InferenceError
         raise CheckFailedError(f"pruned model fails onnx.checker: {exc}") from None
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import logging
@@ -39,6 +38,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import build_example  # noqa: E402
 
 NOBODY = 65534
+SECTIONS = ("model", "light", "plan", "calib", "path", "flag")
 CPU = ["--providers", "cpu"]
 
 
@@ -522,8 +522,8 @@ def run_case(case: Case, root: Path) -> Outcome:
 
 # -- the cases --
 
-def build_cases(root: Path) -> list[Case]:
-    """Write the hostile files under `root` and return the cases that use them."""
+def build_cases(root: Path, sections: tuple[str, ...] = SECTIONS) -> list[Case]:
+    """Write the hostile files of `sections` under `root` and return the cases that use them."""
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o755)
     src = root / "in"
@@ -540,6 +540,23 @@ def build_cases(root: Path) -> list[Case]:
 
     cases: list[Case] = []
     add = cases.append
+    if "model" in sections:
+        _model_cases(add, root, out)
+    if "light" in sections:
+        _light_cases(add, out)
+    good_plan = root / "plans" / "good.json"
+    if "plan" in sections:
+        _plan_cases(add, root, cnn_path, out)
+    if "calib" in sections:
+        _calib_cases(add, root, cnn_path, mlp_path, out)
+    if "path" in sections:
+        _path_cases(add, root, cnn_path, mlp_path, good_plan, out)
+    if "flag" in sections:
+        _flag_cases(add, cnn_path, mlp_path, out)
+    return cases
+
+
+def _model_cases(add, root: Path, out) -> None:
     # models
     mdir = root / "models"
     mdir.mkdir()
@@ -574,7 +591,9 @@ def build_cases(root: Path) -> list[Case]:
     onnx.save(m, str(mdir / "external_dir.onnx"))
     add(Case("model/external_is_directory", [str(mdir / "external_dir.onnx"), "-o", out(), *CPU]))
     # the light models, upgraded or not
-    _light_cases(add, out)
+
+
+def _plan_cases(add, root: Path, cnn_path: Path, out) -> None:
     # plans
     pdir = root / "plans"
     pdir.mkdir()
@@ -598,6 +617,9 @@ def build_cases(root: Path) -> list[Case]:
     add(Case("plan/is_model", [str(cnn_path), "--plan-in", str(cnn_path), "-o", out()]))
     add(Case("plan/with_ratio", [str(cnn_path), "--plan-in", str(good_plan), "--ratio", "0.5", "-o", out()]))
     add(Case("plan/good", [str(cnn_path), "--plan-in", str(good_plan), "-o", out(), *CPU]))
+
+
+def _calib_cases(add, root: Path, cnn_path: Path, mlp_path: Path, out) -> None:
     # calibration files
     cdir = root / "calib"
     cdir.mkdir()
@@ -613,9 +635,6 @@ def build_cases(root: Path) -> list[Case]:
     add(Case("calib/missing", [str(mlp_path), "--calib", str(cdir / "nope.npz"), "-o", out()]))
     add(Case("calib/cnn_wrong_model", [str(cnn_path), "--calib", str(cdir / "float64.npz"), "-o", out(), *CPU]))
     add(Case("calib/model_as_calib", [str(mlp_path), "--calib", str(mlp_path), "-o", out()]))
-    _path_cases(add, root, cnn_path, mlp_path, good_plan, out)
-    _flag_cases(add, cnn_path, mlp_path, out)
-    return cases
 
 
 def _light_cases(add, out) -> None:

@@ -79,7 +79,7 @@ def _check_with_onnx(proto: onnx.ModelProto, path: str) -> None:
     if default[0] > newest:
         raise ModelLoadError(f"'{path}' uses opset {default[0]}; the installed onnx knows opsets up to {newest}")
     try:  # from the file: faster than from the message, and models over 2 GB can only be checked so
-        onnx.checker.check_model(path, full_check=True)
+        integrity.run_checker(path, full_check=True)
     except Exception as exc:  # ValidationError, or a protobuf error on a malformed model
         raise ModelLoadError(f"'{path}' is not a valid ONNX model (onnx.checker): {_one_line(exc)}") from None
 
