@@ -223,7 +223,8 @@ def check_paths(model_path: str, output_path: str, config: PruneConfig, **more: 
     """Before any work: the outputs (-o, --plan-out and `more`, flag -> path) can be written and
     overwrite no input."""
     paths.check_outputs({"-o": output_path, "--plan-out": config.plan_out, **more},
-                        [model_path, config.plan_in, config.calib])
+                        {"the input model": model_path, "the --plan-in plan": config.plan_in,
+                         "the --calib data": config.calib})
 
 
 def _save(pruned, output_path: str, lap) -> None:

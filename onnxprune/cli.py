@@ -217,7 +217,7 @@ def _run(argv: list[str]) -> int:
 def _analyze(args: argparse.Namespace) -> int:
     shapes = parse_input_shapes(args.input_shape)
     if args.json is not None:
-        paths.check_outputs({"--json": args.json}, [args.model])
+        paths.check_outputs({"--json": args.json}, {"the input model": args.model})
     analysis = analyze(args.model, shapes)
     groups = analysis.groups
     print(f"{args.model}: {len(groups)} groups, {len(analysis.prunable)} prunable, "

@@ -9,19 +9,19 @@ from .errors import BadInputError, OutputWriteError
 DATA_SUFFIX = ".data"  # a large model's external data file, beside it (see ir/save.py)
 
 
-def check_outputs(outputs: dict[str, str | None], inputs: list[str | None]) -> None:
+def check_outputs(outputs: dict[str, str | None], inputs: dict[str, str | None]) -> None:
     """Raise BadInputError unless every output path (flag -> path) can be written: not a folder, not an
     input, not another output, a name the file system accepts, in a folder that exists or can be made
-    and that takes a new file."""
+    and that takes a new file. `inputs`: what each input is ("the input model") -> its path."""
     seen: dict[str, str] = {}
-    ins = {_real(p): p for p in inputs if p}
+    ins = {_real(p): what for what, p in inputs.items() if p}
     for flag, path in outputs.items():
         if path is None:  # not asked for (an empty string is asked for, and refused)
             continue
         check_output(path, flag)
         real = _real(path)
         if real in ins:
-            raise BadInputError(f"{flag} '{path}' is the input file '{ins[real]}'; choose another path")
+            raise BadInputError(f"{flag} '{path}' is {ins[real]}; choose another path")
         if real in seen:
             raise BadInputError(f"{flag} '{path}' is also the path of {seen[real]}; give them different paths")
         seen[real] = flag

@@ -55,7 +55,7 @@ class Plan:
                 "frozen": [{"space": s, "reason": r} for s, r in self.frozen], "meta": self.meta}
 
     @staticmethod
-    def from_json(data: dict, origin: str = "plan") -> "Plan":
+    def from_json(data: dict, origin: str = "plan is malformed") -> "Plan":
         """A plan from its JSON form; raises PlanError naming the first bad field."""
         if not isinstance(data, dict):
             raise PlanError(f"{origin}: expected a JSON object with 'groups', found {type(data).__name__}")
@@ -106,7 +106,7 @@ class Plan:
             raise PlanError(f"plan '{path}' is not valid JSON: {exc}") from None
         except RecursionError:
             raise PlanError(f"plan '{path}' nests its JSON too deeply to be a plan") from None
-        return Plan.from_json(data, f"plan '{path}'")
+        return Plan.from_json(data, f"plan '{path}' is malformed")
 
 
 def _json_type(value) -> str:

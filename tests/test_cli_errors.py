@@ -270,14 +270,17 @@ def test_output_path_errors_come_before_loading_the_model(tmp_path, capsys):
                               ("-o", afile / "x.onnx", "is a file, not a folder"),
                               ("--plan-out", tmp_path / ("p" * 300 + ".json"), "bytes long"),
                               ("-o", "", "is empty"),
-                              ("-o", broken, "is the input file"),
-                              ("--report-json", broken, "is the input file")):
+                              ("-o", broken, "is the input model"),
+                              ("--report-json", broken, "is the input model")):
         _fails([broken, flag, path], capsys, tmp_path, 2, flag, words)
     _fails(["analyze", broken, "--json", tmp_path / "adir"], capsys, tmp_path, 2, "--json", "is a directory")
 
 
 def test_outputs_must_not_share_a_path(model_path, tmp_path, capsys):
     out = tmp_path / "out.onnx"
+    plan = _write(tmp_path, "plan.json", b"{}")
+    _fails([model_path, "--plan-in", plan, "-o", out, "--plan-out", plan], capsys, tmp_path, 2,
+           "--plan-out", "is the --plan-in plan")
     _fails([model_path, "-o", out, "--plan-out", out], capsys, tmp_path, 2, "is also the path of -o")
     _fails([model_path, "-o", out, "--plan-out", tmp_path / "a.json", "--report-json", tmp_path / "a.json"],
            capsys, tmp_path, 2, "is also the path of --plan-out")
