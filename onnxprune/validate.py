@@ -102,7 +102,7 @@ def session(model: onnx.ModelProto | str, provider: str = "cpu", optimize: bool 
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors come back as exceptions; ONNX Runtime need not print them too
     # Original and pruned are timed in turn in one process: spinning pool threads of one session
     # would take the cores of the other.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -195,7 +195,11 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
             log.info("validation on %s skipped: provider not available", provider)
             continue
         log.info("validating on %s", provider)
-        before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
+        try:
+            before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
+        except CheckFailedError:
+            _check_original_runs(original_path, feeds, provider)
+            raise
         cmp = compare(before.outputs, after.outputs)
         if not cmp.shapes_match:
             shapes = [(n, list(a.shape), list(b.shape)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
@@ -208,6 +212,15 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
         result["providers"][provider] = {"latency_before_ms": before.latency_ms, "latency_after_ms": after.latency_ms,
                                          "relative_change": cmp.relative, "max_abs_change": cmp.max_abs}
     return result
+
+
+def _check_original_runs(original_path: str, feeds: dict[str, np.ndarray], provider: str) -> None:
+    """Raise BadInputError when the input model itself cannot be loaded or run: the fault is not the pruning."""
+    try:
+        run(original_path, feeds, provider)
+    except CheckFailedError as exc:
+        raise BadInputError(f"the input model cannot be validated: {exc} (the original model, before pruning; "
+                            "--no-validate skips validation)") from None
 
 
 def evaluate(model: onnx.ModelProto, names: list[str], input_shapes: dict[str, tuple[int, ...]]) -> dict | None:

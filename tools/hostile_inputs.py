@@ -289,6 +289,24 @@ def bad_models() -> dict[str, bytes | onnx.ModelProto | None]:
             "If", ["cond"], ["z"], name="if", then_branch=helper.make_graph([], "t", [], []),
             else_branch=helper.make_graph([], "e", [], [])), "z")),
     })
+    # models onnx accepts and ONNX Runtime cannot run, or runs out of memory on
+    huge = helper.make_node("ConstantOfShape", ["shape"], ["big"], name="huge",
+                            value=numpy_helper.from_array(np.zeros(1, np.float32)))
+    shape = numpy_helper.from_array(np.array([2 ** 20, 2 ** 20, 16], np.int64), "shape")
+    out.update({
+        "custom_domain_op": _graph_edit(lambda m: (setattr(m.graph.node[1], "domain", "com.example"),
+                                                   m.opset_import.append(helper.make_opsetid("com.example", 1)))),
+        "constant_of_shape_2e44": _graph_edit(lambda m: (m.graph.initializer.append(shape),
+                                                         m.graph.node.insert(0, huge),
+                                                         m.graph.output.append(helper.make_tensor_value_info(
+                                                             "big", TensorProto.FLOAT, None)))),
+        "sparse_initializer": _graph_edit(lambda m: m.graph.sparse_initializer.append(helper.make_sparse_tensor(
+            numpy_helper.from_array(np.ones(2, np.float32), "sp"), numpy_helper.from_array(np.array([0, 5], np.int64)),
+            [16]))),
+        "local_function": _graph_edit(lambda m: m.functions.append(helper.make_function(
+            "com.local", "F", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])],
+            [helper.make_opsetid("", 17)]))),
+    })
     # dims declared by the model's inputs
     out.update({
         "input_dim_2e40": _graph_edit(_input_dims([2 ** 40, 16])),
@@ -567,7 +585,8 @@ def _model_cases(add, root: Path, out) -> None:
         else:
             path.write_bytes(content if isinstance(content, bytes) else content.SerializeToString())
         shape = ["--input-shape", "x:2,16"] if name.startswith(("raw_", "dims_", "float", "dtype", "int64", "bias",
-                                                                 "non_utf8", "external", "constant")) else []
+                                                                 "non_utf8", "external", "constant", "custom",
+                                                                 "sparse", "local")) else []
         add(Case(f"model/{name}", [str(path), "-o", out(), *CPU, *shape]))
         if name in ("opset_7", "opset_8", "opset_none", "dims_2e64", "raw_short", "input_dim_2e40", "non_utf8_node_name"):
             add(Case(f"model/{name}/analyze", ["analyze", str(path)]))
@@ -788,6 +807,14 @@ def main(argv: list[str] | None = None) -> int:
         counts[o.code] = counts.get(o.code, 0) + 1
     bad = [o for o in outcomes if o.problems]
     internal = sum("internal error / traceback" in o.problems for o in outcomes)
+    for section in SECTIONS:
+        codes: dict[int, int] = {}
+        for o in outcomes:
+            if o.case.name.split("/")[0] == section:
+                codes[o.code] = codes.get(o.code, 0) + 1
+        if codes:
+            print(f"  {section:6s} {sum(codes.values()):4d} cases; exit codes: "
+                  + ", ".join(f"{k}: {v}" for k, v in sorted(codes.items())))
     print(f"{len(outcomes)} cases; exit codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     print(f"{len(bad)} failing cases ({internal} with an internal error or traceback)")
     return 1 if bad else 0
