@@ -111,11 +111,21 @@ def session(model: onnx.ModelProto | str, provider: str = "cpu", optimize: bool 
     if threads:
         opts.intra_op_num_threads = threads
     full = PROVIDERS[provider]
-    source = model if isinstance(model, str) else _bytes_or_path(model)
+    source = _path_source(model) if isinstance(model, str) else _bytes_or_path(model)
     try:
         return ort.InferenceSession(source, opts, providers=[full])
     except Exception as exc:
         raise CheckFailedError(f"ONNX Runtime ({provider}) cannot load the model: {_first_line(exc)}") from None
+
+
+def _path_source(path: str):
+    """ONNX Runtime opens UTF-8 paths only: a file name that is not UTF-8 is handed over as its bytes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def _bytes_or_path(model: onnx.ModelProto):

@@ -499,8 +499,7 @@ def _check_output(path: str) -> str | None:
     """Why the file at `path`, written by a successful run, is broken (None: it is fine)."""
     try:
         if path.endswith(".onnx"):
-            onnx.checker.check_model(path)
-            onnx.load(path)
+            onnx.checker.check_model(onnx.load(path))
         elif path.endswith(".json"):
             with open(path) as f:
                 json.load(f)
@@ -592,6 +591,12 @@ def _model_cases(add, root: Path, out) -> None:
             add(Case(f"model/{name}/analyze", ["analyze", str(path)]))
             add(Case(f"model/{name}/verify", ["verify", str(path)]))
     add(Case("model/missing", [str(mdir / "nope.onnx"), "-o", out()]))
+    odd = os.fsdecode(os.fsencode(str(mdir)) + b"/\xff\xfe model.onnx")  # a file name that is not UTF-8
+    Path(odd).write_bytes(mlp(2).SerializeToString())
+    add(Case("model/non_utf8_file_name", [odd, "-o", os.fsdecode(os.fsencode(out()) + b"\xfe.onnx"), *CPU,
+                                          "--plan-out", os.fsdecode(os.fsencode(out(".json")) + b"\xfa.json"),
+                                          "--report-json", os.fsdecode(os.fsencode(out(".json")) + b"\xfb.json")]))
+    add(Case("model/non_utf8_file_name/default_output", [odd, *CPU]))
     add(Case("model/empty_name", ["", "-o", out()]))
     add(Case("model/dev_null", ["/dev/null", "-o", out()]))
     add(Case("model/dev_zero_as_model", ["/proc/self/status", "-o", out()]))

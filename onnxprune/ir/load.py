@@ -79,7 +79,7 @@ def _check_with_onnx(proto: onnx.ModelProto, path: str) -> None:
     if default[0] > newest:
         raise ModelLoadError(f"'{path}' uses opset {default[0]}; the installed onnx knows opsets up to {newest}")
     try:  # from the file: faster than from the message, and models over 2 GB can only be checked so
-        integrity.run_checker(path, full_check=True)
+        integrity.run_checker(path if _utf8(path) else proto, full_check=True)
     except Exception as exc:  # ValidationError, or a protobuf error on a malformed model
         raise ModelLoadError(f"'{path}' is not a valid ONNX model (onnx.checker): {_one_line(exc)}") from None
 
@@ -103,6 +103,15 @@ def _upgraded(proto: onnx.ModelProto, path: str) -> onnx.ModelProto:
         proto.graph.input.extend(kept)
         proto.ir_version = 4
     return proto
+
+
+def _utf8(path: str) -> bool:
+    """Whether onnx's C++ code can open `path` (a file name that is not UTF-8 arrives with surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _one_line(exc: BaseException) -> str:
