@@ -35,6 +35,8 @@ def check_output(path: str, flag: str) -> None:
         raise BadInputError(f"{flag} '{path}' is a directory; give a file path")
     if os.path.exists(path) and not os.path.isfile(path):
         raise BadInputError(f"{flag} '{path}' exists and is not a regular file")
+    if os.path.isdir(path + DATA_SUFFIX):  # where a large model's external data would go
+        raise BadInputError(f"{flag} '{path}': '{path + DATA_SUFFIX}' is a directory")
     folder = _existing_folder(path, flag)
     _check_names(path, folder, flag)
     _probe(folder, flag, path)

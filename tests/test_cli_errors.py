@@ -276,6 +276,17 @@ def test_output_path_errors_come_before_loading_the_model(tmp_path, capsys):
     _fails(["analyze", broken, "--json", tmp_path / "adir"], capsys, tmp_path, 2, "--json", "is a directory")
 
 
+def test_file_names_that_are_not_utf8_work(tmp_path, capsys):
+    folder = os.fsencode(str(tmp_path))
+    model = Path(os.fsdecode(folder + b"/\xff\xfe.onnx"))
+    model.write_bytes(mlp().SerializeToString())
+    out = os.fsdecode(folder + b"/\xfe out.onnx")
+    plan = os.fsdecode(folder + b"/\xfa.json")
+    assert cli.main([str(model), "-o", out, "--plan-out", plan, *CPU]) == 0, capsys.readouterr().err
+    onnx.checker.check_model(onnx.load(out))
+    json.loads(Path(plan).read_text())
+
+
 def test_outputs_must_not_share_a_path(model_path, tmp_path, capsys):
     out = tmp_path / "out.onnx"
     plan = _write(tmp_path, "plan.json", b"{}")
