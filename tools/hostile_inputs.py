@@ -671,6 +671,8 @@ def _path_cases(add, root: Path, cnn_path: Path, mlp_path: Path, plan: Path, out
     long_name = "x" * 300 + ".onnx"
     ro = root / "readonly"
     make_readonly(ro)
+    fifo = root / "a_fifo"  # not a regular file (a device such as /dev/full would be at risk from a bug)
+    os.mkfifo(fifo)
     afile = root / "a_file.txt"
     afile.write_text("not a folder")
     odir = root / "an_output_dir"
@@ -681,7 +683,7 @@ def _path_cases(add, root: Path, cnn_path: Path, mlp_path: Path, plan: Path, out
         "directory": str(odir), "missing_folder": str(root / "nope" / "deeper" / "x.onnx"),
         "parent_is_file": str(afile / "x.onnx"), "long_name": str(root / long_name),
         "long_path": str(root / "/".join(["d" * 200] * 30) / "x.onnx"), "empty": "",
-        "readonly": str(ro / "x.onnx"), "dev_full": "/dev/full", "proc": "/proc/x.onnx", "sys": "/sys/x.onnx",
+        "readonly": str(ro / "x.onnx"), "fifo": str(fifo), "proc": "/proc/x.onnx", "sys": "/sys/x.onnx",
         "trailing_slash": str(root / "newdir") + "/", "dot": ".", "root": "/",
     }
     for name, target in targets.items():
