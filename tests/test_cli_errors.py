@@ -321,6 +321,7 @@ def _readonly_folder(tmp_path: Path) -> Path:
             (candidate / "onnxprune-probe").write_bytes(b"")
         except OSError:
             return candidate
+        (candidate / "onnxprune-probe").unlink()
     pytest.skip("no read-only folder available")
 
 
