@@ -1,12 +1,18 @@
 """Integrity of a model read from disk, checked before anything is allocated from its declarations:
-valid UTF-8 text, tensor payloads that match their dims and type, element counts under a cap."""
+valid UTF-8 text, tensor payloads that match their dims and type, element counts under a cap, a
+supported opset, onnx.checker; and the upgrade of opsets 7 and 8 and IR version 3."""
 from __future__ import annotations
+
+import logging
 
 import onnx
 from google.protobuf.message import Message
 
 from ..errors import ModelLoadError
 from . import limits
+from .graph import opset_of
+
+log = logging.getLogger(__name__)
 
 # bytes per element of the raw_data of each element type (sub-byte types: see _raw_bytes)
 _ITEMSIZE = {
@@ -154,3 +160,61 @@ def run_checker(model: onnx.ModelProto | str, full_check: bool = True) -> None:
     finally:
         for tt in missing:
             tt.ClearField("shape")
+
+
+def check_opset_and_schema(proto: onnx.ModelProto, path: str) -> None:
+    """Default-domain opset in the supported range, then onnx.checker on the model as it was read."""
+    default = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
+    if not default:
+        domains = sorted({o.domain for o in proto.opset_import})
+        raise ModelLoadError(f"'{path}' imports no default-domain (ai.onnx) opset (its opset imports: "
+                             f"{domains or 'none'}); onnxprune needs ai.onnx opset {limits.MIN_OPSET} or newer")
+    newest = onnx.defs.onnx_opset_version()
+    if len(default) > 1:
+        raise ModelLoadError(f"'{path}' imports the default domain more than once (opsets {default})")
+    if default[0] < limits.MIN_UPGRADABLE_OPSET:
+        raise ModelLoadError(f"'{path}' uses opset {default[0]}; onnxprune needs opset {limits.MIN_OPSET} or newer "
+                             f"(opsets {limits.MIN_UPGRADABLE_OPSET} and 8 are upgraded)")
+    if default[0] > newest:
+        raise ModelLoadError(f"'{path}' uses opset {default[0]}; the installed onnx knows opsets up to {newest}")
+    try:  # from the file: faster than from the message, and models over 2 GB can only be checked so
+        run_checker(path if _utf8(path) else proto, full_check=True)
+    except Exception as exc:  # ValidationError, or a protobuf error on a malformed model
+        raise ModelLoadError(f"'{path}' is not a valid ONNX model (onnx.checker): {one_line(exc)}") from None
+
+
+def upgraded(proto: onnx.ModelProto, path: str) -> onnx.ModelProto:
+    """Opset 7 and 8 upgraded to MIN_OPSET with onnx.version_converter; IR version 3 lifted to 4."""
+    opset = opset_of(proto)
+    if opset < limits.MIN_OPSET:
+        from onnx import version_converter
+
+        try:
+            proto = version_converter.convert_version(proto, limits.MIN_OPSET)
+            onnx.checker.check_model(proto)
+        except Exception as exc:  # the converter raises RuntimeError / ValidationError
+            raise ModelLoadError(f"'{path}' uses opset {opset}, and onnx.version_converter could not upgrade it "
+                                 f"to opset {limits.MIN_OPSET}: {one_line(exc)}") from None
+        log.warning("%s: opset %d upgraded to opset %d with onnx.version_converter", path, opset, limits.MIN_OPSET)
+    if proto.ir_version < 4:  # IR 3 lists every initializer as a graph input; later versions need not
+        inits = {t.name for t in proto.graph.initializer}
+        kept = [i for i in proto.graph.input if i.name not in inits]
+        del proto.graph.input[:]
+        proto.graph.input.extend(kept)
+        proto.ir_version = 4
+    return proto
+
+
+def _utf8(path: str) -> bool:
+    """Whether onnx's C++ code can open `path` (a file name that is not UTF-8 arrives with surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def one_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__

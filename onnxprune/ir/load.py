@@ -1,7 +1,6 @@
 """Read a model file and normalise it: constants as initializers, private small constants, named nodes."""
 from __future__ import annotations
 
-import logging
 import os
 
 import numpy as np
@@ -10,10 +9,8 @@ from onnx import numpy_helper
 
 from ..errors import ModelLoadError
 from . import integrity, limits
-from .graph import CLONE_MARK, Graph, numel, opset_of
+from .graph import CLONE_MARK, Graph, numel
 from .shapes import infer_shapes
-
-log = logging.getLogger(__name__)
 
 
 def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
@@ -22,6 +19,19 @@ def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | Non
     normalise(proto)
     shapes = infer_shapes(proto, input_shapes or {})
     return Graph(proto, shapes)
+
+
+def _parse(path: str) -> onnx.ModelProto:
+    try:
+        return onnx.load(path, load_external_data=True)
+    except FileNotFoundError as exc:  # external data named by the model
+        raise ModelLoadError(f"'{path}' names external data '{exc.filename}' that does not exist") from None
+    except IsADirectoryError as exc:
+        raise ModelLoadError(f"'{path}' names external data '{exc.filename}', which is a directory") from None
+    except MemoryError:
+        raise ModelLoadError(f"'{path}' does not fit in memory") from None
+    except Exception as exc:  # protobuf and the external-data loader raise several unrelated types
+        raise ModelLoadError(f"cannot read '{path}' as an ONNX model: {integrity.one_line(exc)}") from None
 
 
 def read_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -46,77 +56,8 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             raise ModelLoadError(f"external data of initializer '{t.name}' could not be loaded from beside '{path}'")
     integrity.check_tensors(proto, path)
-    _check_with_onnx(proto, path)
-    return _upgraded(proto, path)
-
-
-def _parse(path: str) -> onnx.ModelProto:
-    try:
-        return onnx.load(path, load_external_data=True)
-    except FileNotFoundError as exc:  # external data named by the model
-        raise ModelLoadError(f"'{path}' names external data '{exc.filename}' that does not exist") from None
-    except IsADirectoryError as exc:
-        raise ModelLoadError(f"'{path}' names external data '{exc.filename}', which is a directory") from None
-    except MemoryError:
-        raise ModelLoadError(f"'{path}' does not fit in memory") from None
-    except Exception as exc:  # protobuf and the external-data loader raise several unrelated types
-        raise ModelLoadError(f"cannot read '{path}' as an ONNX model: {_one_line(exc)}") from None
-
-
-def _check_with_onnx(proto: onnx.ModelProto, path: str) -> None:
-    """Default-domain opset in the supported range, then onnx.checker on the model as it was read."""
-    default = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
-    if not default:
-        domains = sorted({o.domain for o in proto.opset_import})
-        raise ModelLoadError(f"'{path}' imports no default-domain (ai.onnx) opset (its opset imports: "
-                             f"{domains or 'none'}); onnxprune needs ai.onnx opset {limits.MIN_OPSET} or newer")
-    newest = onnx.defs.onnx_opset_version()
-    if len(default) > 1:
-        raise ModelLoadError(f"'{path}' imports the default domain more than once (opsets {default})")
-    if default[0] < limits.MIN_UPGRADABLE_OPSET:
-        raise ModelLoadError(f"'{path}' uses opset {default[0]}; onnxprune needs opset {limits.MIN_OPSET} or newer "
-                             f"(opsets {limits.MIN_UPGRADABLE_OPSET} and 8 are upgraded)")
-    if default[0] > newest:
-        raise ModelLoadError(f"'{path}' uses opset {default[0]}; the installed onnx knows opsets up to {newest}")
-    try:  # from the file: faster than from the message, and models over 2 GB can only be checked so
-        integrity.run_checker(path if _utf8(path) else proto, full_check=True)
-    except Exception as exc:  # ValidationError, or a protobuf error on a malformed model
-        raise ModelLoadError(f"'{path}' is not a valid ONNX model (onnx.checker): {_one_line(exc)}") from None
-
-
-def _upgraded(proto: onnx.ModelProto, path: str) -> onnx.ModelProto:
-    opset = opset_of(proto)
-    if opset < limits.MIN_OPSET:
-        from onnx import version_converter
-
-        try:
-            proto = version_converter.convert_version(proto, limits.MIN_OPSET)
-            onnx.checker.check_model(proto)
-        except Exception as exc:  # the converter raises RuntimeError / ValidationError
-            raise ModelLoadError(f"'{path}' uses opset {opset}, and onnx.version_converter could not upgrade it "
-                                 f"to opset {limits.MIN_OPSET}: {_one_line(exc)}") from None
-        log.warning("%s: opset %d upgraded to opset %d with onnx.version_converter", path, opset, limits.MIN_OPSET)
-    if proto.ir_version < 4:  # IR 3 lists every initializer as a graph input; later versions need not
-        inits = {t.name for t in proto.graph.initializer}
-        kept = [i for i in proto.graph.input if i.name not in inits]
-        del proto.graph.input[:]
-        proto.graph.input.extend(kept)
-        proto.ir_version = 4
-    return proto
-
-
-def _utf8(path: str) -> bool:
-    """Whether onnx's C++ code can open `path` (a file name that is not UTF-8 arrives with surrogates)."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
+    integrity.check_opset_and_schema(proto, path)
+    return integrity.upgraded(proto, path)
 
 
 def normalise(proto: onnx.ModelProto) -> None:
