@@ -17,7 +17,7 @@ from .errors import PlanError
 from .group import Group
 
 PLAN_VERSION = 1
-MAX_PLAN_BYTES = 1 << 30  # a plan file lists root indices, at most a few per channel
+MAX_PLAN_BYTES = 1 << 28  # a plan lists root indices and slices: megabytes even for a large model
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,15 @@ def test_invalid_input_model_is_not_a_check_failure(tmp_path, capsys):
     _fails([path, *CPU], capsys, tmp_path, 2, "onnx.checker", "mm2")
 
 
+def test_input_model_onnx_runtime_cannot_run_is_exit_2(tmp_path, capsys):
+    """onnx accepts an op of a declared custom domain; ONNX Runtime cannot load it: the input's fault."""
+    model = mlp()
+    model.graph.node[1].domain = "com.example"
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    path = _write(tmp_path, "custom.onnx", model)
+    _fails([path, *CPU], capsys, tmp_path, 2, "the input model cannot be validated", "com.example")
+
+
 @pytest.mark.parametrize("opset", [7, 8])
 def test_opset_7_and_8_are_upgraded(opset, tmp_path, capsys, caplog):
     path = _write(tmp_path, "old.onnx", hostile_inputs.old_cnn(opset))
