@@ -81,7 +81,8 @@ def read_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         with zipfile.ZipFile(path) as z:
             return dict(_member_header(path, z, info) for info in z.infolist())
     except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
-        raise BadInputError(f"cannot read calibration file '{path}' as .npz: {str(exc) or type(exc).__name__}") from None
+        why = str(exc) or type(exc).__name__
+        raise BadInputError(f"cannot read calibration file '{path}' as .npz: {why}") from None
 
 
 def _member_header(path: str, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, tuple]:

@@ -199,7 +199,8 @@ def _run(argv: list[str]) -> int:
         result = verify(args.model, config)
         print(f"oracle {'PASSED' if result.passed else 'FAILED'}: {result.detail}")
         return 0 if result.passed else 1
-    check_paths(args.model, default_output(args.model) if args.output is None else args.output, config, **{"--report-json": args.report_json})
+    output = default_output(args.model) if args.output is None else args.output
+    check_paths(args.model, output, config, **{"--report-json": args.report_json})  # before any work
     report = prune(args.model, args.output, config)
     if args.report_json:
         try:

@@ -63,11 +63,13 @@ def _check_names(path: str, folder: str, flag: str) -> None:
     except (OSError, ValueError):
         name_max, path_max = 255, 4096
     full = os.path.abspath(path)
-    for part in full.split(os.sep):
+    parts = full.split(os.sep)
+    for i, part in enumerate(parts):
         # the external data file of a large model is written beside the model as NAME.data
-        if len(os.fsencode(part)) + len(DATA_SUFFIX) > name_max:
+        room = name_max - (len(DATA_SUFFIX) if i == len(parts) - 1 else 0)
+        if len(os.fsencode(part)) > room:
             raise BadInputError(f"{flag} '{path}': the name '{part[:40]}...' is {len(os.fsencode(part))} bytes long; "
-                                f"this file system takes at most {name_max - len(DATA_SUFFIX)} here")
+                                f"this file system takes at most {room} here")
     if len(os.fsencode(full)) + len(DATA_SUFFIX) >= path_max:
         raise BadInputError(f"{flag} '{path[:60]}...' is {len(os.fsencode(full))} bytes long; the limit is {path_max}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -76,7 +77,7 @@ class Plan:
             raise PlanError(f"{origin}: missing field {exc}") from None
         ids = [g.id for g in plan_groups]
         if len(set(ids)) != len(ids):
-            raise PlanError(f"{origin}: group ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+            raise PlanError(f"{origin}: group ids repeat: {sorted(i for i, n in Counter(ids).items() if n > 1)[:5]}")
         return Plan(plan_groups, frozen_spaces, dict(meta))
 
     def save(self, path: str, groups: list[Group] | None = None) -> None:
@@ -136,7 +137,8 @@ def _plan_group(g, where: str) -> PlanGroup:
         raise PlanError(f"{where}: 'exact' must be true or false, found {_json_type(exact)}")
     size = _field(g, "size", int, where)
     if len(set(pruned)) != len(pruned):
-        raise PlanError(f"{where}: 'pruned' repeats channel indices {sorted({i for i in pruned if pruned.count(i) > 1})[:5]}")
+        repeated = sorted(i for i, n in Counter(pruned).items() if n > 1)[:5]
+        raise PlanError(f"{where}: 'pruned' repeats channel indices {repeated}")
     if size <= 0 or any(i < 0 or i >= size for i in pruned):
         raise PlanError(f"{where}: 'pruned' indices must lie in [0, size={size}), found "
                         f"{[i for i in pruned if i < 0 or i >= size][:5] or 'size <= 0'}")

@@ -350,6 +350,7 @@ def plan_files(good: dict) -> dict[str, bytes | None]:
         "deep_in_meta": b'{"version": 1, "groups": [], "meta": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
         "huge_whitespace": b" " * 30_000_000 + b"{}",
         "huge_pruned": changed(pruned=list(range(2_000_000))),
+        "huge_duplicates": changed(pruned=[0] * 2_000_000),
         "top_list": b"[]", "top_string": b'"plan"', "top_null": b"null", "top_number": b"42",
         "no_groups": b'{"version": 1}', "groups_not_list": top({"groups": 5}), "groups_dict": top({"groups": {"a": 1}}),
         "group_is_list": top({"groups": [[1, 2]]}), "group_is_string": top({"groups": ["x"]}),
