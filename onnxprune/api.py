@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import activation, calib, compensate, ir
+from . import activation, calib, compensate, ir, paths
 from .apply import apply_plan
 from .depgraph import build_groups
-from .errors import BadInputError, CheckFailedError
+from .errors import CheckFailedError, OutputWriteError
 from .fold import fold_shape_arithmetic
 from .group import Group
 from .config import PruneConfig
@@ -85,7 +85,9 @@ def _effective_shapes(graph: Graph, given: dict, hint: dict) -> dict:
     shapes = dict(given)
     for name, _, dims in ir.input_specs(graph.proto):
         dynamic = any(not isinstance(d, int) or d <= 0 for d in dims)
-        if name not in shapes and dynamic and name in hint:
+        fits = name in hint and len(hint[name]) == len(dims) and all(
+            not isinstance(d, int) or d <= 0 or d == h for d, h in zip(dims, hint[name]))
+        if name not in shapes and dynamic and fits:  # a hint that does not fit is reported by calib.check
             shapes[name] = tuple(hint[name])
     return shapes
 
@@ -158,9 +160,8 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
     """Prune `model_path`, validate, write `output_path` (default MODEL.pruned.onnx), return the report."""
     config = config or PruneConfig()
     config.check()
-    output_path = output_path or default_output(model_path)
-    if os.path.abspath(output_path) == os.path.abspath(model_path):
-        raise BadInputError(f"output '{output_path}' is the input model; choose another path with -o")
+    output_path = default_output(model_path) if output_path is None else output_path
+    check_paths(model_path, output_path, config)
     timings: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -208,18 +209,33 @@ def prune(model_path: str, output_path: str | None = None, config: PruneConfig |
         if saved_first:
             ir.remove_saved(output_path)
         raise
-    if config.plan_out:
-        plan.save(config.plan_out, analysis.groups, analysis.graph.input_coordinates())
     if not saved_first:
         _save(pruned, output_path, lap)
+    if config.plan_out:
+        try:
+            plan.save(config.plan_out, analysis.groups, analysis.graph.input_coordinates())
+        except OutputWriteError:  # all or nothing: no model without its plan
+            ir.remove_saved(output_path)
+            raise
     report.after.file_bytes = file_size(output_path)
     report.timings_s = timings
     return report
 
 
+def check_paths(model_path: str, output_path: str, config: PruneConfig, **more: str | None) -> None:
+    """Before any work: the outputs (-o, --plan-out and `more`, flag -> path) can be written and
+    overwrite no input."""
+    paths.check_outputs({"-o": output_path, "--plan-out": config.plan_out, **more},
+                        {"the input model": model_path, "the --plan-in plan": config.plan_in,
+                         "the --calib data": config.calib})
+
+
 def _save(pruned, output_path: str, lap) -> None:
     log.info("writing %s", output_path)
-    ir.save(pruned, output_path, keep=False)  # the pipeline does not read `pruned` afterwards
+    try:
+        ir.save(pruned, output_path, keep=False)  # the pipeline does not read `pruned` afterwards
+    except OSError as exc:
+        raise OutputWriteError(f"cannot write '{output_path}': {exc.strerror or exc}") from None
     lap("save")
 
 

@@ -8,6 +8,7 @@ values receives one batch at a time, so memory stays bounded by the batch.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import onnx
 
 from . import ir
 from .errors import BadInputError, CheckFailedError
+from .ir import limits
 from .validate import session
 
 log = logging.getLogger(__name__)
@@ -52,18 +54,65 @@ def load(path: str, proto: onnx.ModelProto, input_shapes: dict | None = None) ->
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
+    """The arrays of a .npz, each header checked against its stored size before it is read."""
+    headers = read_headers(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
-    except FileNotFoundError:
-        raise BadInputError(f"calibration file '{path}' does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            arrays = {k: npz[k] for k in headers}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BadInputError(f"cannot read calibration file '{path}' as .npz: {exc}") from None
+    # a big-endian file is still float32 data: native byte order for ONNX Runtime
+    return {k: a.astype(a.dtype.newbyteorder("=")) if not a.dtype.isnative else a for k, a in arrays.items()}
+
+
+def read_headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """(shape, dtype) of every array of a .npz, read from the headers alone; raises BadInputError for a file
+    that is not an .npz of plain arrays, or whose headers declare more data than the file holds."""
+    if os.path.isdir(path):
+        raise BadInputError(f"calibration path '{path}' is a directory, not an .npz file")
+    if not os.path.exists(path):
+        raise BadInputError(f"calibration file '{path}' does not exist")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic == b"\x93NUMPY":
+            raise BadInputError(f"calibration file '{path}' is a single .npy array; save the inputs keyed by the "
+                                "model's input names with np.savez(FILE.npz, NAME=array, ...)")
+        with zipfile.ZipFile(path) as z:
+            return dict(_member_header(path, z, info) for info in z.infolist())
+    except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise BadInputError(f"cannot read calibration file '{path}' as .npz: {why}") from None
+
+
+def _member_header(path: str, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, tuple]:
+    name = info.filename
+    if not name.endswith(".npy"):
+        raise BadInputError(f"calibration file '{path}' holds '{name}', which is not an .npy array")
+    with z.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+        except ValueError as exc:
+            raise BadInputError(f"calibration file '{path}': array '{name[:-4]}' has a bad header: {exc}") from None
+        offset = f.tell()
+    if dtype.hasobject:
+        raise BadInputError(f"calibration file '{path}': array '{name[:-4]}' holds Python objects; "
+                            "only numeric arrays are read")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    need = count * dtype.itemsize
+    if count > limits.MAX_TENSOR_ELEMENTS or need > info.file_size - offset:
+        raise BadInputError(f"calibration file '{path}': array '{name[:-4]}' declares shape {list(shape)} "
+                            f"({need} bytes), but the file holds {max(info.file_size - offset, 0)} bytes for it")
+    return name[:-4], (tuple(int(d) for d in shape), dtype)
 
 
 def sample_shapes(path: str) -> dict[str, tuple[int, ...]]:
-    """One sample's shape per input (batch 1), to fix dynamic inputs for the analysis."""
-    return {k: (1, *a.shape[1:]) for k, a in _read_npz(path).items() if a.ndim}
+    """One sample's shape per input (batch 1), to fix dynamic inputs for the analysis (headers only)."""
+    return {k: (1, *shape[1:]) for k, (shape, _) in read_headers(path).items() if shape}
 
 
 def check(arrays: dict[str, np.ndarray], proto: onnx.ModelProto, input_shapes: dict, origin: str = "calibration data"
@@ -100,6 +149,10 @@ def _check_one(origin: str, name: str, arr: np.ndarray, elem: int, dims: tuple, 
         if isinstance(dims[axis], int) and dims[axis] > 0 and arr.shape[axis] != dims[axis]:
             raise BadInputError(f"{origin}: input '{name}' expects size {dims[axis]} along axis {axis} "
                                 f"(model shape {list(dims)}), the array has shape {list(arr.shape)}")
+    if np.issubdtype(arr.dtype, np.inexact) and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise BadInputError(f"{origin}: input '{name}' holds {bad} NaN or infinite values; calibration data "
+                            "must be finite")
     if isinstance(dims[0], int) and dims[0] > 0:
         if batch is not None and batch != dims[0]:
             raise BadInputError(f"{origin}: the model's inputs fix different batch sizes ({batch}, {dims[0]})")

@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import BadInputError, CheckFailedError, OnnxPruneError
+from . import paths
+from .errors import BadInputError, CheckFailedError, OnnxPruneError, OutputWriteError
 from .options import ACTIVATION_CRITERIA as ACT_CRITERIA
 from .options import COMPENSATIONS
 from .options import REDUCTIONS, WEIGHT_CRITERIA as CRITERIA
@@ -35,14 +37,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """NAME:D0,D1,... -> (NAME, dims); NAME: with nothing after the colon is a scalar (shape ())."""
     name, sep, dims = text.rpartition(":")
-    try:
-        shape = tuple(int(d) for d in dims.split(","))
-    except ValueError:
-        shape = ()
-    if not sep or not name or not shape or any(d <= 0 for d in shape):
-        raise BadInputError(f"--input-shape expects NAME:D0,D1,... with positive integers, got '{text}'")
+    parts = [d.strip() for d in dims.split(",")] if dims.strip() else []
+    if not sep or not name or not all(d.isdigit() and int(d) > 0 for d in parts):
+        raise BadInputError(f"--input-shape expects NAME:D0,D1,... with positive integers (NAME: for a scalar), "
+                            f"got '{text}'")
+    from .ir import limits
+    shape = tuple(int(d) for d in parts)
+    if any(d > limits.MAX_DIM for d in shape):
+        raise BadInputError(f"--input-shape '{text}': dimensions above {limits.MAX_DIM} are refused")
     return name, shape
+
+
+def parse_input_shapes(texts: list[str]) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in texts:
+        name, shape = parse_input_shape(text)
+        if name in shapes and shapes[name] != shape:
+            raise BadInputError(f"--input-shape gives input '{name}' twice: {list(shapes[name])} and {list(shape)}")
+        shapes[name] = shape
+    return shapes
 
 
 def parse_ratio(text: str) -> float:
@@ -65,6 +80,16 @@ def _number(flag: str, kind: type = float):
             raise BadInputError(f"{flag} expects {'an integer' if kind is int else 'a number'}, got '{text}'") from None
 
     return parse
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2 ** 63:
+        raise BadInputError(f"--seed expects a non-negative integer, got '{text}'")
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -103,7 +128,7 @@ def _plan_flags(p: argparse.ArgumentParser) -> None:
                         "PATTERN (repeatable; the first match wins)")
     p.add_argument("--plan-in", metavar="PLAN.json",
                    help="apply this saved plan exactly; ignores --ratio and --importance")
-    p.add_argument("--seed", type=int, default=0, help="seed for random inputs and the random criterion")
+    p.add_argument("--seed", type=_seed, default=0, help="seed for random inputs and the random criterion")
     p.add_argument("--inexact", action="store_true",
                    help="also prune inexact groups (normalisation over the pruned axis, e.g. a transformer's "
                         "hidden size): outputs change beyond the removed channels")
@@ -153,7 +178,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
 
 def _config(args: argparse.Namespace) -> PruneConfig:
     from .api import PruneConfig
-    shapes = dict(parse_input_shape(s) for s in args.input_shape)
+    shapes = parse_input_shapes(args.input_shape)
     if args.ratio is not None and (args.target_params is not None or args.target_macs is not None):
         raise BadInputError("--ratio and --target-params / --target-macs are exclusive: a target sets the ratio")
     config = PruneConfig(ratio=0.3 if args.ratio is None else args.ratio, importance=args.importance,
@@ -173,7 +198,8 @@ def _config(args: argparse.Namespace) -> PruneConfig:
 def _run(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in COMMANDS else "prune"
     args = build_parsers()[command].parse_args(argv[1:] if command != "prune" else argv)
-    from .api import prune, verify
+    from .api import check_paths, default_output, prune, verify
+    from .ir import remove_saved
     from .report import format_text
     _configure_logging(args)
     if command == "analyze":
@@ -183,9 +209,17 @@ def _run(argv: list[str]) -> int:
         result = verify(args.model, config)
         print(f"oracle {'PASSED' if result.passed else 'FAILED'}: {result.detail}")
         return 0 if result.passed else 1
+    output = default_output(args.model) if args.output is None else args.output
+    check_paths(args.model, output, config, **{"--report-json": args.report_json})  # before any work
     report = prune(args.model, args.output, config)
     if args.report_json:
-        report.save_json(args.report_json)
+        try:
+            report.save_json(args.report_json)
+        except OutputWriteError:  # all or nothing: no model without its report
+            remove_saved(report.output)
+            if config.plan_out and os.path.exists(config.plan_out):
+                os.remove(config.plan_out)
+            raise
     if not args.quiet:
         print(format_text(report))
     return 0
@@ -195,7 +229,9 @@ def _analyze(args: argparse.Namespace) -> int:
     from .api import analyze
     from .planner import tensor_ref
     from .report import frozen_reasons
-    shapes = dict(parse_input_shape(s) for s in args.input_shape)
+    shapes = parse_input_shapes(args.input_shape)
+    if args.json is not None:
+        paths.check_outputs({"--json": args.json}, {"the input model": args.model})
     analysis = analyze(args.model, shapes)
     groups = analysis.groups
     print(f"{args.model}: {len(groups)} groups, {len(analysis.prunable)} prunable, "
@@ -211,13 +247,15 @@ def _analyze(args: argparse.Namespace) -> int:
                  "exact": g.exact, "inexact": list(g.inexact_reasons), "frozen": g.frozen_reason,
                  "slices": [{**tensor_ref(s.tensor, names), "axis": s.axis, "role": s.role} for s in g.slices]}
                 for g in groups]
-        with open(args.json, "w") as f:
-            json.dump({"groups": rows}, f, indent=1)
+        paths.write_text(args.json, json.dumps({"groups": rows}, indent=1))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not UTF-8 must not break printing it
+        if hasattr(stream, "reconfigure") and getattr(stream, "errors", "") == "strict":
+            stream.reconfigure(errors="backslashreplace")
     try:
         return _run(argv)
     except BadInputError as exc:
@@ -229,6 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     except OnnxPruneError as exc:
         print(f"onnxprune: error: {exc}", file=sys.stderr)
         return 1
+    except MemoryError:
+        print("onnxprune: error: out of memory (the model, its inputs or the calibration data are too large "
+              "for this machine)", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the machine, not the input: a full disk, a device error
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"onnxprune: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("onnxprune: interrupted", file=sys.stderr)
         return 130

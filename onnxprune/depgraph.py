@@ -114,7 +114,8 @@ class _Growth:
             return f"reaches graph input '{tensor}'"
         size = g.dim(tensor, axis)
         if size is None:
-            return f"size of '{tensor}' along axis {axis} is unknown (dynamic; fix it with --input-shape)"
+            hint = "dynamic; fix it with --input-shape" if _dynamic_inputs(g) else "shape inference cannot tell it"
+            return f"size of '{tensor}' along axis {axis} is unknown ({hint})"
         if pairs[:, 0].max() >= size or pairs[:, 0].min() < 0:
             log.warning("rule mapped positions outside '%s' axis %d (size %d)", tensor, axis, size)
             return f"internal: positions outside '{tensor}' along axis {axis}"
@@ -204,3 +205,8 @@ def _couple(size: int, relations: list[tuple[np.ndarray, np.ndarray]]) -> np.nda
         changed = not np.array_equal(before, labels)
     _, units = np.unique(labels, return_inverse=True)
     return units.astype(np.int64)
+
+
+def _dynamic_inputs(graph) -> bool:
+    """Whether some graph input's shape is not fully static (then --input-shape may fix a size)."""
+    return any(any(d is None for d in graph.shapes.get(name, (None,))) for name in graph.graph_inputs)

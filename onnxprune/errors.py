@@ -18,5 +18,9 @@ class PlanError(BadInputError):
     """A plan file does not fit the model it is applied to."""
 
 
+class OutputWriteError(BadInputError):
+    """An output file could not be written (read-only or full disk); nothing partial is left."""
+
+
 class CheckFailedError(OnnxPruneError):
     """Validation or the dead-channel oracle found the pruned model wrong (CLI exit code 1)."""

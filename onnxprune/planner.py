@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
 
+from . import paths
 from .errors import PlanError
 from .group import Group
 
 PLAN_VERSION = 1
+MAX_PLAN_BYTES = 1 << 28  # a plan lists root indices and slices: megabytes even for a large model
 
 # internal tensor name -> (tensor of the input model, consuming node, input index), for the
 # load-time copies of shared constants (ir.Graph.input_coordinates)
@@ -62,32 +66,96 @@ class Plan:
                 "frozen": [_frozen_json(s, r, names) for s, r in self.frozen], "meta": self.meta}
 
     @staticmethod
-    def from_json(data: dict) -> "Plan":
+    def from_json(data: dict, origin: str = "plan is malformed") -> "Plan":
+        """A plan from its JSON form; raises PlanError naming the first bad field."""
+        if not isinstance(data, dict):
+            raise PlanError(f"{origin}: expected a JSON object with 'groups', found {type(data).__name__}")
+        version = data.get("version", PLAN_VERSION)
+        if version != PLAN_VERSION or isinstance(version, bool):
+            raise PlanError(f"{origin}: plan version {version!r} is not supported (expected {PLAN_VERSION})")
+        groups = _field(data, "groups", list, origin)
+        frozen = data.get("frozen", [])
+        meta = data.get("meta", {})
+        if not isinstance(frozen, list) or not all(isinstance(f, dict) for f in frozen):
+            raise PlanError(f"{origin}: 'frozen' must be a list of objects, found {_json_type(frozen)}")
+        if not isinstance(meta, dict):
+            raise PlanError(f"{origin}: 'meta' must be an object, found {_json_type(meta)}")
         try:
-            groups = tuple(
-                PlanGroup(int(g["id"]), (str(g["root"]["tensor"]), int(g["root"]["axis"])), bool(g.get("exact", True)),
-                          int(g["size"]), tuple(int(i) for i in g["pruned"]))
-                for g in data["groups"])
-            frozen = tuple((str(f["space"]), str(f["reason"])) for f in data.get("frozen", []))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PlanError(f"plan is malformed: missing or bad field {exc}") from None
-        return Plan(groups, frozen, dict(data.get("meta", {})))
+            plan_groups = tuple(_plan_group(g, f"{origin}: groups[{i}]") for i, g in enumerate(groups))
+            frozen_spaces = tuple((str(f["space"]), str(f["reason"])) for f in frozen)
+        except KeyError as exc:
+            raise PlanError(f"{origin}: missing field {exc}") from None
+        ids = [g.id for g in plan_groups]
+        if len(set(ids)) != len(ids):
+            raise PlanError(f"{origin}: group ids repeat: {sorted(i for i, n in Counter(ids).items() if n > 1)[:5]}")
+        return Plan(plan_groups, frozen_spaces, dict(meta))
 
     def save(self, path: str, groups: list[Group] | None = None, names: Names | None = None) -> None:
         """Write the plan file; `names` (ir.Graph.input_coordinates) puts it in the input model's coordinates."""
-        with open(path, "w") as f:
-            json.dump(self.to_json(groups, names), f, indent=1)
+        paths.write_text(path, json.dumps(self.to_json(groups, names), indent=1))
 
     @staticmethod
     def load(path: str) -> "Plan":
+        """Read a plan file; raises PlanError when it cannot be read or is not a plan."""
         try:
-            with open(path) as f:
-                data = json.load(f)
+            size = os.path.getsize(path)
+            if os.path.isdir(path):
+                raise PlanError(f"plan path '{path}' is a directory, not a JSON file")
+            if size > MAX_PLAN_BYTES:
+                raise PlanError(f"plan '{path}' is {size} bytes; plans over {MAX_PLAN_BYTES} bytes are refused")
+            with open(path, "rb") as f:
+                raw = f.read()
         except OSError as exc:
             raise PlanError(f"cannot read plan '{path}': {exc.strerror}") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise PlanError(f"plan '{path}' is not UTF-8 text (byte {raw[exc.start:exc.start + 1]!r} at "
+                            f"position {exc.start}); is it a plan written by --plan-out?") from None
+        try:
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise PlanError(f"plan '{path}' is not valid JSON: {exc}") from None
-        return Plan.from_json(data)
+        except RecursionError:
+            raise PlanError(f"plan '{path}' nests its JSON too deeply to be a plan") from None
+        return Plan.from_json(data, f"plan '{path}' is malformed")
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _field(data: dict, key: str, kind: type, where: str):
+    if key not in data:
+        raise PlanError(f"{where}: missing field '{key}'")
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PlanError(f"{where}: '{key}' must be {_json_type(kind())}, found {_json_type(value)} {str(value)[:40]}")
+    return value
+
+
+def _plan_group(g, where: str) -> PlanGroup:
+    if not isinstance(g, dict):
+        raise PlanError(f"{where} must be an object, found {_json_type(g)}")
+    root = _field(g, "root", dict, where)
+    pruned = _field(g, "pruned", list, where)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in pruned):
+        bad = next(i for i in pruned if not isinstance(i, int) or isinstance(i, bool))
+        raise PlanError(f"{where}: 'pruned' must hold integer channel indices, found {_json_type(bad)} {str(bad)[:40]}")
+    exact = g.get("exact", True)
+    if not isinstance(exact, bool):
+        raise PlanError(f"{where}: 'exact' must be true or false, found {_json_type(exact)}")
+    size = _field(g, "size", int, where)
+    if len(set(pruned)) != len(pruned):
+        repeated = sorted(i for i, n in Counter(pruned).items() if n > 1)[:5]
+        raise PlanError(f"{where}: 'pruned' repeats channel indices {repeated}")
+    if size <= 0 or any(i < 0 or i >= size for i in pruned):
+        raise PlanError(f"{where}: 'pruned' indices must lie in [0, size={size}), found "
+                        f"{[i for i in pruned if i < 0 or i >= size][:5] or 'size <= 0'}")
+    return PlanGroup(_field(g, "id", int, where), (str(_field(root, "tensor", str, where + ".root")),
+                                                   _field(root, "axis", int, where + ".root")),
+                     exact, size, tuple(pruned))
 
 
 def slices_json(group: Group, pruned, names: Names | None = None) -> list[dict]:

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 
+from . import paths
 from .group import Group
 from .ir import Graph
 from .planner import Plan
@@ -51,8 +52,7 @@ class PruneReport:
         return asdict(self)
 
     def save_json(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump(self.to_json(), f, indent=1, default=str)
+        paths.write_text(path, json.dumps(self.to_json(), indent=1, default=str))
 
 
 def frozen_reasons(groups: list[Group], top: int = 8) -> list[tuple[str, int]]:

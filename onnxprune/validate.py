@@ -28,7 +28,7 @@ def check_model(model: onnx.ModelProto | str) -> None:
     """onnx.checker with full checks (shape inference included); a model over 2 GB is checked from
     its file. Raises CheckFailedError."""
     try:
-        onnx.checker.check_model(model, full_check=True)
+        ir.integrity.run_checker(model, full_check=True)
     except Exception as exc:  # checker raises ValidationError or InferenceError
         raise CheckFailedError(f"pruned model fails onnx.checker: {exc}") from None
 
@@ -72,7 +72,8 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
                 raise BadInputError(f"input '{name}' has dynamic shape {list(dims)}; "
                                     f"give it with --input-shape {name}:d0,d1,...")
             shape = tuple(dims)
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+        _check_input_size(name, shape, input_shapes.get(name) is not None)
+        dtype = _input_dtype(name, elem)
         if np.issubdtype(dtype, np.floating):
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
@@ -84,6 +85,27 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
         else:
             feeds[name] = np.ones(shape, dtype=dtype)
     return feeds
+
+
+def _check_input_size(name: str, shape: tuple, given: bool) -> None:
+    count = 1
+    for d in shape:
+        count *= int(d)  # Python ints: declared dims of 2**40 do not wrap
+    if count > ir.limits.MAX_INPUT_ELEMENTS:
+        how = "--input-shape" if given else f"the model (fix it with --input-shape {name}:d0,d1,...)"
+        raise BadInputError(f"input '{name}' of shape {list(shape)} from {how} has {count} elements; random "
+                            f"validation inputs are limited to {ir.limits.MAX_INPUT_ELEMENTS} elements")
+
+
+def _input_dtype(name: str, elem: int) -> np.dtype:
+    try:
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+    except (KeyError, TypeError, ValueError):
+        raise BadInputError(f"input '{name}' has element type {elem}, for which no random input can be made") from None
+    if dtype == object:
+        raise BadInputError(f"input '{name}' is a string tensor; random validation inputs cannot be made for it "
+                            "(use --no-validate)")
+    return dtype
 
 
 def index_ranges(model: onnx.ModelProto) -> dict[str, int]:
@@ -106,7 +128,7 @@ def session(model: onnx.ModelProto | str, provider: str = "cpu", optimize: bool 
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors come back as exceptions; ONNX Runtime need not print them too
     # Original and pruned are timed in turn in one process: spinning pool threads of one session
     # would take the cores of the other.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -115,11 +137,21 @@ def session(model: onnx.ModelProto | str, provider: str = "cpu", optimize: bool 
     if threads:
         opts.intra_op_num_threads = threads
     full = PROVIDERS[provider]
-    source = model if isinstance(model, str) else _bytes_or_path(model)
+    source = _path_source(model) if isinstance(model, str) else _bytes_or_path(model)
     try:
         return ort.InferenceSession(source, opts, providers=[full])
     except Exception as exc:
         raise CheckFailedError(f"ONNX Runtime ({provider}) cannot load the model: {_first_line(exc)}") from None
+
+
+def _path_source(path: str):
+    """ONNX Runtime opens UTF-8 paths only: a file name that is not UTF-8 is handed over as its bytes."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def _bytes_or_path(model: onnx.ModelProto):
@@ -257,7 +289,11 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
             log.info("validation on %s skipped: provider not available", provider)
             continue
         log.info("validating on %s", provider)
-        before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
+        try:
+            before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
+        except CheckFailedError:
+            _check_original_runs(original_path, feeds, provider)
+            raise
         cmp = compare(before.outputs, after.outputs)
         if not cmp.shapes_match:
             shapes = [(n, _shape(a), _shape(b)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
@@ -287,6 +323,15 @@ def _check_finite(cmp: Comparison, names: list[str], provider: str, notes: dict[
     if broken:
         raise CheckFailedError(f"pruned model produces non-finite outputs on {provider} where the original's are "
                                f"finite: output {', '.join(broken)}")
+
+
+def _check_original_runs(original_path: str, feeds: dict[str, np.ndarray], provider: str) -> None:
+    """Raise BadInputError when the input model itself cannot be loaded or run: the fault is not the pruning."""
+    try:
+        run(original_path, feeds, provider)
+    except CheckFailedError as exc:
+        raise BadInputError(f"the input model cannot be validated: {exc} (the original model, before pruning; "
+                            "--no-validate skips validation)") from None
 
 
 def evaluate(model: onnx.ModelProto, names: list[str], input_shapes: dict[str, tuple[int, ...]]) -> dict | None:

@@ -122,10 +122,11 @@ def test_external_save_of_a_model_with_only_small_tensors(tmp_path, monkeypatch)
     np.testing.assert_array_equal(_outputs(str(tmp_path / "small.onnx"), feeds)[0], expected)
 
 
-def test_opset_below_9_is_rejected(tmp_path):
-    path = save(_conv_chain(opset=8), tmp_path)
-    with pytest.raises(ModelLoadError, match="opset 8; onnxprune needs opset 9"):
+def test_opset_below_7_is_rejected_and_8_upgraded(tmp_path):
+    path = save(_conv_chain(opset=6), tmp_path)
+    with pytest.raises(ModelLoadError, match="opset 6; onnxprune needs opset 9"):
         analyze(path)
+    assert analyze(save(_conv_chain(opset=8), tmp_path, "m8.onnx")).graph.opset == 9
 
 
 def test_missing_file_is_a_load_error(tmp_path):

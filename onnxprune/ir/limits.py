@@ -12,3 +12,9 @@ PRIVATE_CONSTANT_MAX = 1 << 16
 # Initializers larger than this become plain inputs of the shape-inference
 # skeleton: their values are never needed to infer shapes.
 SKELETON_CONSTANT_MAX = 4096
+# Declared sizes are checked against these caps before anything is allocated from them.
+MAX_TENSOR_ELEMENTS = 1 << 40  # an initializer's dims (its payload must match them too)
+MAX_INPUT_ELEMENTS = 1 << 28  # one random validation input (1 GiB of float32)
+MAX_DIM = 1 << 40  # one dimension given with --input-shape
+# Opsets 7 and 8 are upgraded to MIN_OPSET with onnx.version_converter; older ones are refused.
+MIN_UPGRADABLE_OPSET = 7

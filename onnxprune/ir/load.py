@@ -9,8 +9,8 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelLoadError
-from . import limits
-from .graph import CLONE_MARK, Graph, _outer_scope_names, numel, opset_of
+from . import integrity, limits
+from .graph import CLONE_MARK, Graph, _outer_scope_names, numel
 from .shapes import infer_shapes
 
 # ONNX Runtime's hardware-specific blocked layout (ORT_ENABLE_ALL on x86): refused at load
@@ -25,19 +25,35 @@ def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | Non
     return Graph(proto, shapes)
 
 
-def read_model(path: str | os.PathLike) -> onnx.ModelProto:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ModelLoadError(f"model file '{path}' does not exist")
+def _parse(path: str) -> onnx.ModelProto:
     try:
-        proto = onnx.load(path, load_external_data=True)
-    except Exception as exc:  # protobuf raises several unrelated types
-        raise ModelLoadError(f"cannot read '{path}' as an ONNX model: {exc}") from None
+        return onnx.load(path, load_external_data=True)
+    except FileNotFoundError as exc:  # external data named by the model
+        raise ModelLoadError(f"'{path}' names external data '{exc.filename}' that does not exist") from None
+    except IsADirectoryError as exc:
+        raise ModelLoadError(f"'{path}' names external data '{exc.filename}', which is a directory") from None
+    except MemoryError:
+        raise ModelLoadError(f"'{path}' does not fit in memory") from None
+    except Exception as exc:  # protobuf and the external-data loader raise several unrelated types
+        raise ModelLoadError(f"cannot read '{path}' as an ONNX model: {integrity.one_line(exc)}") from None
+
+
+def read_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Read a model file (external data included) and check it: text, tensors, opset, onnx.checker.
+
+    Opset 7 and 8 models are upgraded to opset 9; IR version 3 models (initializers listed as graph
+    inputs) are lifted to IR version 4. Raises ModelLoadError naming the file and the problem.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ModelLoadError(f"model path '{path}' is a directory, not an .onnx file")
+    if not os.path.isfile(path):
+        raise ModelLoadError(f"model file '{path}' does not exist" if not os.path.exists(path) else
+                             f"model path '{path}' is not a regular file")
+    proto = _parse(path)
+    integrity.check_text(proto, path)
     if not proto.graph.node:
         raise ModelLoadError(f"'{path}' holds no graph nodes; is it an ONNX model?")
-    opset = opset_of(proto)
-    if opset < limits.MIN_OPSET:
-        raise ModelLoadError(f"'{path}' uses opset {opset}; onnxprune needs opset {limits.MIN_OPSET} or newer")
     blocked = next((n for n in proto.graph.node if n.domain == NCHWC_DOMAIN), None)
     if blocked is not None:
         raise ModelLoadError(
@@ -45,11 +61,13 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
             f"'{NCHWC_DOMAIN}'), which ORT_ENABLE_ALL saves for one CPU's vector width: prune the original "
             "model, or one saved at ORT_ENABLE_EXTENDED")
     for t in proto.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            raise ModelLoadError(f"external data of initializer '{t.name}' could not be loaded from beside '{path}'")
         if t.doc_string == "onnxprune-zoo:stripped":
             raise ModelLoadError(f"initializer '{t.name}' in '{path}' has its data stripped; fill it first (see the zoo README)")
-    return proto
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            raise ModelLoadError(f"external data of initializer '{t.name}' could not be loaded from beside '{path}'")
+    integrity.check_tensors(proto, path)
+    integrity.check_opset_and_schema(proto, path)
+    return integrity.upgraded(proto, path)
 
 
 def normalise(proto: onnx.ModelProto) -> None:

@@ -200,6 +200,10 @@ def _set_dims(vi: onnx.ValueInfoProto, dims: tuple[int, ...]) -> None:
     if len(shape.dim) and len(shape.dim) != len(dims):
         raise BadInputError(
             f"--input-shape for '{vi.name}' has {len(dims)} dims, but the model declares rank {len(shape.dim)}")
+    fixed = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in shape.dim]
+    if any(f is not None and f != d for f, d in zip(fixed, dims)):
+        raise BadInputError(f"--input-shape gives '{vi.name}' shape {list(dims)}, but the model fixes it at "
+                            f"{[f if f is not None else '?' for f in fixed]}")
     del shape.dim[:]
     for d in dims:
         shape.dim.add().dim_value = int(d)
