@@ -173,7 +173,10 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
             log.info("validation on %s skipped: provider not available", provider)
             continue
         log.info("validating on %s", provider)
-        before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
+        try:
+            before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
+        except CheckFailedError as exc:
+            raise CheckFailedError(_which_broke(original_path, feeds, provider, exc)) from None
         cmp = compare(before.outputs, after.outputs)
         if not cmp.shapes_match:
             shapes = [(n, list(a.shape), list(b.shape)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
@@ -183,6 +186,15 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
         result["providers"][provider] = {"latency_before_ms": before.latency_ms, "latency_after_ms": after.latency_ms,
                                          "relative_change": cmp.relative, "max_abs_change": cmp.max_abs}
     return result
+
+
+def _which_broke(original_path: str, feeds: dict[str, np.ndarray], provider: str, exc: CheckFailedError) -> str:
+    """Say whether the pruning broke the model: the original alone on the same inputs decides."""
+    try:
+        run(original_path, feeds, provider)
+    except CheckFailedError:
+        return f"the original model does not run on {provider} either: {exc}"
+    return f"the pruned model is broken (the original runs on the same inputs): {exc}"
 
 
 def evaluate(model: onnx.ModelProto, names: list[str], input_shapes: dict[str, tuple[int, ...]]) -> dict | None:
@@ -196,6 +208,6 @@ def evaluate(model: onnx.ModelProto, names: list[str], input_shapes: dict[str, t
         feeds = random_inputs(model, input_shapes)
         outputs = run(probe, feeds, optimize=False).outputs
     except Exception as exc:  # best effort: an unfoldable model stays as it is
-        log.info("shape arithmetic not folded: %s", exc)
+        log.info("shape arithmetic not folded: the model does not run on random inputs: %s", exc)
         return None
     return dict(zip(names, outputs))

@@ -159,3 +159,22 @@ def test_reshape_target_copying_a_size_follows_only_when_that_size_is_pruned(tmp
     analysis = analyze(save(model, tmp_path), shapes)
     group = next(g for g in analysis.groups if g.root == ("a", 1))
     assert group.frozen_reason and "copies the size of 'z' axis 1" in group.frozen_reason
+
+
+def test_validation_says_the_pruned_model_is_broken(tmp_path):
+    """A pruned model that passes onnx.checker but fails in ONNX Runtime (a stale computed Reshape
+    target): the error says that the pruned model is broken, not the original, and why."""
+    from onnx import numpy_helper
+
+    from onnxprune.errors import CheckFailedError
+    from onnxprune.validate import random_inputs, validate_pruned
+
+    nodes = [node("MatMul", ["x", "w"], "h"), node("Shape", ["h"], "sh", start=0, end=1),
+             node("Concat", ["sh", "t"], "target", axis=0), node("Reshape", ["h", "target"], "y")]
+    model = make_model(nodes, {"x": [2, 4]}, {"y": ["n", "m"]}, {"w": weight(4, 3), "t": np.array([3], np.int64)})
+    original = save(model, tmp_path)
+    broken = type(model)()
+    broken.CopyFrom(model)
+    broken.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight(4, 2), "w"))  # the target still says 3
+    with pytest.raises(CheckFailedError, match=r"pruned model is broken .*Reshape"):
+        validate_pruned(original, broken, random_inputs(model, {}), ["cpu"], repeats=0)
