@@ -316,11 +316,6 @@ def encoder_layers(mul_heads: bool, batch: int | str = "batch") -> onnx.ModelPro
 ONE = {"x": (1, S, D)}
 
 
-def _layer_heads(analysis) -> list:
-    return [g for g in analysis.groups if g.root[0].endswith(("_q_mm", "_k_mm", "_v_mm"))
-            and g.root[0].startswith(("l0_", "l1_"))]
-
-
 def test_heads_count_computed_by_mul_of_the_batch_freezes(tmp_path):
     """dynamo's [S, B*H, HD] target: B*H = Mul(Shape(x)[0], H) at run time. It does not follow a
     pruned head count by itself; it cannot be traced to a constant either, so the heads freeze
@@ -353,7 +348,6 @@ def test_heads_target_shared_by_two_layers_is_not_rewritten_for_one(tmp_path):
     layer 0 would resize layer 1's heads too (before, pruning layer 0 alone left layer 1 broken):
     the heads of each layer freeze with the reason, the rest is pruned and runs."""
     from onnxprune import analyze
-    from onnxprune.group import Group  # noqa: F401  (the reason is on the group)
     from onnxprune.oracle import run_oracle
     from onnxprune.planner import make_plan
     from helpers import save

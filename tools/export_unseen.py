@@ -7,7 +7,8 @@ and NAME.onnx.json (source, exporter and, for integer inputs, `int_high` as
 in ../shared/zoo) for every model: random weights, tiny configs and small
 inputs so that the whole set exports in a few minutes on two cores.
 `__dynamo` = torch.onnx.export(dynamo=True), `__legacy` = the TorchScript
-exporter. Needs torch, torchvision, onnxscript (and transformers for the
+exporter. Models with dynamic axes have `input_shapes` in their json: the
+shapes to prune them at (`--input-shape`). Needs torch, torchvision, onnxscript (and transformers for the
 hf_* models, skipped when absent); none is a dependency of onnxprune.
 """
 from __future__ import annotations
@@ -212,6 +213,23 @@ MODELS: dict[str, tuple] = {
 }
 
 
+# dynamo exports with dynamic axes: name -> (dynamic axes per input, the shapes to prune at (--input-shape))
+DYNAMIC: dict[str, tuple[dict[str, dict[int, str]], dict[str, list[int]]]] = {
+    "te_encoder3_dynbatch__dynamo": ({"x": {0: "batch", 1: "seq"}}, {"x": [1, 10, 64]}),
+}
+MODELS["te_encoder3_dynbatch__dynamo"] = (
+    lambda: EncoderClassifier(), (torch.randn(2, 10, 64),), ["x"], True, DYNAMO_OPSET, {},
+    "nn.TransformerEncoder(d 64, 4 heads, ffn 128, 3 layers, batch_first), dynamic batch and sequence")
+
+
+def _dynamic_shapes(name: str, names: list[str]):
+    from torch.export import Dim
+
+    axes = DYNAMIC[name][0]
+    dims: dict[str, object] = {}
+    return tuple({a: dims.setdefault(d, Dim(d)) for a, d in axes.get(n, {}).items()} or None for n in names)
+
+
 def export(name: str, out_dir: Path, seed: int = 0) -> Path:
     build, args, names, dynamo, opset, int_high, source = MODELS[name]
     torch.manual_seed(seed)
@@ -220,8 +238,9 @@ def export(name: str, out_dir: Path, seed: int = 0) -> Path:
     with warnings.catch_warnings():  # no torch.no_grad(): it selects fused kernels the legacy exporter lacks
         warnings.simplefilter("ignore")
         if dynamo:
+            dynamic = _dynamic_shapes(name, names) if name in DYNAMIC else None
             torch.onnx.export(model, args, str(path), dynamo=True, opset_version=opset, input_names=names,
-                              output_names=["logits"], verbose=False)
+                              output_names=["logits"], verbose=False, dynamic_shapes=dynamic)
         else:
             torch.onnx.export(model, args, str(path), dynamo=False, opset_version=opset, input_names=names,
                               output_names=["logits"])
@@ -230,10 +249,12 @@ def export(name: str, out_dir: Path, seed: int = 0) -> Path:
     data = path.with_name(path.name + ".data")
     if data.exists():
         data.unlink()
-    meta = {"source": source + ", random weights, fixed shapes",
+    meta = {"source": source + ", random weights" + ("" if name in DYNAMIC else ", fixed shapes"),
             "exporter": f"torch {torch.__version__} torch.onnx.export(dynamo={dynamo}, opset_version={opset})"}
     if int_high:
         meta["int_high"] = int_high
+    if name in DYNAMIC:
+        meta["input_shapes"] = DYNAMIC[name][1]
     path.with_name(path.name + ".json").write_text(json.dumps(meta, indent=1) + "\n")
     return path
 

@@ -7,13 +7,15 @@ with stripped weights (../shared/zoo) are filled first. For every model:
 `onnxprune MODEL --ratio R -o OUT` and `onnxprune verify MODEL --ratio R`,
 as a user runs them, one line per model with both exit codes and the
 CLI's message, then totals (the CLI feeds integer inputs by itself, from the
-embedding tables they index). Exit 1 when any model fails either.
+embedding tables they index); a model with dynamic axes is pruned at the
+`input_shapes` of its json. Exit 1 when any model fails either.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import json
 import logging
 import sys
 import tempfile
@@ -55,10 +57,17 @@ def _prepared(path: Path, work: Path, strip_value_info: bool) -> Path:
     return out
 
 
+def _input_shapes(path: Path) -> dict[str, list[int]]:
+    meta = path.with_name(path.name + ".json")
+    return json.loads(meta.read_text()).get("input_shapes", {}) if meta.exists() else {}
+
+
 def sweep_one(path: Path, work: Path, ratio: float, strip_value_info: bool) -> tuple[bool, bool, str]:
     model = _prepared(path, work, strip_value_info)
     out = work / f"{path.stem}.pruned.onnx"
     common = ["--ratio", str(ratio)]
+    for name, dims in _input_shapes(path).items():  # dynamic axes: the shapes the json gives
+        common += ["--input-shape", f"{name}:{','.join(str(d) for d in dims)}"]
     t0 = time.perf_counter()
     prune_code, prune_msg = _cli([str(model), *common, "-o", str(out)])
     t1 = time.perf_counter()
