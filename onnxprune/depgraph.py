@@ -19,6 +19,7 @@ from .group import Group, Slice, Space
 from .indexmap import Pairs
 from .ir import Graph
 from .rules import Effects, Port, rule_for
+from .rules.shape_only import shape_readers
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,14 @@ class _Growth:
         self.queue: deque = deque()
         # initializers with several users: tensor -> user node index -> axis -> positions cut
         self.shared: dict[str, dict[int, dict[int, set[int]]]] = {}
+        self.edit_nodes: dict[str, set[int]] = {}  # shape constant -> nodes whose edits rewrite it
+        self.required: dict[tuple[str, int], str] = {}  # space -> freeze reason when never reached
 
     def run(self) -> tuple[Group, set[tuple[str, int]]]:
         self._visit(self.root[0], self.root[1], indexmap.identity(self.size), None)
         while self.queue and self.frozen is None:
             self._step(*self.queue.popleft())
-        self.frozen = self.frozen or self._shared_problem()
+        self.frozen = self.frozen or self._shared_problem() or self._required_problem() or self._edit_problem()
         return self._group(), set(self.spaces)
 
     def _visit(self, tensor: str, axis: int, pairs: Pairs, origin) -> None:
@@ -140,6 +143,10 @@ class _Growth:
             self.cuts[key], _ = indexmap.merge(self.cuts.get(key), cut.pairs)
         for edit in fx.edits:
             self.edits[edit] = None
+            if edit.target[0] == "const":
+                self.edit_nodes.setdefault(edit.target[1], set()).add(fx.node.index)
+        for space, reason in fx.required:
+            self.required.setdefault(space, reason)
         self.inexact.extend(r for r in fx.inexact_reasons if r not in self.inexact)
         self.kinds.extend(k for k in fx.kinds if k not in self.kinds)
         for tensor, axis, pairs, port in fx.forwards:
@@ -159,6 +166,27 @@ class _Growth:
                     for by_axis in by_node.values()}
             if len(cuts) > 1:
                 return f"initializer '{tensor}' is shared by {len(users)} nodes that cut it differently"
+        return None
+
+    def _required_problem(self) -> str | None:
+        """A shape element copying a tensor's size at run time follows the pruning only when that
+        tensor loses the same channels, i.e. is in this group."""
+        for (tensor, axis), reason in self.required.items():
+            if (tensor, axis) not in self.spaces:
+                return reason
+        return None
+
+    def _edit_problem(self) -> str | None:
+        """A rewritten shape constant sets the size of every node reading it, through shared shape
+        arithmetic too (one Concat'ed target read by the Reshapes of several layers): each of them
+        must be one of this group's nodes that asked for the rewrite, or it would be left stale."""
+        for const, owners in self.edit_nodes.items():
+            others = shape_readers(self.graph, const) - owners
+            if others:
+                names = ", ".join(sorted(str(self.graph.nodes[i]) for i in others)[:3])
+                return (f"shape constant '{const}' also sets the size of {len(others)} node(s) outside this "
+                        f"group ({names}{', ...' if len(others) > 3 else ''}); it cannot be rewritten for this "
+                        f"group alone")
         return None
 
     def _group(self) -> Group:

@@ -102,5 +102,6 @@ def fold_shape_arithmetic(graph: Graph) -> onnx.ModelProto | None:
     if not values:
         return None
     folded = ir.replace_with_constants(graph.proto, values, derived)
+    ir.normalise(folded)  # a folded target read by several Reshapes (all layers) gets one copy per reader
     log.info("folded %d shape-arithmetic tensors into constants", len(values))
     return folded

@@ -291,9 +291,9 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
         log.info("validating on %s", provider)
         try:
             before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
-        except CheckFailedError:
+        except CheckFailedError as exc:
             _check_original_runs(original_path, feeds, provider)
-            raise
+            raise CheckFailedError(f"the pruned model is broken (the original runs on the same inputs): {exc}") from None
         cmp = compare(before.outputs, after.outputs)
         if not cmp.shapes_match:
             shapes = [(n, _shape(a), _shape(b)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
@@ -345,6 +345,6 @@ def evaluate(model: onnx.ModelProto, names: list[str], input_shapes: dict[str, t
         feeds = random_inputs(model, input_shapes)
         outputs = run(probe, feeds, optimize=False).outputs
     except Exception as exc:  # best effort: an unfoldable model stays as it is
-        log.info("shape arithmetic not folded: %s", exc)
+        log.info("shape arithmetic not folded: the model does not run on random inputs: %s", exc)
         return None
     return dict(zip(names, outputs))

@@ -238,3 +238,157 @@ def test_mask_expanded_by_constant_arithmetic_is_folded(tmp_path):
     analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
     (group,) = _heads_group(analysis)
     assert group.exact and analysis.graph.shape("mask_x") == (B, 1, S, S)
+
+
+# -- dynamo's nn.TransformerEncoder: sequence-first heads, Reshape targets computed once from Shape(x) --
+
+LAYERS = 2
+
+
+def _dim(name: str, axis: int, nodes: list) -> str:
+    """Shape(x)[axis:axis+1], the way dynamo reads a size: one element, 1-D."""
+    nodes.append(node("Shape", ["x"], name, start=axis, end=axis + 1))
+    return name
+
+
+def _shared_targets(nodes: list, inits: dict, mul_heads: bool) -> tuple[str, str]:
+    """The heads and merge Reshape targets, built ONCE from Shape(x) and read by every layer:
+    dynamo's sequence-first [S, B*H, HD] with B*H = Mul(B, H) and merge [S, B, D] when `mul_heads`,
+    else batch-first [B, S, H, HD] with H a constant and merge [B, S, D]."""
+    b, s = _dim("sz_b", 0, nodes), _dim("sz_s", 1, nodes)
+    inits.update({"c_hd": np.array([HD], np.int64), "c_d": np.array([D], np.int64),
+                  "c_h": np.array([H], np.int64), "c_h0": np.array(H, np.int64), "c_flat": np.array([-1], np.int64)})
+    if mul_heads:
+        nodes += [node("Squeeze", [b], "sz_b0"), node("Mul", ["sz_b0", "c_h0"], "sz_bh0"),
+                  node("Reshape", ["sz_bh0", "c_flat"], "sz_bh"),
+                  node("Concat", [s, "sz_bh", "c_hd"], "heads_target", axis=0),
+                  node("Concat", [s, b, "c_d"], "merge_target_shared", axis=0)]
+    else:
+        nodes += [node("Concat", [b, s, "c_h", "c_hd"], "heads_target", axis=0),
+                  node("Concat", [b, s, "c_d"], "merge_target_shared", axis=0)]
+    return "heads_target", "merge_target_shared"
+
+
+def encoder_layers(mul_heads: bool, batch: int | str = "batch") -> onnx.ModelProto:
+    """LAYERS attention blocks on x [B, S, D] whose Reshapes all read one computed target.
+
+    mul_heads: dynamo's nn.MultiheadAttention inside a batch_first nn.TransformerEncoder (Transpose
+    to [S, B, D], heads [S, B*H, HD] -> [B*H, S, HD]); else batch-first heads [B, S, H, HD]."""
+    nodes: list = []
+    inits: dict = {}
+    heads, merge = _shared_targets(nodes, inits, mul_heads)
+    # per layout: (move in, move a head tensor, k's move, ctx back to the merge layout)
+    moves = ([1, 0, 2], [1, 0, 2], [1, 2, 0], [1, 0, 2]) if mul_heads else (None, [0, 2, 1, 3], [0, 2, 3, 1],
+                                                                            [0, 2, 1, 3])
+    into, head, key, back = moves
+    h = "x"
+    for layer in range(LAYERS):
+        p = f"l{layer}_"
+        src = h
+        if into:
+            nodes.append(node("Transpose", [h], p + "t", perm=into))
+            src = p + "t"
+        parts = {}
+        for part in "qkv":
+            inits.update({f"{p}w{part}": weight(D, D), f"{p}b{part}": weight(D)})
+            nodes += [node("MatMul", [src, f"{p}w{part}"], f"{p}{part}_mm"),
+                      node("Add", [f"{p}{part}_mm", f"{p}b{part}"], f"{p}{part}"),
+                      node("Reshape", [f"{p}{part}", heads], f"{p}{part}_r"),
+                      node("Transpose", [f"{p}{part}_r"], f"{p}{part}_h", perm=key if part == "k" else head)]
+            parts[part] = f"{p}{part}_h"
+        inits[p + "wo"] = weight(D, D)
+        nodes += [node("MatMul", [parts["q"], parts["k"]], p + "scores"),
+                  node("Softmax", [p + "scores"], p + "probs", axis=-1),
+                  node("MatMul", [p + "probs", parts["v"]], p + "ctx"),
+                  node("Transpose", [p + "ctx"], p + "ctx_t", perm=back),
+                  node("Reshape", [p + "ctx_t", merge], p + "ctx_m"),
+                  node("MatMul", [p + "ctx_m", p + "wo"], p + "o")]
+        out = p + "o"
+        if into:
+            nodes.append(node("Transpose", [out], p + "o_b", perm=into))
+            out = p + "o_b"
+        nodes.append(node("Add", [out, h], p + "y"))
+        h = p + "y"
+    nodes.append(node("Identity", [h], "y"))
+    return make_model(nodes, {"x": [batch, S, D]}, {"y": None}, inits, opset=18)
+
+
+ONE = {"x": (1, S, D)}
+
+
+def test_heads_count_computed_by_mul_of_the_batch_freezes(tmp_path):
+    """dynamo's [S, B*H, HD] target: B*H = Mul(Shape(x)[0], H) at run time. It does not follow a
+    pruned head count by itself; it cannot be traced to a constant either, so the heads freeze
+    (before, the group was pruned and the pruned model failed in its Reshape)."""
+    from onnxprune import analyze
+    from onnxprune.oracle import run_oracle
+    from onnxprune.planner import make_plan
+    from onnxprune.validate import random_inputs, run
+    from helpers import save
+
+    analysis = analyze(save(encoder_layers(mul_heads=True), tmp_path), ONE)
+    heads = [g for g in analysis.groups if g.root[0].endswith("q_mm") or "attention heads" in g.kinds]
+    assert heads and all(g.frozen_reason for g in heads), [g.frozen_reason for g in heads]
+    assert any("cannot be traced to a constant" in g.frozen_reason for g in heads)
+    scores = {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}
+    plan = make_plan(analysis.groups, scores, 0.5)
+    assert run_oracle(analysis.graph, analysis.groups, plan, ONE).passed
+    pruned = apply_plan_for(analysis, plan)
+    run(pruned, random_inputs(pruned, ONE))  # the pruned model runs
+
+
+def apply_plan_for(analysis, plan):
+    from onnxprune.apply import apply_plan
+
+    return apply_plan(analysis.graph, analysis.groups, plan)
+
+
+def test_heads_target_shared_by_two_layers_is_not_rewritten_for_one(tmp_path):
+    """dynamo computes [B, H, S, HD] once and every layer's q/k/v Reshape reads it. Rewriting H for
+    layer 0 would resize layer 1's heads too (before, pruning layer 0 alone left layer 1 broken):
+    the heads of each layer freeze with the reason, the rest is pruned and runs."""
+    from onnxprune import analyze
+    from onnxprune.oracle import run_oracle
+    from onnxprune.planner import make_plan
+    from helpers import save
+
+    analysis = analyze(save(encoder_layers(mul_heads=False), tmp_path), ONE)
+    heads = [g for g in analysis.groups if g.root[0] in ("l0_q_mm", "l1_q_mm")]
+    assert len(heads) == LAYERS
+    for g in heads:
+        assert g.frozen_reason and "outside this group" in g.frozen_reason, g.frozen_reason
+        assert "heads_target" in g.frozen_reason or "c_h" in g.frozen_reason
+    scores = {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}
+    plan = make_plan(analysis.groups, scores, 0.5)
+    one_layer = type(plan)(tuple(pg for pg in plan.groups if pg.root[0].startswith("l0_")), plan.frozen, plan.meta)
+    assert run_oracle(analysis.graph, analysis.groups, one_layer, ONE).passed
+
+
+@pytest.mark.parametrize("mul_heads", [True, False], ids=["seq_first_mul", "batch_first_const"])
+def test_static_shared_heads_target_is_rewritten_per_layer(tmp_path, mul_heads):
+    """With static inputs the shared target folds to a constant; every Reshape gets its own copy,
+    so each layer's heads are one group of their own and pruning layer 0 alone rewrites layer 0's
+    targets only (before, one folded constant served both layers: layer 1 was left broken)."""
+    from onnxprune import analyze
+    from onnxprune.oracle import run_oracle
+    from onnxprune.planner import make_plan
+    from onnxprune.validate import random_inputs, run
+    from helpers import save
+
+    analysis = analyze(save(encoder_layers(mul_heads, batch=1), tmp_path))
+    heads = _heads_group(analysis)
+    assert len(heads) == LAYERS and all(g.exact for g in heads), [g.frozen_reason for g in analysis.groups]
+    for layer, g in enumerate(heads):  # per layer: no space of the other layer's attention
+        assert {sp.tensor[:3] for sp in g.spaces if sp.tensor.startswith("l")} == {f"l{layer}_"}
+    scores = {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}
+    plan = make_plan(analysis.groups, scores, 0.5)
+    layer0 = type(plan)(tuple(pg for pg in plan.groups if pg.id == heads[0].id), plan.frozen, plan.meta)
+    assert len(layer0.groups) == 1
+    result = run_oracle(analysis.graph, analysis.groups, layer0)
+    assert result.passed, result.detail
+    pruned = apply_plan_for(analysis, layer0)
+    onnx.checker.check_model(pruned, full_check=True)
+    out = run(pruned, random_inputs(pruned, {})).outputs[0]
+    assert out.shape == (1, S, D)
+    dims = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert dims["l0_wq"] == [D, D // 2] and dims["l1_wq"] == [D, D]

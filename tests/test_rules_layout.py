@@ -135,3 +135,46 @@ def test_reshape_mixing_the_channel_axis_freezes(tmp_path):
     analysis = analyze(save(model, tmp_path))
     assert not analysis.prunable
     assert any("is mixed into [1, 4, 32]" in r for r in frozen_reasons(analysis))
+
+
+@pytest.mark.parametrize("source", ["own_input", "other_tensor"])
+def test_reshape_target_copying_a_size_follows_only_when_that_size_is_pruned(tmp_path, source):
+    """Reshape [1, C, H, W] -> [1, C, H*W] with the target Shape(t) of a tensor t at run time (dynamic
+    batch: nothing is folded). Shape of the conv output itself follows the pruned C; Shape of an
+    unrelated input of the same size does not: that group freezes (before, it was pruned and the
+    pruned model failed in the Reshape)."""
+    nodes, inits = [], {"wm": weight(C, 5), "t3": np.array([3], np.int64), "hw": np.array([HW * HW], np.int64)}
+    _conv(nodes, inits)
+    shaped = "a" if source == "own_input" else "z"
+    nodes += [node("Shape", [shaped], "sh", start=0, end=2),
+              node("Concat", ["sh", "hw"], "target", axis=0),
+              node("Reshape", ["a", "target"], "seq"), node("Transpose", ["seq"], "t", perm=[0, 2, 1]),
+              node("MatMul", ["t", "wm"], "y")]
+    inputs = {"x": ["n", 3, HW, HW], "z": ["n", C, HW, HW]}
+    model = make_model(nodes, inputs, {"y": ["n", HW * HW, 5]}, inits)
+    shapes = {"x": (1, 3, HW, HW), "z": (1, C, HW, HW)}
+    if source == "own_input":
+        prune_with_oracle(model, tmp_path, ratio=0.5, input_shapes=shapes)
+        return
+    analysis = analyze(save(model, tmp_path), shapes)
+    group = next(g for g in analysis.groups if g.root == ("a", 1))
+    assert group.frozen_reason and "copies the size of 'z' axis 1" in group.frozen_reason
+
+
+def test_validation_says_the_pruned_model_is_broken(tmp_path):
+    """A pruned model that passes onnx.checker but fails in ONNX Runtime (a stale computed Reshape
+    target): the error says that the pruned model is broken, not the original, and why."""
+    from onnx import numpy_helper
+
+    from onnxprune.errors import CheckFailedError
+    from onnxprune.validate import random_inputs, validate_pruned
+
+    nodes = [node("MatMul", ["x", "w"], "h"), node("Shape", ["h"], "sh", start=0, end=1),
+             node("Concat", ["sh", "t"], "target", axis=0), node("Reshape", ["h", "target"], "y")]
+    model = make_model(nodes, {"x": [2, 4]}, {"y": ["n", "m"]}, {"w": weight(4, 3), "t": np.array([3], np.int64)})
+    original = save(model, tmp_path)
+    broken = type(model)()
+    broken.CopyFrom(model)
+    broken.graph.initializer[0].CopyFrom(numpy_helper.from_array(weight(4, 2), "w"))  # the target still says 3
+    with pytest.raises(CheckFailedError, match=r"pruned model is broken .*Reshape"):
+        validate_pruned(original, broken, random_inputs(model, {}), ["cpu"], repeats=0)

@@ -82,6 +82,8 @@ class Effects:
     inexact_reasons: list[str] = field(default_factory=list)
     frozen_reason: str | None = None
     kinds: list[str] = field(default_factory=list)
+    # (tensor, axis) spaces that must be in the same group, each with the freeze reason otherwise
+    required: list[tuple[tuple[str, int], str]] = field(default_factory=list)
 
     def to_input(self, i: int, axis: int, pairs: Pairs) -> None:
         """The same channels live on input i (a constant input is cut instead, role "out")."""
@@ -141,6 +143,11 @@ class Effects:
         """Name what the group's units are ("attention heads", "recurrent hidden units"), for reports."""
         if kind not in self.kinds:
             self.kinds.append(kind)
+
+    def require(self, space: tuple[str, int], reason: str) -> None:
+        """The effects only hold when `space` (tensor, axis) loses the same channels: a shape element
+        copying that size at run time. The group freezes with `reason` when it does not reach it."""
+        self.required.append((space, f"{self.node}: {reason}"))
 
     def freeze(self, reason: str) -> None:
         if self.frozen_reason is None:

@@ -316,8 +316,14 @@ class ReshapeRule(_MergeRule):
 
     def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
         source = trace_shape_element(graph, node.input(1), out_axis)
+        if source.dim is not None:  # copies a tensor's size at run time: follows when that size does
+            fx.require(source.dim, f"target shape element {out_axis} copies the size of '{source.dim[0]}' "
+                                   f"axis {source.dim[1]}, which does not follow the channels")
+            return True
         if source.const is None:
-            return True  # computed from tensor shapes at run time: follows the new sizes
+            fx.freeze(f"target shape element {out_axis} is computed at run time and cannot be traced to a "
+                      f"constant to rewrite: the pruned size would be stale")
+            return False
         value = source.value
         if value == -1:
             return True

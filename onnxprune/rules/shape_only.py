@@ -89,13 +89,55 @@ def follow_shape_element(graph: Graph, fx: Effects, shape: str, element: int, sp
     freezing when the element cannot follow.
     """
     source = trace_shape_element(graph, shape, element)
-    if source.const is None or source.value in keep:
+    if source.dim is not None:
+        fx.require(source.dim, f"element {element} of shape '{shape}' copies the size of '{source.dim[0]}' "
+                               f"axis {source.dim[1]}, which does not follow the channels")
+        return True
+    if source.const is None:
+        fx.freeze(f"element {element} of shape '{shape}' is computed at run time and cannot be traced "
+                  f"to a constant to rewrite")
+        return False
+    if source.value in keep:
         return True
     if graph.const_users(source.const) > 1:
         fx.freeze(f"shape constant '{source.const}' is shared by several nodes")
         return False
     fx.edit_const(source.const, source.index, space)
     return True
+
+
+# a shape value: rank 0 or 1 and at most this many elements (anything bigger is data)
+_SHAPE_VALUE_MAX = 64
+
+
+def shape_readers(graph: Graph, const: str) -> set[int]:
+    """Indices of the nodes whose output size a shape constant sets: followed forward through every
+    node that computes another shape value from it (Concat, Mul, Cast...) to the nodes that read it
+    as a shape (a Reshape target, an Expand shape...). Rewriting one element of the constant changes
+    all of them."""
+    readers: set[int] = set()
+    seen = {const}
+    frontier = [const]
+    while frontier:
+        tensor = frontier.pop()
+        for user, _ in graph.consumers(tensor):
+            outs = [o for o in user.outputs if o]
+            if outs and all(_is_shape_value(graph, o) for o in outs) and len(seen) < 4096:
+                fresh = [o for o in outs if o not in seen]
+                seen.update(fresh)
+                frontier.extend(fresh)
+            else:
+                readers.add(user.index)
+    return readers
+
+
+def _is_shape_value(graph: Graph, tensor: str) -> bool:
+    if graph.is_graph_output(tensor):
+        return False
+    shape = graph.shape(tensor)
+    if shape is None:
+        return False
+    return len(shape) <= 1 and all(d is not None for d in shape) and (not shape or shape[0] <= _SHAPE_VALUE_MAX)
 
 
 def _shape_step(graph: Graph, node: Node, element: int) -> Step:
