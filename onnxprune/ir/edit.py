@@ -7,6 +7,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import scopes
+
 
 def copy_model(proto: onnx.ModelProto, new_values: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """A copy of `proto` whose initializers named in `new_values` hold those values instead.
@@ -25,6 +27,12 @@ def copy_model(proto: onnx.ModelProto, new_values: dict[str, np.ndarray] | None 
             _fill(out.graph.initializer.add(), t.name, new_values[t.name])
         else:
             out.graph.initializer.add().CopyFrom(t)
+    for _, body in list(scopes.walk(out.graph))[1:]:  # weights living inside If / Loop / Scan bodies
+        for t in body.initializer:
+            if t.name in new_values:
+                name = t.name
+                t.Clear()
+                _fill(t, name, new_values[name])
     return out
 
 
@@ -62,7 +70,8 @@ def set_initializer(proto: onnx.ModelProto, name: str, value: np.ndarray) -> Non
 
 
 def initializer_map(proto: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    return {t.name: t for t in proto.graph.initializer}
+    """Every initializer by name, those of subgraph bodies included."""
+    return {t.name: t for _, g in scopes.walk(proto.graph) for t in g.initializer}
 
 
 def replace_initializer(tensor: onnx.TensorProto, value: np.ndarray) -> None:
@@ -73,8 +82,9 @@ def to_array(tensor: onnx.TensorProto) -> np.ndarray:
     return numpy_helper.to_array(tensor)
 
 
-def set_node_attr(proto: onnx.ModelProto, node_index: int, name: str, value: Any) -> None:
-    node = proto.graph.node[node_index]
+def set_node_attr(proto: onnx.ModelProto, node_index: int, name: str, value: Any, scope: tuple = ()) -> None:
+    """Set attribute `name` of node `node_index` of the graph at `scope` (default: top level)."""
+    node = scopes.resolve(proto.graph, scope).node[node_index]
     for i, a in enumerate(node.attribute):
         if a.name == name:
             del node.attribute[i]
@@ -82,17 +92,19 @@ def set_node_attr(proto: onnx.ModelProto, node_index: int, name: str, value: Any
     node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
-def get_node_attr(proto: onnx.ModelProto, node_index: int, name: str, default: Any = None) -> Any:
-    for a in proto.graph.node[node_index].attribute:
+def get_node_attr(proto: onnx.ModelProto, node_index: int, name: str, default: Any = None,
+                  scope: tuple = ()) -> Any:
+    for a in scopes.resolve(proto.graph, scope).node[node_index].attribute:
         if a.name == name:
             return list(onnx.helper.get_attribute_value(a)) if a.ints or a.floats else onnx.helper.get_attribute_value(a)
     return default
 
 
 def set_value_dims(proto: onnx.ModelProto, name_to_dims: dict[str, dict[int, int]]) -> None:
-    """Set dims of value_info / graph outputs for the given tensors (axis -> new size)."""
-    g = proto.graph
-    for vi in list(g.value_info) + list(g.output) + list(g.input):
+    """Set dims of value_info / graph outputs for the given tensors (axis -> new size), in every
+    body too (a body declares its inputs' and outputs' shapes)."""
+    annotations = [vi for _, g in scopes.walk(proto.graph) for vi in list(g.value_info) + list(g.output) + list(g.input)]
+    for vi in annotations:
         edits = name_to_dims.get(vi.name)
         if not edits or not vi.type.tensor_type.HasField("shape"):
             continue
@@ -117,10 +129,10 @@ def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray]
         if all(o in derived and (o in values or o not in needed) for o in outputs):
             continue
         keep.append(n)
-        needed.update(i for i in n.input if i)
+        needed.update(_reads(n))
     del g.node[:]
     g.node.extend(reversed(keep))
-    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    used = {i for n in g.node for i in _reads(n)} | {o.name for o in g.output}
     unused = [t for t in g.initializer if t.name not in used]
     for t in unused:
         g.initializer.remove(t)
@@ -128,6 +140,15 @@ def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray]
     del g.value_info[:]
     g.value_info.extend(vi_keep)
     return out
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    """Tensor names a node reads, its bodies' reads from the enclosing scope included (a superset)."""
+    names = {i for i in node.input if i}
+    for _, body in scopes.bodies(node):
+        for _, g in scopes.walk(body):
+            names.update(i for n in g.node for i in n.input if i)
+    return names
 
 
 # -- calibration and compensation helpers -----------------------------------

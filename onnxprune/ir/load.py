@@ -9,7 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelLoadError
-from . import limits
+from . import limits, scopes
 from .graph import CLONE_MARK, Graph, numel, opset_of
 from .shapes import infer_shapes
 
@@ -52,6 +52,7 @@ def normalise(proto: onnx.ModelProto) -> None:
     _bypass_constant_identities(g)
     _privatise_small_constants(g)
     _name_nodes(g)
+    scopes.normalise_bodies(proto, _constants_to_initializers)
 
 
 def _sort_nodes(g: onnx.GraphProto) -> None:
