@@ -117,6 +117,29 @@ def test_whole_network_in_if_prunes_both_branches(tmp_path, weights_inside):
     assert plain_lost > 0 and lost >= 0.95 * 2 * plain_lost
 
 
+def test_shape_arithmetic_inside_branches_is_folded(tmp_path):
+    """A branch keeps the first half of its channels with Slice(r, 0, Shape(r)[1] / 2), computed at
+    run time: folded inside the body (the inputs are static), conv1's filters prune through it."""
+    branches = {}
+    for tag, attr in (("t_", "then_branch"), ("e_", "else_branch")):
+        nodes, w, _ = _net(tag, "x", 8, 6)
+        half = [node("Shape", [f"{tag}r"], f"{tag}s"), node("Gather", [f"{tag}s", f"{tag}one"], f"{tag}n", axis=0),
+                node("Div", [f"{tag}n", f"{tag}two"], f"{tag}h"), node("Unsqueeze", [f"{tag}h", f"{tag}ax"], f"{tag}end"),
+                node("Slice", [f"{tag}r", f"{tag}ax", f"{tag}end", f"{tag}one1"], f"{tag}rh")]
+        nodes = nodes[:2] + half + [node("Conv", [f"{tag}rh", f"{tag}w2"], f"{tag}c2", pads=[1] * 4)] + nodes[3:]
+        w.update({f"{tag}w2": weight(6, 4, 3, 3), f"{tag}one": np.array(1, np.int64), f"{tag}two": np.array(2, np.int64),
+                  f"{tag}ax": np.array([0], np.int64), f"{tag}one1": np.array([1], np.int64)})
+        branches[attr] = _body(tag, nodes, [], [_vi(f"{tag}y", None)], w)
+    model = make_model([helper.make_node("If", ["cond"], ["y"], name="if", **branches)],
+                       {"cond": [], "x": X_SHAPE}, {"y": [1, 4]}, {}, input_types={"cond": TensorProto.BOOL})
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, min_groups=4)
+    _check_both_branches(model, analysis, plan, pruned)
+    assert not any("computed at run time" in (g.frozen_reason or "") for g in analysis.groups)
+    d = {t.name: list(t.dims) for n in pruned.graph.node for a in n.attribute for t in a.g.initializer}
+    for tag in ("t_", "e_"):
+        assert d[f"{tag}w1"][0] == 4 and d[f"{tag}w2"][1] <= 4
+
+
 def test_cli_prunes_network_inside_if(tmp_path):
     model = _whole_net_in_if(True, 32, 24)  # wide enough for the default --round-to 8
     path, out = save(model, tmp_path), str(tmp_path / "out.onnx")

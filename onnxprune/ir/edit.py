@@ -119,7 +119,14 @@ def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray]
     """Copy of `proto` where `values` become initializers and nodes producing only folded or
     now-unused derived tensors are dropped."""
     out = copy_model(proto)
-    g = out.graph
+    fold_in_graph(out, (), values, derived)
+    return out
+
+
+def fold_in_graph(proto: onnx.ModelProto, scope: tuple, values: dict[str, np.ndarray], derived: set[str]) -> None:
+    """In place, in the graph at `scope` (a body, or () for the top level): `values` become its
+    initializers and its nodes producing only folded or now-unused derived tensors are dropped."""
+    g = scopes.resolve(proto.graph, scope)
     for name, value in values.items():
         g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
     needed = {o.name for o in g.output}
@@ -139,7 +146,23 @@ def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray]
     vi_keep = [v for v in g.value_info if v.name not in values]
     del g.value_info[:]
     g.value_info.extend(vi_keep)
-    return out
+
+
+def probe_model(proto: onnx.ModelProto, scope: tuple, nodes: list[int], inputs: dict[str, tuple],
+                outputs: list[str]) -> onnx.ModelProto:
+    """A stand-alone model of the nodes at positions `nodes` of the graph at `scope`: float graph
+    inputs of the given static shapes, every initializer they read (from any scope), `outputs`."""
+    g = scopes.resolve(proto.graph, scope)
+    picked = [g.node[i] for i in nodes]
+    inits = initializer_map(proto)
+    reads = {x for n in picked for x in _reads(n)}
+    graph = onnx.helper.make_graph(
+        picked, "probe", [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, list(d)) for n, d in inputs.items()],
+        [onnx.ValueInfoProto(name=n) for n in outputs], [inits[n] for n in sorted(reads) if n in inits and n not in inputs])
+    model = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import))
+    model.ir_version = proto.ir_version
+    model.functions.extend(proto.functions)
+    return model
 
 
 def _reads(node: onnx.NodeProto) -> set[str]:
