@@ -175,25 +175,30 @@ def test_if_branches_share_pruned_outer_tensor(tmp_path):
     assert {(s.tensor, s.axis) for s in group.slices} == {("tw", 0), ("ew", 0), ("w3", 1)}
 
 
-@pytest.mark.parametrize("weights_inside", [True, False])
-def test_loop_body_chain_and_carried_state(tmp_path, weights_inside):
-    """A Loop (trip count 2) whose body runs Conv -> Relu -> Conv on the carried value; the carried
-    value comes from a top-level Conv and goes to one: its channels are one space across the
-    initial value, the body input and output and the final value."""
-    body_w = {"w1": weight(8, 8, 3, 3), "w2": weight(8, 8, 3, 3)}
+def _loop_model(weights_inside: bool, c: int = 8) -> onnx.ModelProto:
+    """Conv -> Loop (trip count 2; body: Conv -> Relu -> Conv on the carried value) -> Conv."""
+    body_w = {"w1": weight(c, c, 3, 3), "w2": weight(c, c, 3, 3)}
     body = _body("body", [node("Conv", ["v", "w1"], "bc1", pads=[1] * 4), node("Relu", ["bc1"], "br"),
                           node("Conv", ["br", "w2"], "v_next", pads=[1] * 4),
                           node("Identity", ["cond_in"], "cond_out")],
-                 [_vi("i", [], TensorProto.INT64), _vi("cond_in", [], TensorProto.BOOL), _vi("v", [1, 8, 8, 8])],
-                 [_vi("cond_out", [], TensorProto.BOOL), _vi("v_next", [1, 8, 8, 8])],
+                 [_vi("i", [], TensorProto.INT64), _vi("cond_in", [], TensorProto.BOOL), _vi("v", [1, c, 8, 8])],
+                 [_vi("cond_out", [], TensorProto.BOOL), _vi("v_next", [1, c, 8, 8])],
                  body_w if weights_inside else None)
-    inits = {"trips": np.array(2, np.int64), "go": np.array(True), "w0": weight(8, 3, 3, 3), "w3": weight(5, 8, 1, 1)}
+    inits = {"trips": np.array(2, np.int64), "go": np.array(True), "w0": weight(c, 3, 3, 3), "w3": weight(5, c, 1, 1)}
     if not weights_inside:
         inits.update(body_w)
     nodes = [node("Conv", ["x", "w0"], "v0", pads=[1] * 4),
              helper.make_node("Loop", ["trips", "go", "v0"], ["v_end"], name="loop", body=body),
              node("Conv", ["v_end", "w3"], "y")]
-    model = make_model(nodes, {"x": X_SHAPE}, {"y": [1, 5, 8, 8]}, inits)
+    return make_model(nodes, {"x": X_SHAPE}, {"y": [1, 5, 8, 8]}, inits)
+
+
+@pytest.mark.parametrize("weights_inside", [True, False])
+def test_loop_body_chain_and_carried_state(tmp_path, weights_inside):
+    """The carried value comes from a top-level Conv and goes to one: its channels are one space
+    across the initial value, the body input and output and the final value; the chain inside
+    the body prunes on its own."""
+    model = _loop_model(weights_inside)
     analysis, plan, pruned = prune_with_oracle(model, tmp_path, min_groups=2)
     onnx.checker.check_model(pruned, full_check=True)
     d = dims(pruned)
@@ -205,6 +210,17 @@ def test_loop_body_chain_and_carried_state(tmp_path, weights_inside):
     assert out_dims == [1, 4, 8, 8]  # the body's declared output follows the cut
     feeds = random_inputs(model, {})
     assert run(pruned, feeds).outputs[0].shape == (1, 5, 8, 8)
+
+
+def test_cli_with_calibration_on_loop(tmp_path):
+    """Activation statistics cannot expose body tensors: those groups fall back to weight scores."""
+    model = _loop_model(True, 32)  # wide enough for the default --round-to 8
+    path, out, npz = save(model, tmp_path), str(tmp_path / "out.onnx"), str(tmp_path / "calib.npz")
+    np.savez(npz, x=np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32))
+    assert main([path, "-o", out, "--calib", npz, "--importance", "act"]) == 0
+    pruned = onnx.load(out)
+    onnx.checker.check_model(pruned, full_check=True)
+    assert _all_params(pruned) < _all_params(model)
 
 
 def test_loop_chain_inside_body_only(tmp_path):

@@ -14,9 +14,10 @@ from .edit import (add_after, add_initializer, copy_model, fold_in_graph, get_no
 from .graph import Graph, Node, Shape, numel, opset_of
 from .load import load, normalise, read_model
 from .save import is_large, remove_saved, save
+from .scopes import top_level_tensors
 from .shapes import has_static_inputs, infer_shapes, input_specs, register_shape_hook, with_input_shapes
 
 __all__ = ["Graph", "Node", "Shape", "add_after", "downstream", "refresh_annotations", "add_initializer", "copy_model", "fold_in_graph", "probe_model", "get_node_attr", "has_static_inputs", "infer_shapes",
            "initializer_map", "input_specs", "is_large", "limits", "load", "normalise", "numel", "opset_of", "read_model", "register_shape_hook", "remove_saved",
            "replace_initializer", "replace_with_constants", "reshare_clones", "save", "set_initializer", "set_node_attr",
-           "set_node_input", "set_value_dims", "to_array", "with_input_shapes", "with_outputs"]
+           "set_node_input", "set_value_dims", "to_array", "top_level_tensors", "with_input_shapes", "with_outputs"]

@@ -49,6 +49,11 @@ def normalise_bodies(model: onnx.ModelProto, constants_to_initializers: Callable
             taken.add(name)
 
 
+def top_level_tensors(model: onnx.ModelProto) -> set[str]:
+    """Tensor names of the top-level graph (those a model can expose as outputs; not body tensors)."""
+    return _defined(model.graph)
+
+
 def _defined(g: onnx.GraphProto) -> set[str]:
     names = {i.name for i in g.input} | {t.name for t in g.initializer}
     for n in g.node:
