@@ -153,6 +153,23 @@ def test_cli_prunes_network_inside_if(tmp_path):
         assert run(pruned, feeds).outputs[0].shape == (1, 4)
 
 
+def test_branches_reusing_names_and_nested_if(tmp_path):
+    """Sibling branches may use the same names (renamed apart at load); an If nested in a branch
+    is analysed the same way."""
+    nodes, w, y = _net("", "x")
+    same = {attr: _body(attr, nodes, [], [_vi(y, None)], w) for attr in ("then_branch", "else_branch")}
+    inner = helper.make_node("If", ["cond"], ["inner_y"], name="inner_if", **same)
+    nodes2, w2, y2 = _net("o_", "x")
+    then_b = _body("outer_then", [inner], [], [_vi("inner_y", None)])
+    else_b = _body("outer_else", nodes2, [], [_vi(y2, None)], w2)
+    model = make_model([helper.make_node("If", ["cond"], ["y"], name="if", then_branch=then_b, else_branch=else_b)],
+                       {"cond": [], "x": X_SHAPE}, {"y": [1, 4]}, {}, input_types={"cond": TensorProto.BOOL})
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, min_groups=6)
+    _check_both_branches(model, analysis, plan, pruned)
+    names = [t.name for t in analysis.graph.initializers.values()]
+    assert len(names) == len(set(names)) == 15
+
+
 def test_if_branches_share_pruned_outer_tensor(tmp_path):
     """Both branches read the outer tensor r (pruned by conv0's filters) and give a conv output
     that a top-level Conv reads: the branches' filters are cut alike."""
@@ -210,6 +227,23 @@ def test_loop_body_chain_and_carried_state(tmp_path, weights_inside):
     assert out_dims == [1, 4, 8, 8]  # the body's declared output follows the cut
     feeds = random_inputs(model, {})
     assert run(pruned, feeds).outputs[0].shape == (1, 5, 8, 8)
+
+
+def test_loop_scan_output(tmp_path):
+    """A Loop's scan output stacks a body value along a new axis 0: body axis 1 is output axis 2."""
+    body = _body("body", [node("Conv", ["x", "w1"], "bc1", pads=[1] * 4), node("Relu", ["bc1"], "br"),
+                          node("Identity", ["cond_in"], "cond_out")],
+                 [_vi("i", [], TensorProto.INT64), _vi("cond_in", [], TensorProto.BOOL)],
+                 [_vi("cond_out", [], TensorProto.BOOL), _vi("br", [1, 8, 8, 8])], {"w1": weight(8, 3, 3, 3)})
+    nodes = [helper.make_node("Loop", ["trips", ""], ["stack"], name="loop", body=body),
+             node("ReduceMean", ["stack"], "mean", axes=[0], keepdims=0), node("Conv", ["mean", "w3"], "y")]
+    model = make_model(nodes, {"x": X_SHAPE}, {"y": [1, 5, 8, 8]},
+                       {"trips": np.array(3, np.int64), "w3": weight(5, 8, 1, 1)})
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, min_groups=1)
+    d = dims(pruned)
+    d.update({t.name: list(t.dims) for t in pruned.graph.node[0].attribute[0].g.initializer})
+    assert d["w1"] == [4, 3, 3, 3] and d["w3"] == [5, 4, 1, 1]
+    assert run(pruned, random_inputs(model, {})).outputs[0].shape == (1, 5, 8, 8)
 
 
 def test_cli_with_calibration_on_loop(tmp_path):
