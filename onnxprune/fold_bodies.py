@@ -60,8 +60,9 @@ def _fold_one(graph: Graph, scope: tuple, nodes: list[Node]) -> tuple[dict, set[
         derived.update(o for o in node.outputs if o)
         picked.append(node)
     picked_ids = {n.index for n in picked}
-    frontier = sorted(name for name in derived
-                      if any(n.index not in picked_ids for n, _ in graph.consumers(name)) and _small(graph.shape(name)))
+    frontier = sorted(name for name in derived  # a body output stays computed (its node stays)
+                      if any(n.index not in picked_ids for n, _ in graph.consumers(name))
+                      and _small(graph.shape(name)) and not graph.body_users(name))
     if not frontier:
         return None
     from .validate import run  # ONNX Runtime lives in validate.py

@@ -87,8 +87,9 @@ class Graph:
                     self.consumer_map.setdefault(name, []).append((node, i))
             for j, (_, _, _, name) in enumerate(node.body_values):
                 self._body_users.setdefault(name, []).append((node, j))
-            for name in _outer_scope_names(proto_node):  # bodies the analysis does not decode
-                self.consumer_map.setdefault(name, []).append((node, -1))
+            if node.has_subgraph:  # graph-list attributes: bodies the analysis does not decode
+                for name in _outer_scope_names(proto_node):
+                    self.consumer_map.setdefault(name, []).append((node, -1))
         self.shapes = shapes
         self._const_cache: dict[str, np.ndarray] = {}
         self.virtual_sizes: dict[str, int] = {}
