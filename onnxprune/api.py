@@ -13,6 +13,7 @@ from .apply import apply_plan
 from .depgraph import build_groups
 from .errors import CheckFailedError, OutputWriteError
 from .fold import fold_shape_arithmetic
+from .fold_bodies import fold_body_arithmetic
 from .group import Group
 from .config import PruneConfig
 from .importance import root_scores, unit_scores
@@ -74,7 +75,7 @@ def static_shapes(proto, input_shapes: dict) -> dict:
 def _folded(graph: Graph) -> Graph:
     """The graph with its shape arithmetic folded to constants (its inputs must be static)."""
     for _ in range(MAX_FOLD_ROUNDS):  # each fold makes more shapes static, which can fold more
-        folded = fold_shape_arithmetic(graph)
+        folded = fold_shape_arithmetic(graph) or fold_body_arithmetic(graph)
         if folded is None:
             break
         graph = Graph(folded, ir.infer_shapes(folded, {}))

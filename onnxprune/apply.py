@@ -107,7 +107,7 @@ def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: onnx.Model
         dims[space[0]][space[1]] = removal.new_size(graph, space)
     ir.set_value_dims(model, dims)
     edited_consts = {e.target[1] for e in removal.edits if e.target[0] == "const"}
-    edited_nodes = {e.target[1] for e in removal.edits if e.target[0] == "attr"}
+    edited_nodes = {graph.nodes[e.target[1]].name for e in removal.edits if e.target[0] == "attr"}
     seeds = set(cut) | edited_consts | {space[0] for space in removal.spaces}
     inferred = ir.refresh_annotations(model, ir.downstream(model, seeds, edited_nodes))
     _check_sizes(removal, graph, inferred)
@@ -154,14 +154,14 @@ def _apply_edits(graph: Graph, removal: Removal, model: onnx.ModelProto, inits: 
             arr.reshape(-1)[element] = value
         else:
             _, node_index, attr, element = edit.target
-            node = graph.nodes[node_index]
+            node = graph.nodes[node_index]  # node.local within the graph at node.scope (a body)
             if element < 0:
-                ir.set_node_attr(model, node_index, attr, int(value))
+                ir.set_node_attr(model, node.local, attr, int(value), node.scope)
             else:
                 values = list(node.attr(attr))
-                current = ir.get_node_attr(model, node_index, attr, values)
+                current = ir.get_node_attr(model, node.local, attr, values, node.scope)
                 current[element] = int(value)
-                ir.set_node_attr(model, node_index, attr, current)
+                ir.set_node_attr(model, node.local, attr, current, node.scope)
     for name, arr in consts.items():
         ir.replace_initializer(inits[name], arr)
 

@@ -212,7 +212,8 @@ class ChannelStats:
 def collect_stats(model: onnx.ModelProto, data: CalibData, spaces: list[tuple[str, int]]
                   ) -> dict[tuple[str, int], ChannelStats]:
     """Mean, E[a^2] and mean |a| per channel of every (tensor, axis), in one batched pass."""
-    spaces = sorted(set(spaces))
+    exposable = ir.top_level_tensors(model)  # a tensor inside an If / Loop / Scan body cannot be an output
+    spaces = sorted(s for s in set(spaces) if s[0] in exposable)
     names = sorted({t for t, _ in spaces})
     sums: dict[tuple[str, int], list] = {}
 

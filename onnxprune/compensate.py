@@ -65,7 +65,7 @@ def consumers(graph: Graph, groups: list[Group], plan: Plan) -> list[Consumer]:
     found = []
     for weight, axes in removal.consumed.items():
         node = graph.consumers(weight)[0][0]
-        form = rule_for(node).linear_form(node, graph)
+        form = rule_for(node).linear_form(node, graph) if not node.scope else None  # not inside a body
         if form is None or form.weight != weight or set(axes) != {form.w_in_axis}:
             log.info("%s: no linear form for compensation; left as pruned", node)
             continue

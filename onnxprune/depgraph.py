@@ -108,6 +108,8 @@ class _Growth:
             yield producer, Port("out", producer.outputs.index(tensor))
         for node, i in self.graph.consumers(tensor):
             yield node, Port("in", i)
+        for node, j in self.graph.body_users(tensor):  # a body input or output of a control-flow node
+            yield node, Port("body", j)
 
     def _space_problem(self, tensor: str, axis: int, pairs: Pairs) -> str | None:
         g = self.graph

@@ -37,7 +37,7 @@ def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
     derived: set[str] = set()
     derived_nodes = set()
     for node in graph.nodes:
-        if node.has_subgraph or not node.inputs:
+        if node.has_subgraph or node.scope or not node.inputs:
             continue
         sources = [i for i in node.inputs if i]
         if not sources:

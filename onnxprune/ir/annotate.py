@@ -13,20 +13,33 @@ from typing import Iterable
 
 import onnx
 
-from . import limits
+from . import limits, scopes
 from .graph import Shape, numel
 
 log = logging.getLogger(__name__)
 
 
-def downstream(proto: onnx.ModelProto, seeds: Iterable[str], nodes: Iterable[int] = ()) -> set[str]:
-    """Every tensor name computed from `seeds` or by the nodes at indices `nodes` (topological order)."""
+def downstream(proto: onnx.ModelProto, seeds: Iterable[str], nodes: Iterable[int | str] = ()) -> set[str]:
+    """Every tensor name computed from `seeds` or by the given nodes (top-level indices or node
+    names), inside If / Loop / Scan bodies too (topological order)."""
     reached = set(seeds)
-    changed = set(nodes)
-    for i, n in enumerate(proto.graph.node):
-        if i in changed or any(name in reached for name in n.input if name):
-            reached.update(o for o in n.output if o)
+    _reach(proto.graph, reached, set(nodes), True)
     return reached
+
+
+def _reach(g: onnx.GraphProto, reached: set[str], changed: set, top: bool) -> bool:
+    """Extend `reached` through the nodes of `g`; True when it reached something in `g`."""
+    found = False
+    for i, n in enumerate(g.node):
+        hit = n.name in changed or (top and i in changed) or any(name in reached for name in n.input if name)
+        for _, body in scopes.bodies(n):
+            if hit:  # a changed input changes what the body receives
+                reached.update(vi.name for vi in body.input)
+            hit = _reach(body, reached, changed, False) or hit
+        if hit:
+            reached.update(o for o in n.output if o)
+            found = True
+    return found or any(vi.name in reached for vi in g.output)
 
 
 def refresh(proto: onnx.ModelProto, touched: set[str]) -> dict[str, Shape]:
@@ -38,7 +51,7 @@ def refresh(proto: onnx.ModelProto, touched: set[str]) -> dict[str, Shape]:
     (None for a dim inference leaves open), for the caller's postcondition.
     """
     g = proto.graph
-    inferred = _inferred_value_info(proto)
+    inferred, inferred_graph = _inferred_value_info(proto)
     inits = {t.name: t for t in g.initializer}
     changed = 0
     keep = []
@@ -60,8 +73,32 @@ def refresh(proto: onnx.ModelProto, touched: set[str]) -> dict[str, Shape]:
     for inp in g.input:
         if inp.name in inits:
             changed += _set_dims(inp, inits[inp.name].dims)
+    changed += _refresh_bodies(proto, inferred_graph, touched)
     log.debug("refreshed %d shape annotations", changed)
     return {name: _dims(vi) for name, vi in inferred.items() if vi.type.tensor_type.HasField("shape")}
+
+
+def _refresh_bodies(proto: onnx.ModelProto, inferred: onnx.GraphProto | None, touched: set[str]) -> int:
+    """The annotations of touched tensors inside If / Loop / Scan bodies (value_info and the shapes
+    a body declares for its outputs), from the inferred copy of the model."""
+    changed = 0
+    for scope, body in list(scopes.walk(proto.graph))[1:]:
+        found = scopes.resolve(inferred, scope) if inferred is not None else None
+        fresh = {vi.name: vi for vi in list(found.value_info) + list(found.output)} if found is not None else {}
+        keep = []
+        for vi in body.value_info:
+            if vi.name not in touched:
+                keep.append(vi)
+            else:
+                changed += 1
+                if vi.name in fresh:
+                    keep.append(fresh[vi.name])
+        del body.value_info[:]
+        body.value_info.extend(keep)
+        for out in body.output:
+            if out.name in touched and out.name in fresh:
+                changed += _take_dims(out, fresh[out.name])
+    return changed
 
 
 def _dims(vi: onnx.ValueInfoProto) -> Shape:
@@ -101,14 +138,19 @@ def _take_dims(target: onnx.ValueInfoProto, source: onnx.ValueInfoProto) -> int:
     return changed
 
 
-def _inferred_value_info(proto: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
-    """Shapes ONNX inference finds for `proto` with its stale annotations left out."""
+def _inferred_value_info(proto: onnx.ModelProto) -> tuple[dict[str, onnx.ValueInfoProto], onnx.GraphProto | None]:
+    """Shapes ONNX inference finds for `proto` with its stale annotations left out (bodies
+    included), and the inferred graph (None when inference failed)."""
     skel = onnx.ModelProto()
     skel.ir_version = max(proto.ir_version, 4)  # initializers need not be inputs in the skeleton
     skel.opset_import.extend(proto.opset_import)
     skel.functions.extend(proto.functions)
     src, g = proto.graph, skel.graph
     g.node.extend(src.node)
+    for _, body in list(scopes.walk(g))[1:]:  # bodies' annotations may be stale too: infer them afresh
+        del body.value_info[:]
+        for out in body.output:
+            out.type.tensor_type.ClearField("shape")
     init_names = {t.name for t in src.initializer}
     for o in src.output:
         g.output.add().name = o.name
@@ -122,7 +164,8 @@ def _inferred_value_info(proto: onnx.ModelProto) -> dict[str, onnx.ValueInfoProt
         inferred = onnx.shape_inference.infer_shapes(skel, strict_mode=False, data_prop=True)
     except Exception as exc:  # best effort: without inference, stale annotations are dropped
         log.warning("ONNX shape inference failed on the pruned model (%s); dropping its annotations", exc)
-        return {}
-    found = {vi.name: vi for vi in inferred.graph.value_info}
-    found.update((vi.name, vi) for vi in inferred.graph.output if vi.type.HasField("tensor_type"))
-    return found
+        return {}, None
+    found = {vi.name: vi for _, sub in scopes.walk(inferred.graph) for vi in sub.value_info}
+    found.update((vi.name, vi) for _, sub in scopes.walk(inferred.graph) for vi in sub.output
+                 if vi.type.HasField("tensor_type"))
+    return found, inferred.graph

@@ -7,6 +7,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import scopes
+
 
 def copy_model(proto: onnx.ModelProto, new_values: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """A copy of `proto` whose initializers named in `new_values` hold those values instead.
@@ -25,6 +27,12 @@ def copy_model(proto: onnx.ModelProto, new_values: dict[str, np.ndarray] | None 
             _fill(out.graph.initializer.add(), t.name, new_values[t.name])
         else:
             out.graph.initializer.add().CopyFrom(t)
+    for _, body in list(scopes.walk(out.graph))[1:]:  # weights living inside If / Loop / Scan bodies
+        for t in body.initializer:
+            if t.name in new_values:
+                name = t.name
+                t.Clear()
+                _fill(t, name, new_values[name])
     return out
 
 
@@ -62,7 +70,8 @@ def set_initializer(proto: onnx.ModelProto, name: str, value: np.ndarray) -> Non
 
 
 def initializer_map(proto: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
-    return {t.name: t for t in proto.graph.initializer}
+    """Every initializer by name, those of subgraph bodies included."""
+    return {t.name: t for _, g in scopes.walk(proto.graph) for t in g.initializer}
 
 
 def replace_initializer(tensor: onnx.TensorProto, value: np.ndarray) -> None:
@@ -73,8 +82,9 @@ def to_array(tensor: onnx.TensorProto) -> np.ndarray:
     return numpy_helper.to_array(tensor)
 
 
-def set_node_attr(proto: onnx.ModelProto, node_index: int, name: str, value: Any) -> None:
-    node = proto.graph.node[node_index]
+def set_node_attr(proto: onnx.ModelProto, node_index: int, name: str, value: Any, scope: tuple = ()) -> None:
+    """Set attribute `name` of node `node_index` of the graph at `scope` (default: top level)."""
+    node = scopes.resolve(proto.graph, scope).node[node_index]
     for i, a in enumerate(node.attribute):
         if a.name == name:
             del node.attribute[i]
@@ -82,17 +92,19 @@ def set_node_attr(proto: onnx.ModelProto, node_index: int, name: str, value: Any
     node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
-def get_node_attr(proto: onnx.ModelProto, node_index: int, name: str, default: Any = None) -> Any:
-    for a in proto.graph.node[node_index].attribute:
+def get_node_attr(proto: onnx.ModelProto, node_index: int, name: str, default: Any = None,
+                  scope: tuple = ()) -> Any:
+    for a in scopes.resolve(proto.graph, scope).node[node_index].attribute:
         if a.name == name:
             return list(onnx.helper.get_attribute_value(a)) if a.ints or a.floats else onnx.helper.get_attribute_value(a)
     return default
 
 
 def set_value_dims(proto: onnx.ModelProto, name_to_dims: dict[str, dict[int, int]]) -> None:
-    """Set dims of value_info / graph outputs for the given tensors (axis -> new size)."""
-    g = proto.graph
-    for vi in list(g.value_info) + list(g.output) + list(g.input):
+    """Set dims of value_info / graph outputs for the given tensors (axis -> new size), in every
+    body too (a body declares its inputs' and outputs' shapes)."""
+    annotations = [vi for _, g in scopes.walk(proto.graph) for vi in list(g.value_info) + list(g.output) + list(g.input)]
+    for vi in annotations:
         edits = name_to_dims.get(vi.name)
         if not edits or not vi.type.tensor_type.HasField("shape"):
             continue
@@ -107,7 +119,14 @@ def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray]
     """Copy of `proto` where `values` become initializers and nodes producing only folded or
     now-unused derived tensors are dropped."""
     out = copy_model(proto)
-    g = out.graph
+    fold_in_graph(out, (), values, derived)
+    return out
+
+
+def fold_in_graph(proto: onnx.ModelProto, scope: tuple, values: dict[str, np.ndarray], derived: set[str]) -> None:
+    """In place, in the graph at `scope` (a body, or () for the top level): `values` become its
+    initializers and its nodes producing only folded or now-unused derived tensors are dropped."""
+    g = scopes.resolve(proto.graph, scope)
     for name, value in values.items():
         g.initializer.append(numpy_helper.from_array(np.asarray(value), name))
     needed = {o.name for o in g.output}
@@ -117,27 +136,43 @@ def replace_with_constants(proto: onnx.ModelProto, values: dict[str, np.ndarray]
         if all(o in derived and (o in values or o not in needed) for o in outputs):
             continue
         keep.append(n)
-        needed.update(_reads(n))
+        needed.update(tensors_read(n))
     del g.node[:]
     g.node.extend(reversed(keep))
-    used = {i for n in g.node for i in _reads(n)} | {o.name for o in g.output}
+    used = {i for n in g.node for i in tensors_read(n)} | {o.name for o in g.output}
     unused = [t for t in g.initializer if t.name not in used]
     for t in unused:
         g.initializer.remove(t)
     vi_keep = [v for v in g.value_info if v.name not in values]
     del g.value_info[:]
     g.value_info.extend(vi_keep)
-    return out
 
 
-def _reads(node: onnx.NodeProto) -> set[str]:
+def probe_model(proto: onnx.ModelProto, scope: tuple, nodes: list[int], inputs: dict[str, tuple],
+                outputs: list[str]) -> onnx.ModelProto:
+    """A stand-alone model of the nodes at positions `nodes` of the graph at `scope`: float graph
+    inputs of the given static shapes, every initializer they read (from any scope), `outputs`."""
+    g = scopes.resolve(proto.graph, scope)
+    picked = [g.node[i] for i in nodes]
+    inits = initializer_map(proto)
+    reads = {x for n in picked for x in tensors_read(n)}
+    graph = onnx.helper.make_graph(
+        picked, "probe", [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, list(d)) for n, d in inputs.items()],
+        [onnx.ValueInfoProto(name=n) for n in outputs], [inits[n] for n in sorted(reads) if n in inits and n not in inputs])
+    model = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import))
+    model.ir_version = proto.ir_version
+    model.functions.extend(proto.functions)
+    return model
+
+
+def tensors_read(node: onnx.NodeProto) -> set[str]:
     """Every tensor of the enclosing graph a node reads: its inputs and, for If / Loop / Scan, the
     outer-scope names its bodies use (at any depth)."""
     from .graph import _outer_scope_names
 
     names = {i for i in node.input if i}
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-        names |= _outer_scope_names(node)
+        names |= _outer_scope_names(node, decoded=False)
     return names
 
 

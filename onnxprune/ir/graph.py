@@ -8,6 +8,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import scopes
+
 Shape = tuple  # of int | None
 
 # doc_string of an initializer cloned at load from a constant several nodes shared
@@ -32,6 +34,11 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
     index: int = 0
     has_subgraph: bool = False
+    # where the node lives: () at top level, else the path of (node index, attribute) to its body
+    scope: tuple = ()
+    local: int = 0  # index of the node within its own graph
+    # the values its bodies exchange with it: (attribute, "in" | "out", position, tensor name)
+    body_values: tuple = ()
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)
@@ -54,23 +61,34 @@ class Graph:
         self.proto = proto
         self.opset = opset_of(proto)
         g = proto.graph
-        self.initializers: dict[str, onnx.TensorProto] = {t.name: t for t in g.initializer}
-        self.graph_inputs = [i.name for i in g.input if i.name not in self.initializers]
+        top_inits = {t.name for t in g.initializer}
+        self.graph_inputs = [i.name for i in g.input if i.name not in top_inits]
         self.graph_outputs = [o.name for o in g.output]
         self._output_set = set(self.graph_outputs)
         self._input_set = set(self.graph_inputs)
-        self.nodes: list[Node] = [_decode_node(n, i) for i, n in enumerate(g.node)]
+        # top-level nodes first (index = position in the graph), then the nodes of every body
+        self.initializers: dict[str, onnx.TensorProto] = {}
+        self.nodes: list[Node] = []
+        protos: list[onnx.NodeProto] = []
+        for scope, sub in scopes.walk(g):
+            self.initializers.update((t.name, t) for t in sub.initializer)
+            for local, n in enumerate(sub.node):
+                protos.append(n)
+                self.nodes.append(_decode_node(n, len(self.nodes), scope, local))
         self.producers: dict[str, Node] = {}
         self.consumer_map: dict[str, list[tuple[Node, int]]] = {}
-        for node in self.nodes:
+        self._body_users: dict[str, list[tuple[Node, int]]] = {}
+        for node, proto_node in zip(self.nodes, protos):
             for o in node.outputs:
                 if o:
                     self.producers[o] = node
             for i, name in enumerate(node.inputs):
                 if name:
                     self.consumer_map.setdefault(name, []).append((node, i))
-            if node.has_subgraph:
-                for name in _outer_scope_names(g.node[node.index]):
+            for j, (_, _, _, name) in enumerate(node.body_values):
+                self._body_users.setdefault(name, []).append((node, j))
+            if node.has_subgraph:  # graph-list attributes: bodies the analysis does not decode
+                for name in _outer_scope_names(proto_node):
                     self.consumer_map.setdefault(name, []).append((node, -1))
         self.shapes = shapes
         self._const_cache: dict[str, np.ndarray] = {}
@@ -138,6 +156,11 @@ class Graph:
     def consumers(self, name: str) -> list[tuple[Node, int]]:
         return self.consumer_map.get(name, [])
 
+    def body_users(self, name: str) -> list[tuple[Node, int]]:
+        """Control-flow nodes whose body takes `name` as a body input or gives it as a body output,
+        each with the position j of that value in the node's `body_values`."""
+        return self._body_users.get(name, [])
+
     def is_graph_output(self, name: str) -> bool:
         return name in self._output_set
 
@@ -170,10 +193,14 @@ def opset_of(proto: onnx.ModelProto) -> int:
     return 0
 
 
-def _decode_node(n: onnx.NodeProto, index: int) -> Node:
+def _decode_node(n: onnx.NodeProto, index: int, scope: tuple = (), local: int | None = None) -> Node:
     attrs: dict[str, Any] = {}
     has_subgraph = False
+    body_values: list[tuple[str, str, int, str]] = []
     for a in n.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            body_values.extend((a.name, "in", k, vi.name) for k, vi in enumerate(a.g.input))
+            body_values.extend((a.name, "out", k, vi.name) for k, vi in enumerate(a.g.output))
         if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
             has_subgraph = True
             continue
@@ -183,13 +210,17 @@ def _decode_node(n: onnx.NodeProto, index: int) -> Node:
         elif isinstance(value, list) and value and isinstance(value[0], bytes):
             value = [v.decode("utf-8", "replace") for v in value]
         attrs[a.name] = value
-    return Node(n.name, n.op_type, n.domain, list(n.input), list(n.output), attrs, index, has_subgraph)
+    return Node(n.name, n.op_type, n.domain, list(n.input), list(n.output), attrs, index, has_subgraph,
+                scope, index if local is None else local, tuple(body_values))
 
 
-def _outer_scope_names(node: onnx.NodeProto) -> set[str]:
-    """Tensor names a control-flow node's subgraphs read from the enclosing graph."""
+def _outer_scope_names(node: onnx.NodeProto, decoded: bool = True) -> set[str]:
+    """Tensor names a node's graph-list attributes read from the enclosing graph (single-graph
+    bodies are decoded as nodes of the analysis itself, unless `decoded` is False)."""
     names: set[str] = set()
     for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH and decoded:
+            continue
         graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
         for sub in graphs:
             defined = {i.name for i in sub.input} | {t.name for t in sub.initializer}
@@ -197,5 +228,5 @@ def _outer_scope_names(node: onnx.NodeProto) -> set[str]:
                 defined.update(sn.output)
             for sn in sub.node:
                 names.update(i for i in sn.input if i and i not in defined)
-                names.update(_outer_scope_names(sn) - defined)
+                names.update(_outer_scope_names(sn, False) - defined)
     return names

@@ -9,7 +9,8 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelLoadError
-from . import integrity, limits
+from . import integrity, limits, scopes
+from .edit import tensors_read
 from .graph import CLONE_MARK, Graph, _outer_scope_names, numel
 from .shapes import infer_shapes
 
@@ -81,6 +82,7 @@ def normalise(proto: onnx.ModelProto) -> None:
     _bypass_constant_identities(g)
     _privatise_small_constants(g)
     _name_nodes(g)
+    scopes.normalise_bodies(proto, _constants_to_initializers)
 
 
 def _sort_nodes(g: onnx.GraphProto) -> None:
@@ -88,14 +90,16 @@ def _sort_nodes(g: onnx.GraphProto) -> None:
     requires it and ONNX Runtime does not, so some tools (onnxruntime.transformers' float16
     converter) write graphs that run but fail the checker."""
     available = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
-    if _in_order(g.node, set(available)):
+    produced = {o for n in g.node for o in n.output}
+    reads = [{x for x in tensors_read(n) if x in produced} for n in g.node]  # bodies' outer-scope reads too
+    if _in_order(g.node, reads):
         return
     # Kahn's algorithm, taking the earliest ready node first so that sorted stretches stay as they are
     nodes = list(g.node)
     waiting: dict[str, list[int]] = {}
     missing = []
     for i, n in enumerate(nodes):
-        needed = {x for x in n.input if x not in available}
+        needed = reads[i] - available
         missing.append(len(needed))
         for x in needed:
             waiting.setdefault(x, []).append(i)
@@ -116,11 +120,12 @@ def _sort_nodes(g: onnx.GraphProto) -> None:
     g.node.extend(order)
 
 
-def _in_order(nodes, available: set[str]) -> bool:
-    for n in nodes:
-        if any(i not in available for i in n.input):
+def _in_order(nodes, reads: list[set[str]]) -> bool:
+    done: set[str] = set()
+    for n, needed in zip(nodes, reads):
+        if not needed <= done:
             return False
-        available.update(n.output)
+        done.update(n.output)
     return True
 
 
@@ -179,7 +184,7 @@ def _bypass_constant_identities(g: onnx.GraphProto) -> None:
     inits = {t.name for t in g.initializer}
     outputs = {o.name for o in g.output}
     # bodies of If / Loop / Scan read the Identity's output by name: it stays for them
-    inner = set().union(*(_outer_scope_names(n) for n in g.node if _has_subgraph(n)))
+    inner = set().union(*(_outer_scope_names(n, decoded=False) for n in g.node if _has_subgraph(n)))
     alias: dict[str, str] = {}
     keep = []
     for n in g.node:

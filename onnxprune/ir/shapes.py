@@ -7,8 +7,8 @@ from typing import Callable
 import onnx
 
 from ..errors import BadInputError
-from . import limits
-from .graph import Node, Shape, _decode_node, numel, opset_of
+from . import limits, scopes
+from .graph import Graph, Node, Shape, _decode_node, numel, opset_of
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,18 @@ def set_node_shapes(fn: NodeShapes | None) -> None:
     _node_shapes[:] = [fn] if fn is not None else []
 
 
+# Functions (graph view -> shapes) naming static shapes that ONNX inference leaves open but an op
+# fixes (a Loop's carried value keeps its shape when the body returns it unchanged), each with the
+# op types it needs; the rules register them, so that per-op knowledge stays in rules/.
+_SHAPE_HOOKS: list[tuple[frozenset[str], Callable[[Graph], dict[str, Shape]]]] = []
+MAX_HOOK_ROUNDS = 4
+
+
+def register_shape_hook(op_types: tuple[str, ...], hook: Callable[[Graph], dict[str, Shape]]) -> None:
+    """Add a hook that completes the shapes ONNX inference leaves open in models holding `op_types`."""
+    _SHAPE_HOOKS.append((frozenset(op_types), hook))
+
+
 def infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, Shape]:
     """Static shapes of every tensor, inferred on a weight-less skeleton of the model.
 
@@ -31,7 +43,8 @@ def infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]
     else from the model's own value_info; then inference runs again from there, until nothing new.
     """
     skeleton = _skeleton(proto, input_shapes)
-    shapes, types = _onnx_shapes(skeleton)
+    inferred = _inferred(skeleton)
+    shapes, types = _collect(inferred)
     # the model's own value_info (ORT-optimized files may carry it) holds for the declared input shapes
     stored = {} if input_shapes else {vi.name: vi for vi in proto.graph.value_info}
     for _ in range(len(skeleton.graph.node)):
@@ -39,30 +52,67 @@ def infer_shapes(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]
         if not added:
             break
         skeleton.graph.value_info.extend(added)
-        shapes, types = _onnx_shapes(skeleton)
+        inferred = _inferred(skeleton)
+        shapes, types = _collect(inferred)
+    for _ in range(MAX_HOOK_ROUNDS):  # a completed shape lets inference go on behind it
+        hooks = _hooks_for(skeleton)
+        if not hooks or not _annotate_completed(skeleton, inferred, shapes, hooks):
+            break
+        inferred = _inferred(skeleton)
+        shapes, types = _collect(inferred)
     return shapes
 
 
-def _onnx_shapes(skeleton: onnx.ModelProto) -> tuple[dict[str, Shape], dict[str, int]]:
+def _inferred(skeleton: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+        return onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
     except Exception as exc:  # inference is best effort: unknown shapes freeze channels later
         log.warning("ONNX shape inference failed (%s); continuing with declared shapes", exc)
-        inferred = skeleton
+        return skeleton
+
+
+def _hooks_for(model: onnx.ModelProto) -> list[Callable[[Graph], dict[str, Shape]]]:
+    if not _SHAPE_HOOKS:
+        return []
+    ops = {n.op_type for _, g in scopes.walk(model.graph) for n in g.node}
+    return [hook for op_types, hook in _SHAPE_HOOKS if op_types & ops]
+
+
+def _annotate_completed(skeleton: onnx.ModelProto, inferred: onnx.ModelProto, shapes: dict[str, Shape],
+                        hooks: list[Callable[[Graph], dict[str, Shape]]]) -> bool:
+    """Declare in the skeleton the static shapes the hooks find for tensors inference left open."""
+    view = Graph(inferred, shapes)
+    found: dict[str, Shape] = {}
+    for hook in hooks:
+        found.update(hook(view))
+    elem = {vi.name: vi.type.tensor_type.elem_type for _, g in scopes.walk(inferred.graph) for vi in g.value_info}
+    added = False
+    for name, dims in found.items():
+        known = shapes.get(name)
+        producer = view.producer(name)
+        if None in dims or (known is not None and None not in known) or producer is None or not elem.get(name):
+            continue
+        target = scopes.resolve(skeleton.graph, producer.scope)
+        target.value_info.append(onnx.helper.make_tensor_value_info(name, elem[name], list(dims)))
+        added = True
+    return added
+
+
+def _collect(inferred: onnx.ModelProto) -> tuple[dict[str, Shape], dict[str, int]]:
     shapes: dict[str, Shape] = {}
     types: dict[str, int] = {}
-    g = inferred.graph
-    for vi in list(g.value_info) + list(g.input) + list(g.output):
-        tt = vi.type.tensor_type
-        if tt.elem_type:
-            types.setdefault(vi.name, tt.elem_type)
-        if tt.HasField("shape"):
-            dims = _dims(vi)
-            if vi.name not in shapes or None not in dims:
-                shapes[vi.name] = dims
-    for t in g.initializer:
-        shapes.setdefault(t.name, tuple(int(d) for d in t.dims))
-        types.setdefault(t.name, t.data_type)
+    for _, g in scopes.walk(inferred.graph):  # inference annotates If / Loop / Scan bodies too
+        for vi in list(g.value_info) + list(g.input) + list(g.output):
+            tt = vi.type.tensor_type
+            if tt.elem_type:
+                types.setdefault(vi.name, tt.elem_type)
+            if tt.HasField("shape"):
+                dims = _dims(vi)
+                if vi.name not in shapes or None not in dims:
+                    shapes[vi.name] = dims
+        for t in g.initializer:
+            shapes.setdefault(t.name, tuple(int(d) for d in t.dims))
+            types.setdefault(t.name, t.data_type)
     return shapes, types
 
 

@@ -28,7 +28,8 @@ from ..ir import Graph, Node
 
 @dataclass(frozen=True)
 class Port:
-    """One side of a node: `kind` is "in" or "out", `index` the input or output number."""
+    """One side of a node: `kind` is "in" or "out", `index` the input or output number; or kind
+    "body", `index` a position in a control-flow node's `body_values` (a body's input or output)."""
 
     kind: str
     index: int
@@ -38,6 +39,8 @@ class Port:
         return self.kind == "in"
 
     def tensor(self, node: Node) -> str:
+        if self.kind == "body":
+            return node.body_values[self.index][3]
         return node.input(self.index) if self.is_input else node.output(self.index)
 
 
