@@ -66,6 +66,8 @@ class _Growth:
         self.queue: deque = deque()
         # initializers with several users: tensor -> user node index -> axis -> positions cut
         self.shared: dict[str, dict[int, dict[int, set[int]]]] = {}
+        # spaces of weights computed from constants -> role of the initializer cuts they stand for
+        self.roles: dict[tuple[str, int], str] = {}
 
     def run(self) -> tuple[Group, set[tuple[str, int]]]:
         self._visit(self.root[0], self.root[1], indexmap.identity(self.size), None)
@@ -91,7 +93,7 @@ class _Growth:
             if port.index < 0:
                 self.frozen = f"{node}: reads '{tensor}' inside a subgraph"
                 return
-            fx = Effects(node, self.graph)
+            fx = Effects(node, self.graph, const_role=self.roles.get((tensor, axis), "out"))
             rule_for(node).propagate(node, self.graph, port, axis, pairs, fx)
             if port.is_input:
                 self._note_sources(fx, tensor, axis, pairs)
@@ -141,6 +143,8 @@ class _Growth:
             self.edits[edit] = None
         self.inexact.extend(r for r in fx.inexact_reasons if r not in self.inexact)
         self.kinds.extend(k for k in fx.kinds if k not in self.kinds)
+        for space, role in fx.roles.items():
+            self.roles.setdefault(space, role)
         for tensor, axis, pairs, port in fx.forwards:
             self._visit(tensor, axis, pairs, (fx.node.index, port))
         return False

@@ -82,16 +82,28 @@ class Effects:
     inexact_reasons: list[str] = field(default_factory=list)
     frozen_reason: str | None = None
     kinds: list[str] = field(default_factory=list)
+    # role of the cuts made on constant inputs: "out", or "in" while walking up the constant
+    # subgraph that computes a consumed weight (DequantizeLinear, Transpose... of an initializer)
+    const_role: str = "out"
+    # (tensor, axis) of forwarded weights computed from constants -> role of the cuts they stand for
+    roles: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def to_input(self, i: int, axis: int, pairs: Pairs) -> None:
-        """The same channels live on input i (a constant input is cut instead, role "out")."""
+        """The same channels live on input i (a constant input is cut instead, role `const_role`)."""
         name = self.node.input(i)
         if not name or not len(pairs):
             return
         if self.graph.is_const(name):
-            self.cut(name, axis, pairs, role="out")
+            self.cut(name, axis, pairs, role=self.const_role)
         else:
-            self.forwards.append((name, _norm_axis(axis, self.graph.rank(name)), pairs, Port("in", i)))
+            self._forward_input(i, axis, pairs, self.const_role)
+
+    def _forward_input(self, i: int, axis: int, pairs: Pairs, role: str) -> None:
+        name = self.node.input(i)
+        axis = _norm_axis(axis, self.graph.rank(name))
+        if self.graph.const_derived(name):
+            self.roles[(name, axis)] = role
+        self.forwards.append((name, axis, pairs, Port("in", i)))
 
     def to_output(self, j: int, axis: int, pairs: Pairs) -> None:
         name = self.node.output(j)
@@ -121,7 +133,15 @@ class Effects:
         return rank
 
     def cut(self, tensor: str, axis: int, pairs: Pairs, role: str, scale: bool = False) -> None:
+        """Cut an initializer; a weight input computed from initializers (`Graph.const_derived`) is
+        followed up to the initializers it is computed from, whose cuts keep `role`."""
         if not len(pairs):
+            return
+        if not self.graph.is_const(tensor):
+            if self.graph.const_derived(tensor) and tensor in self.node.inputs:
+                self._forward_input(self.node.inputs.index(tensor), axis, pairs, role)
+            else:
+                self.freeze(f"weight '{tensor}' is computed at run time")
             return
         rank = len(self.graph.const_shape(tensor))
         self.cuts.append(Cut(tensor, _norm_axis(axis, rank), pairs, role, scale))
@@ -175,6 +195,11 @@ class Rule:
         """Inputs of the node holding indices, each with its exclusive upper bound (token ids into an
         embedding table): random test inputs must stay in range."""
         return {}
+
+    def oracle_identity(self, node: Node, graph: Graph) -> bool:
+        """True when the dead-channel oracle runs the node as Identity of input 0: activation fake
+        quantization, whose rounding turns float32 summation-order noise into whole quantization steps."""
+        return False
 
     def linear_form(self, node: Node, graph: Graph):
         """How the node computes as a linear consumer of input 0 (a rules.forms.LinearForm), or None."""
