@@ -44,12 +44,22 @@ def zero_consumers(graph: Graph, groups: list[Group], plan: Plan) -> onnx.ModelP
     zeroed = {}
     for name, axes in removal.consumed.items():
         value = graph.const(name).copy()
+        zero = _zero_of(graph, name)
         for axis, idx in axes.items():
             index = [slice(None)] * value.ndim
             index[axis] = np.asarray(sorted(idx), dtype=np.int64)
-            value[tuple(index)] = 0
+            value[tuple(index)] = 0 if zero is None else np.broadcast_to(zero, value.shape)[tuple(index)]
         zeroed[name] = value
     return ir.copy_model(graph.proto, zeroed)
+
+
+def _zero_of(graph: Graph, name: str):
+    """What stands for zero in initializer `name` (a quantized weight's zero point), None for 0."""
+    for node, _ in graph.consumers(name):
+        zero = rule_for(node).zero_of(node, graph, name)
+        if zero is not None:
+            return zero
+    return None
 
 
 def run_oracle(graph: Graph, groups: list[Group], plan: Plan, input_shapes: dict | None = None,

@@ -201,6 +201,11 @@ class Rule:
         quantization, whose rounding turns float32 summation-order noise into whole quantization steps."""
         return False
 
+    def zero_of(self, node: Node, graph: Graph, tensor: str):
+        """The stored value that stands for zero in constant input `tensor` of the node (a quantized
+        weight's zero point, broadcastable to the tensor), or None for 0: the oracle fills with it."""
+        return None
+
     def linear_form(self, node: Node, graph: Graph):
         """How the node computes as a linear consumer of input 0 (a rules.forms.LinearForm), or None."""
         return None

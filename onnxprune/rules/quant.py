@@ -64,6 +64,18 @@ class QuantizeLinearRule(Rule):
                 fx.to_input(i, 0, pairs)
 
 
+    def zero_of(self, node: Node, graph: Graph, tensor: str):
+        """The zero point of a dequantized weight, shaped to broadcast along its axis."""
+        zp = graph.const(node.input(2)) if node.op_type == "DequantizeLinear" and node.input(0) == tensor else None
+        rank = graph.rank(tensor)
+        if zp is None or rank is None or int(node.attr("block_size", 0)) > 0:
+            return None
+        if zp.size == 1:
+            return zp.reshape(())
+        shape = [1] * rank
+        shape[positive_axis(int(node.attr("axis", 1)), rank)] = zp.size
+        return zp.reshape(shape)
+
     def oracle_identity(self, node: Node, graph: Graph) -> bool:
         """A QuantizeLinear of an activation read only by DequantizeLinear nodes, and those nodes."""
         if node.op_type == "DequantizeLinear":

@@ -1,0 +1,172 @@
+"""Quantized models (QDQ static int8, dynamic int8), made by ONNX Runtime's own quantization tools:
+prune through them, pass the dead-channel oracle, run in ONNX Runtime, keep the format."""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from onnxprune import PruneConfig, analyze, prune
+from onnxprune.ir import Graph
+
+from checks import init, removed
+from helpers import frozen_reasons, make_model, node, prune_with_oracle, save, weight
+
+quantization = pytest.importorskip("onnxruntime.quantization")
+
+
+class _Reader(quantization.CalibrationDataReader):
+    def __init__(self, name: str, shape: list[int], samples: int = 2):
+        rng = np.random.default_rng(0)
+        self.data = iter([{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(samples)])
+
+    def get_next(self):
+        return next(self.data, None)
+
+
+def _cnn() -> onnx.ModelProto:
+    """Conv-Relu-Conv-Relu (residual Add)-Conv-GAP-Flatten-Gemm."""
+    nodes = [node("Conv", ["x", "w1", "b1"], "c1", pads=[1, 1, 1, 1]), node("Relu", ["c1"], "r1"),
+             node("Conv", ["r1", "w2", "b2"], "c2", pads=[1, 1, 1, 1]), node("Relu", ["c2"], "r2"),
+             node("Conv", ["r2", "w3", "b3"], "c3", pads=[1, 1, 1, 1]), node("Add", ["c3", "r2"], "s"),
+             node("GlobalAveragePool", ["s"], "p"), node("Flatten", ["p"], "f"),
+             node("Gemm", ["f", "wf", "bf"], "y", transB=1)]
+    inits = {"w1": weight(8, 3, 3, 3), "b1": weight(8), "w2": weight(16, 8, 3, 3), "b2": weight(16),
+             "w3": weight(16, 16, 3, 3), "b3": weight(16), "wf": weight(10, 16), "bf": weight(10)}
+    return make_model(nodes, {"x": [1, 3, 12, 12]}, {"y": [1, 10]}, inits, opset=17)
+
+
+def _quantize_static(tmp_path, model: onnx.ModelProto, per_channel: bool, **kw) -> onnx.ModelProto:
+    src = save(model, tmp_path, "float.onnx")
+    out = str(tmp_path / "qdq.onnx")
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    quantization.quantize_static(src, out, _Reader(model.graph.input[0].name, shape),
+                                 quant_format=quantization.QuantFormat.QDQ, per_channel=per_channel, **kw)
+    return onnx.load(out)
+
+
+def _op_counts(model: onnx.ModelProto) -> collections.Counter:
+    return collections.Counter(n.op_type for n in model.graph.node)
+
+
+def _dtypes(model: onnx.ModelProto) -> dict[str, int]:
+    return {t.name: t.data_type for t in model.graph.initializer}
+
+
+def _same_dtypes(pruned: onnx.ModelProto, original: onnx.ModelProto) -> bool:
+    """Every initializer of the original keeps its element type (the loader may add clones of shared ones)."""
+    after = _dtypes(pruned)
+    return all(after.get(name) == t for name, t in _dtypes(original).items())
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qdq_static_cnn_prunes_and_stays_qdq(tmp_path, per_channel):
+    q = _quantize_static(tmp_path, _cnn(), per_channel)
+    analysis, plan, pruned = prune_with_oracle(q, tmp_path, ratio=0.5, min_groups=2)
+    assert _op_counts(pruned) == _op_counts(q)  # every Q / DQ node is still there
+    assert _same_dtypes(pruned, q)  # int8 weights stay int8, int32 biases int32
+    assert any(t == TensorProto.INT8 for t in _dtypes(pruned).values())
+    gone = removed(analysis, plan)
+    conv2 = [n for n in q.graph.node if n.op_type == "Conv"][1]
+    dq = next(n for n in q.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == conv2.input[1])
+    w2 = dq.input[0]
+    rows = gone[(w2, 0)]
+    assert init(pruned, w2).shape[0] == 16 - len(rows) and init(pruned, w2).dtype == np.int8
+    scale = init(pruned, dq.input[1])
+    if per_channel:  # the per-axis scale and zero point lose the same rows as the weight
+        kept = np.setdiff1d(np.arange(16), rows)
+        assert scale.shape == (len(kept),)
+        np.testing.assert_array_equal(scale, init(q, dq.input[1])[kept])
+        assert init(pruned, dq.input[2]).shape == (len(kept),)
+    else:  # a per-tensor scale serves every channel and stays
+        assert scale.shape == init(q, dq.input[1]).shape
+    assert not frozen_reasons(analysis) or all("graph output" in r for r in frozen_reasons(analysis))
+
+
+def test_qdq_prune_cli_path_runs_and_counts_int8_parameters(tmp_path):
+    q = _quantize_static(tmp_path, _cnn(), per_channel=True)
+    path = save(q, tmp_path, "q.onnx")
+    report = prune(path, str(tmp_path / "q.pruned.onnx"), PruneConfig(ratio=0.5, round_to=1, latency_repeats=0))
+    assert report.groups_pruned >= 2
+    # float params alone would be the scales and float nothing else; int8 weights count
+    int8 = sum(int(np.prod(t.dims)) for t in q.graph.initializer if t.data_type == TensorProto.INT8)
+    assert report.before.params >= int8 > 0
+    assert report.after.params < 0.6 * report.before.params
+    out = onnx.load(str(tmp_path / "q.pruned.onnx"))
+    assert _op_counts(out)["DequantizeLinear"] == _op_counts(q)["DequantizeLinear"]
+
+
+def test_uint8_weights_with_zero_point(tmp_path):
+    """Asymmetric uint8 weights (zero point != 0): the int8 initializer is cut and stays uint8."""
+    q = _quantize_static(tmp_path, _cnn(), per_channel=True, weight_type=quantization.QuantType.QUInt8,
+                         activation_type=quantization.QuantType.QUInt8)
+    _, _, pruned = prune_with_oracle(q, tmp_path, ratio=0.5, min_groups=2)
+    assert _same_dtypes(pruned, q)
+
+
+def test_per_axis_activation_quantization_cuts_its_parameters(tmp_path):
+    """A QuantizeLinear / DequantizeLinear pair of an activation with one scale per channel."""
+    s = np.linspace(0.01, 0.02, 8).astype(np.float32)
+    nodes = [node("Conv", ["x", "w1"], "c1"), node("QuantizeLinear", ["c1", "s", "z"], "q", axis=1),
+             node("DequantizeLinear", ["q", "s", "z"], "d", axis=1), node("Conv", ["d", "w2"], "y")]
+    model = make_model(nodes, {"x": [1, 3, 6, 6]}, {"y": None},
+                       {"w1": weight(8, 3, 1, 1), "w2": weight(4, 8, 1, 1), "s": s, "z": np.zeros(8, np.uint8)})
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    gone = removed(analysis, plan)[("w1", 0)]
+    np.testing.assert_array_equal(init(pruned, "s"), np.delete(s, gone))
+    assert init(pruned, "z").dtype == np.uint8 and init(pruned, "z").shape == (8 - len(gone),)
+
+
+def test_blocked_quantization_along_the_pruned_axis_is_refused(tmp_path):
+    w = np.random.default_rng(0).integers(-8, 8, (8, 4), dtype=np.int8)
+    nodes = [node("DequantizeLinear", ["wq", "ws"], "w", axis=0, block_size=4), node("MatMul", ["x", "w"], "y")]
+    model = make_model(nodes, {"x": [2, 8]}, {"y": None}, {"wq": w, "ws": np.full((2, 4), 0.1, np.float32)}, opset=21)
+    model.ir_version = 10
+    analysis = analyze(save(model, tmp_path))
+    assert any("blocked quantization" in r for r in frozen_reasons(analysis)) or not analysis.prunable
+
+
+def _mlp() -> onnx.ModelProto:
+    nodes = [node("MatMul", ["x", "w1"], "h"), node("Add", ["h", "b1"], "hb"), node("Relu", ["hb"], "r"),
+             node("MatMul", ["r", "w2"], "y")]
+    return make_model(nodes, {"x": [4, 16]}, {"y": [4, 8]},
+                      {"w1": weight(16, 32), "b1": weight(32), "w2": weight(32, 8)})
+
+
+def _quantize_dynamic(tmp_path, model: onnx.ModelProto, **kw) -> onnx.ModelProto:
+    src = save(model, tmp_path, "float.onnx")
+    out = str(tmp_path / "dyn.onnx")
+    quantization.quantize_dynamic(src, out, **kw)
+    return onnx.load(out)
+
+
+@pytest.mark.parametrize("build, op", [(_mlp, "MatMulInteger"), (_cnn, "ConvInteger")])
+def test_dynamic_int8_prunes_inexactly_and_keeps_integer_ops(tmp_path, build, op):
+    q = _quantize_dynamic(tmp_path, build())
+    assert _op_counts(q)[op] >= 2
+    analysis = analyze(save(q, tmp_path, "dyn.onnx"))
+    groups = analysis.prunable
+    assert groups and all(not g.exact for g in groups)  # the dynamic scale depends on every channel
+    assert any("dynamic quantization" in r for g in groups for r in g.inexact_reasons)
+    out = str(tmp_path / "dyn.pruned.onnx")
+    report = prune(str(tmp_path / "dyn.onnx"), out, PruneConfig(ratio=0.5, round_to=1, inexact=True,
+                                                                 latency_repeats=0))
+    assert report.groups_pruned >= 1 and report.after.params < report.before.params
+    pruned = onnx.load(out)
+    assert _op_counts(pruned) == _op_counts(q)
+    assert _same_dtypes(pruned, q)
+    assert report.validation  # ran in ONNX Runtime
+
+
+def test_param_count_counts_integer_weights_not_shapes():
+    nodes = [node("DequantizeLinear", ["wq", "s", "z"], "w"), node("MatMul", ["x", "w"], "m"),
+             node("Reshape", ["m", "shape"], "y")]
+    model = make_model(nodes, {"x": [2, 4]}, {"y": None},
+                       {"wq": np.ones((4, 6), np.int8), "s": np.float32(0.1), "z": np.int8(0),
+                        "shape": np.array([12], np.int64)})
+    graph = Graph(model, {})
+    assert graph.param_count() == 24 + 1 + 1
+    assert numpy_helper.to_array(model.graph.initializer[0]).dtype == np.int8
