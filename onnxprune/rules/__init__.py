@@ -1,5 +1,5 @@
 """Per-op knowledge: one op family per module, registered by op type."""
-from . import (concat_split, conv, elementwise, gather, layout, linear, norm, recurrent,  # noqa: F401
+from . import (concat_split, conv, elementwise, fill, gather, layout, linear, norm, recurrent,  # noqa: F401
                quant, reduce, shape_only, slice, spatial)
 from .base import Cut, Edit, Effects, Port, Rule, register, registered_op_types, rule_for
 
