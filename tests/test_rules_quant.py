@@ -170,3 +170,119 @@ def test_param_count_counts_integer_weights_not_shapes():
     graph = Graph(model, {})
     assert graph.param_count() == 24 + 1 + 1
     assert numpy_helper.to_array(model.graph.initializer[0]).dtype == np.int8
+
+
+# -- com.microsoft contrib ops ------------------------------------------------
+# ONNX shape inference does not know ONNX Runtime's contrib ops; the project's contrib shape hook
+# gives their output shapes. Here they come from one ONNX Runtime run of the model instead.
+
+def _ort_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    import onnxruntime as ort
+    from onnxprune.validate import random_inputs
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for n in m.graph.node:
+        for o in n.output:
+            if o and o not in have:
+                m.graph.output.append(onnx.ValueInfoProto(name=o))
+                have.add(o)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, random_inputs(model, {}, 0))
+    return {o.name: tuple(v.shape) for o, v in zip(sess.get_outputs(), outs)}
+
+
+@pytest.fixture
+def contrib_shapes(monkeypatch):
+    """Call with a model: shapes ONNX inference leaves unknown are taken from an ORT run of it."""
+    import sys
+
+    import onnxprune.ir as ir_pkg
+    ir_load = sys.modules["onnxprune.ir.load"]  # the package exports a function of the same name
+    original = ir_load.infer_shapes
+    known: dict[str, tuple] = {}
+
+    def infer(proto, input_shapes):
+        shapes = original(proto, input_shapes)
+        for name, shape in known.items():
+            if name not in shapes or None in shapes[name]:
+                shapes[name] = shape
+        return shapes
+
+    monkeypatch.setattr(ir_load, "infer_shapes", infer)
+    monkeypatch.setattr(ir_pkg, "infer_shapes", infer)
+    return lambda model: known.update(_ort_shapes(model))
+
+
+def _ms_model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
+    graph = onnx.helper.make_graph(nodes, "contrib",
+                                   [onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+                                   [onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+                                   [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17),
+                                                         onnx.helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    return model
+
+
+def _ms(op: str, inputs: list[str], output: str, **attrs) -> onnx.NodeProto:
+    return onnx.helper.make_node(op, inputs, [output], name=f"{op}_{output}", domain="com.microsoft", **attrs)
+
+
+def _q8(*shape: int) -> np.ndarray:
+    return np.random.default_rng(3).integers(-127, 128, shape).astype(np.int8)
+
+
+def _prune_contrib(tmp_path, model: onnx.ModelProto, contrib_shapes, inexact: bool = True):
+    contrib_shapes(model)
+    path = save(model, tmp_path, "contrib.onnx")
+    out = str(tmp_path / "contrib.pruned.onnx")
+    report = prune(path, out, PruneConfig(ratio=0.5, round_to=1, inexact=inexact, latency_repeats=0))
+    assert report.groups_pruned >= 1 and report.validation, report.frozen_reasons
+    return report, onnx.load(out)
+
+
+def test_dynamic_quantize_matmul(tmp_path, contrib_shapes):
+    """DynamicQuantizeMatMul with per-column scale, zero point and bias; then one per tensor."""
+    s1 = np.linspace(0.01, 0.02, 32).astype(np.float32)
+    nodes = [_ms("DynamicQuantizeMatMul", ["x", "b1", "s1", "z1", "bias1"], "h"), node("Relu", ["h"], "r"),
+             _ms("DynamicQuantizeMatMul", ["r", "b2", "s2", "z2"], "y")]
+    model = _ms_model(nodes, {"x": [4, 16]}, {"y": [4, 8]},
+                      {"b1": _q8(16, 32), "s1": s1, "z1": np.zeros(32, np.int8), "bias1": weight(32),
+                       "b2": _q8(32, 8), "s2": np.array([0.01], np.float32), "z2": np.zeros(1, np.int8)})
+    report, pruned = _prune_contrib(tmp_path, model, contrib_shapes)
+    assert init(pruned, "b1").shape == (16, 16) and init(pruned, "b1").dtype == np.int8
+    assert init(pruned, "s1").shape == (16,) and init(pruned, "z1").shape == (16,) and init(pruned, "bias1").shape == (16,)
+    assert init(pruned, "b2").shape == (16, 8) and init(pruned, "s2").shape == (1,)
+    assert _op_counts(pruned)["DynamicQuantizeMatMul"] == 2
+
+
+def test_matmul_integer_to_float(tmp_path, contrib_shapes):
+    nodes = [node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             _ms("MatMulIntegerToFloat", ["xq", "b1", "xs", "s1", "xz", "z1", "bias1"], "h"), node("Relu", ["h"], "r"),
+             node("DynamicQuantizeLinear", ["r"], ["rq", "rs", "rz"]),
+             _ms("MatMulIntegerToFloat", ["rq", "b2", "rs", "s2", "rz", "z2"], "y")]
+    model = _ms_model(nodes, {"x": [4, 16]}, {"y": [4, 8]},
+                      {"b1": _q8(16, 24).view(np.uint8), "s1": np.full(24, 0.01, np.float32),
+                       "z1": np.full(24, 128, np.uint8), "bias1": weight(24),
+                       "b2": _q8(24, 8).view(np.uint8), "s2": np.float32(0.01), "z2": np.uint8(128)})
+    report, pruned = _prune_contrib(tmp_path, model, contrib_shapes)
+    assert init(pruned, "b1").shape == (16, 12) and init(pruned, "b1").dtype == np.uint8
+    assert init(pruned, "z1").shape == (12,) and init(pruned, "b2").shape == (12, 8)
+
+
+def test_dynamic_quantize_lstm(tmp_path, contrib_shapes):
+    """quantize_dynamic turns an LSTM into com.microsoft.DynamicQuantizeLSTM (W [dirs, I, 4H] int8)."""
+    hid = 8
+    nodes = [node("LSTM", ["x", "W", "R", "B"], ["Y", "Yh"], hidden_size=hid),
+             node("Squeeze", ["Yh", "ax0"], "h"), node("MatMul", ["h", "fc"], "y")]
+    model = make_model(nodes, {"x": [5, 2, 6]}, {"y": [2, 3]},
+                       {"W": weight(1, 4 * hid, 6), "R": weight(1, 4 * hid, hid), "B": weight(1, 8 * hid),
+                        "ax0": np.array([0], np.int64), "fc": weight(hid, 3)})
+    q = _quantize_dynamic(tmp_path, model, op_types_to_quantize=["LSTM"])
+    assert _op_counts(q)["DynamicQuantizeLSTM"] == 1
+    lstm = next(n for n in q.graph.node if n.op_type == "DynamicQuantizeLSTM")
+    report, pruned = _prune_contrib(tmp_path, q, contrib_shapes)
+    assert init(pruned, lstm.input[1]).shape == (1, 6, 4 * hid // 2) and init(pruned, lstm.input[1]).dtype == np.int8
+    assert init(pruned, lstm.input[2]).shape == (1, hid // 2, 4 * hid // 2)
+    assert init(pruned, lstm.input[3]).shape == (1, 8 * hid // 2)

@@ -230,25 +230,29 @@ _REGISTRY: dict[str, Rule] = {}
 _UNKNOWN = UnknownOpRule()
 
 
-def register(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
-    """Class decorator: register one stateless instance of the rule for each op type."""
+def _key(domain: str, op: str) -> str:
+    return op if domain in ("", "ai.onnx") else f"{domain}::{op}"
+
+
+def register(*op_types: str, domain: str = "") -> Callable[[type[Rule]], type[Rule]]:
+    """Class decorator: register one stateless instance of the rule for each op type (of `domain`,
+    default the ONNX domain; "com.microsoft" for ONNX Runtime's contrib ops)."""
 
     def wrap(cls: type[Rule]) -> type[Rule]:
         instance = cls()
         for op in op_types:
-            if op in _REGISTRY:
-                raise ValueError(f"op type '{op}' already has rule {type(_REGISTRY[op]).__name__}")
-            _REGISTRY[op] = instance
-        cls.op_types = tuple(op_types)
+            key = _key(domain, op)
+            if key in _REGISTRY:
+                raise ValueError(f"op type '{key}' already has rule {type(_REGISTRY[key]).__name__}")
+            _REGISTRY[key] = instance
+        cls.op_types = cls.__dict__.get("op_types", ()) + tuple(op_types)  # stacked registrations add up
         return cls
 
     return wrap
 
 
 def rule_for(node: Node) -> Rule:
-    if node.domain not in ("", "ai.onnx"):
-        return _UNKNOWN
-    return _REGISTRY.get(node.op_type, _UNKNOWN)
+    return _REGISTRY.get(_key(node.domain, node.op_type), _UNKNOWN)
 
 
 def registered_op_types() -> list[str]:

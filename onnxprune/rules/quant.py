@@ -10,7 +10,9 @@
 * DynamicQuantizeLinear computes its scale from the range of the whole
   tensor: removing channels can change the scale of the kept ones (inexact).
 * MatMulInteger / ConvInteger are MatMul / Conv on integers; the weight's zero
-  point is per-tensor or per output channel.
+  point is per-tensor or per output channel. ONNX Runtime's fused forms
+  (com.microsoft DynamicQuantizeMatMul, MatMulIntegerToFloat) add B's scale
+  and a bias, per tensor or per output feature.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ def _numel(graph: Graph, name: str) -> int | None:
     return out
 
 
+@register("QuantizeLinear", "DequantizeLinear", domain="com.microsoft")
 @register("QuantizeLinear", "DequantizeLinear")
 class QuantizeLinearRule(Rule):
     """y = saturate(round(x / scale) + zp) or y = (x - zp) * scale, per tensor, per axis or per block."""
@@ -108,11 +111,15 @@ def _per_channel(graph: Graph, name: str) -> str:
     return name if count is not None and count > 1 else ""
 
 
-@register("MatMulInteger")
-class MatMulIntegerRule(Rule):
-    """Y = (A - a_zp) @ (B - b_zp), int32; B [K, N] a weight, b_zp per tensor or [N]."""
+class QuantMatMulBase(Rule):
+    """Y = A @ dequantized B, B [K, N] a weight: MatMul's channels, plus B's per-column (and bias)
+    inputs cut with the output features; every other extra input (A's scale and zero point) must be
+    per tensor."""
 
     _matmul = MatMulRule()
+    per_column: tuple[int, ...] = ()  # inputs holding one value per output feature [N] (or one in all)
+    per_tensor: tuple[int, ...] = ()  # inputs that must hold a single value
+    dynamic = False  # quantizes A with a scale from its own range
 
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         return self._matmul.roots(node, graph)
@@ -122,19 +129,46 @@ class MatMulIntegerRule(Rule):
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         if port.is_input and port.index >= 2:
-            fx.freeze(f"input {port.index} is a zero point, not data")
+            fx.freeze(f"input {port.index} is a quantization parameter, not data")
             return
-        if _per_channel(graph, node.input(2)):
-            fx.freeze(f"per-row zero point '{node.input(2)}' of A")
-            return
+        for i in self.per_tensor:
+            if _per_channel(graph, node.input(i)):
+                fx.freeze(f"input {i} '{node.input(i)}' holds more than one value (per-row quantization of A)")
+                return
         if not graph.is_weight(node.input(1)):
             fx.freeze(f"B '{node.input(1)}' is computed at run time (integer MatMul of two activations)")
             return
         self._matmul.propagate(_with_inputs(node, node.inputs[:2]), graph, port, axis, pairs, fx)
-        b_rank, y_rank = graph.rank(node.input(1)), graph.rank(node.output(0))
-        zp = _per_channel(graph, node.input(3))
-        if zp and not port.is_input and axis == (y_rank or 0) - 1 and b_rank == 2:
-            fx.cut(zp, 0, pairs, role="out")
+        if self.dynamic and axis == (graph.rank(port.tensor(node)) or 0) - 1 and port.is_input:
+            fx.inexact("dynamic quantization takes its scale from the range of every channel, the removed ones too")
+        y_rank = graph.rank(node.output(0)) or 0
+        if port.is_input or axis != y_rank - 1:
+            return
+        for i in self.per_column:
+            name = _per_channel(graph, node.input(i))
+            if name:
+                fx.cut(name, 0, pairs, role="out")
+
+
+@register("MatMulInteger")
+class MatMulIntegerRule(QuantMatMulBase):
+    """Y = (A - a_zp) @ (B - b_zp), int32; b_zp per tensor or [N]."""
+
+    per_column, per_tensor = (3,), (2,)
+
+
+@register("DynamicQuantizeMatMul", domain="com.microsoft")
+class DynamicQuantizeMatMulRule(QuantMatMulBase):
+    """Y = quantize(A) @ dequantize(B, b_scale, b_zp) + bias; A is quantized with its own range."""
+
+    per_column, dynamic = (2, 3, 4), True
+
+
+@register("MatMulIntegerToFloat", domain="com.microsoft")
+class MatMulIntegerToFloatRule(QuantMatMulBase):
+    """Y = (A - a_zp) a_scale @ (B - b_zp) b_scale + bias (inputs A, B, a_scale, b_scale, a_zp, b_zp, bias)."""
+
+    per_column, per_tensor = (3, 5, 6), (2, 4)
 
 
 @register("ConvInteger")
