@@ -286,3 +286,65 @@ def test_dynamic_quantize_lstm(tmp_path, contrib_shapes):
     assert init(pruned, lstm.input[1]).shape == (1, 6, 4 * hid // 2) and init(pruned, lstm.input[1]).dtype == np.int8
     assert init(pruned, lstm.input[2]).shape == (1, hid // 2, 4 * hid // 2)
     assert init(pruned, lstm.input[3]).shape == (1, 8 * hid // 2)
+
+
+def _nbits(name: str, w: np.ndarray, block: int, zero_points: bool) -> tuple[dict, list[str]]:
+    """Pack a float [K, N] weight as MatMulNBits int4: B [N, blocks, block/2], scales [N, blocks],
+    zero points packed two to a byte [N, ceil(blocks/2)] (or the default 8)."""
+    k, n = w.shape
+    blocks = -(-k // block)
+    padded = np.zeros((blocks * block, n), np.float32)
+    padded[:k] = w
+    per_block = padded.T.reshape(n, blocks, block)
+    scales = (np.abs(per_block).max(axis=2) / 7 + 1e-6).astype(np.float32)
+    zp = np.random.default_rng(5).integers(6, 11, (n, blocks)).astype(np.uint8) if zero_points \
+        else np.full((n, blocks), 8, np.uint8)
+    q = np.clip(np.round(per_block / scales[:, :, None]) + zp[:, :, None], 0, 15).astype(np.uint8)
+    packed = (q[:, :, 0::2] | (q[:, :, 1::2] << 4)).astype(np.uint8)
+    inits = {f"{name}_q": packed, f"{name}_s": scales}
+    inputs = [f"{name}_q", f"{name}_s"]
+    if zero_points:
+        zp_pad = np.zeros((n, 2 * (-(-blocks // 2))), np.uint8)
+        zp_pad[:, :blocks] = zp
+        inits[f"{name}_z"] = (zp_pad[:, 0::2] | (zp_pad[:, 1::2] << 4)).astype(np.uint8)
+        inputs.append(f"{name}_z")
+    return inits, inputs
+
+
+@pytest.mark.parametrize("zero_points", [False, True])
+def test_matmul_nbits_cuts_rows_and_whole_input_blocks(tmp_path, contrib_shapes, zero_points):
+    block = 16
+    i1, in1 = _nbits("fc1", weight(32, 48), block, zero_points)
+    i2, in2 = _nbits("fc2", weight(48, 8), block, zero_points)
+    nodes = [_ms("MatMulNBits", ["x", *in1], "h", K=32, N=48, bits=4, block_size=block), node("Relu", ["h"], "r"),
+             _ms("MatMulNBits", ["r", *in2], "y", K=48, N=8, bits=4, block_size=block)]
+    model = _ms_model(nodes, {"x": [2, 3, 32]}, {"y": [2, 3, 8]}, {**i1, **i2})
+    contrib_shapes(model)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    (group,) = [g for g in analysis.groups if g.root == ("h", 2)]
+    # units are whole blocks of fc2's input (pairs of blocks when two share a zero-point byte)
+    assert group.unit_count == (2 if zero_points else 3)
+    kept = init(pruned, "fc1_q").shape[0]
+    assert kept % block == 0 and kept < 48
+    assert init(pruned, "fc1_q").dtype == np.uint8 and init(pruned, "fc1_s").shape == (kept, 2)
+    assert init(pruned, "fc2_q").shape == (8, kept // block, block // 2)
+    assert init(pruned, "fc2_s").shape == (8, kept // block)
+    if zero_points:
+        assert init(pruned, "fc1_z").shape == (kept, 1) and init(pruned, "fc2_z").shape == (8, -(-kept // block // 2))
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in pruned.graph.node
+             if n.op_type == "MatMulNBits"]
+    assert (attrs[0]["N"], attrs[1]["K"]) == (kept, kept)
+    assert _op_counts(pruned)["MatMulNBits"] == 2
+
+
+def test_matmul_nbits_from_the_quantizer(tmp_path, contrib_shapes):
+    nbits = pytest.importorskip("onnxruntime.quantization.matmul_nbits_quantizer")  # needs onnx_ir
+    nodes = [node("MatMul", ["x", "w1"], "h"), node("Relu", ["h"], "r"), node("MatMul", ["r", "w2"], "y")]
+    model = make_model(nodes, {"x": [4, 64]}, {"y": [4, 16]}, {"w1": weight(64, 96), "w2": weight(96, 16)})
+    quantizer = nbits.MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True)
+    quantizer.process()
+    q = quantizer.model.model
+    contrib_shapes(q)
+    _, _, pruned = prune_with_oracle(q, tmp_path, ratio=0.5)
+    assert _op_counts(pruned)["MatMulNBits"] == 2
+    assert init(pruned, "w1_Q4").shape in ((64, 2, 16), (32, 2, 16))
