@@ -348,3 +348,23 @@ def test_matmul_nbits_from_the_quantizer(tmp_path, contrib_shapes):
     _, _, pruned = prune_with_oracle(q, tmp_path, ratio=0.5)
     assert _op_counts(pruned)["MatMulNBits"] == 2
     assert init(pruned, "w1_Q4").shape in ((64, 2, 16), (32, 2, 16))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qoperator_cnn(tmp_path, contrib_shapes, per_channel):
+    """QOperator format: QLinearConv, com.microsoft QLinearAdd / QLinearGlobalAveragePool / QGemm."""
+    src = save(_cnn(), tmp_path, "float.onnx")
+    out = str(tmp_path / "qop.onnx")
+    quantization.quantize_static(src, out, _Reader("x", [1, 3, 12, 12]), quant_format=quantization.QuantFormat.QOperator,
+                                 per_channel=per_channel)
+    q = onnx.load(out)
+    ops = _op_counts(q)
+    assert ops["QLinearConv"] == 3 and ops["QGemm"] == 1 and ops["QLinearAdd"] == 1
+    contrib_shapes(q)
+    analysis, plan, pruned = prune_with_oracle(q, tmp_path, ratio=0.5, min_groups=2)
+    assert _op_counts(pruned) == ops and _same_dtypes(pruned, q)
+    conv2 = [n for n in q.graph.node if n.op_type == "QLinearConv"][1]
+    rows = removed(analysis, plan)[(conv2.input[3], 0)]
+    kept = 16 - len(rows)
+    assert init(pruned, conv2.input[3]).shape[0] == kept and init(pruned, conv2.input[8]).shape == (kept,)
+    assert init(pruned, conv2.input[4]).shape == ((kept,) if per_channel else ())
