@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from checks import init, removed
+from checks import attr, init, removed
+from onnxprune.ir import limits
 from helpers import make_model, node, prune_with_oracle, weight
 
 _RNG = np.random.default_rng(7)
@@ -59,3 +60,30 @@ def test_gemm_of_per_axis_dequantized_weight_and_reshaped_conv_weight(tmp_path):
     assert init(pruned, "wq").dtype == np.int8 and init(pruned, "wq").shape == (6 - len(rows), 8 - len(filters) // 27)
     np.testing.assert_array_equal(init(pruned, "sf"), np.delete(sf, rows))
     assert init(pruned, "zf").shape == (6 - len(rows),)
+
+
+def test_lstm_weights_with_gates_reordered_by_slice_and_concat(tmp_path, monkeypatch):
+    """The dynamo exporter reorders PyTorch's gates (i f g o) into ONNX's (i o f c) with Slice + Concat
+    of the weight: hidden unit k is followed through the reorder into the original rows."""
+    monkeypatch.setattr(limits, "PRIVATE_CONSTANT_MAX", 16)  # W and R stay shared by their four Slices
+    hid, inp, seq, batch = 6, 5, 4, 2
+    order = [0, 3, 1, 2]  # ONNX gate j is PyTorch gate order[j]
+    nodes, inits = [], {"W_pt": weight(1, 4 * hid, inp), "R_pt": weight(1, 4 * hid, hid), "B": weight(1, 8 * hid),
+                        "ax": np.array([1], np.int64), "zero": np.array([0], np.int64), "fc": weight(hid, 3)}
+    for name in ("W", "R"):
+        parts = []
+        for j, g in enumerate(order):
+            inits[f"{name}_lo{j}"] = np.array([g * hid], np.int64)
+            inits[f"{name}_hi{j}"] = np.array([(g + 1) * hid], np.int64)
+            nodes.append(node("Slice", [f"{name}_pt", f"{name}_lo{j}", f"{name}_hi{j}", "ax"], f"{name}_g{j}"))
+            parts.append(f"{name}_g{j}")
+        nodes.append(node("Concat", parts, name, axis=1))
+    nodes += [node("LSTM", ["x", "W", "R", "B"], ["Y", "Yh"], hidden_size=hid),
+              node("Squeeze", ["Yh", "zero"], "h"), node("MatMul", ["h", "fc"], "y")]
+    model = make_model(nodes, {"x": [seq, batch, inp]}, {"y": None}, inits)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    units = [p for p in range(hid) if p not in removed(analysis, plan)[("fc", 0)]]
+    rows = removed(analysis, plan)[("W_pt", 1)]
+    assert rows == sorted(g * hid + k for g in range(4) for k in range(hid) if k not in units)
+    assert init(pruned, "W_pt").shape == (1, 4 * (hid // 2), inp) and init(pruned, "R_pt").shape == (1, 4 * 3, 3)
+    assert attr(pruned, next(n.name for n in pruned.graph.node if n.op_type == "LSTM"), "hidden_size") == hid // 2

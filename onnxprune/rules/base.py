@@ -68,6 +68,9 @@ class Cut:
     pairs: Pairs
     role: str  # "in": consumes the channels; "out": produces or transforms them
     scale: bool = False  # a normalisation scale (BN gamma, LN weight): for the bn criterion
+    # (lo, hi) along `axis`: the only positions this user reads (a Slice of a shared weight, whose
+    # bounds follow every user's cut); None: it reads all of them
+    reads: tuple[int, int] | None = None
 
 
 @dataclass
@@ -88,13 +91,14 @@ class Effects:
     # (tensor, axis) of forwarded weights computed from constants -> role of the cuts they stand for
     roles: dict[tuple[str, int], str] = field(default_factory=dict)
 
-    def to_input(self, i: int, axis: int, pairs: Pairs) -> None:
-        """The same channels live on input i (a constant input is cut instead, role `const_role`)."""
+    def to_input(self, i: int, axis: int, pairs: Pairs, reads: tuple[int, int] | None = None) -> None:
+        """The same channels live on input i (a constant input is cut instead, role `const_role`;
+        `reads`: see Cut)."""
         name = self.node.input(i)
         if not name or not len(pairs):
             return
         if self.graph.is_const(name):
-            self.cut(name, axis, pairs, role=self.const_role)
+            self.cut(name, axis, pairs, role=self.const_role, reads=reads)
         else:
             self._forward_input(i, axis, pairs, self.const_role)
 
@@ -132,7 +136,8 @@ class Effects:
             self.freeze("input rank is unknown")
         return rank
 
-    def cut(self, tensor: str, axis: int, pairs: Pairs, role: str, scale: bool = False) -> None:
+    def cut(self, tensor: str, axis: int, pairs: Pairs, role: str, scale: bool = False,
+            reads: tuple[int, int] | None = None) -> None:
         """Cut an initializer; a weight input computed from initializers (`Graph.const_derived`) is
         followed up to the initializers it is computed from, whose cuts keep `role`."""
         if not len(pairs):
@@ -144,7 +149,7 @@ class Effects:
                 self.freeze(f"weight '{tensor}' is computed at run time")
             return
         rank = len(self.graph.const_shape(tensor))
-        self.cuts.append(Cut(tensor, _norm_axis(axis, rank), pairs, role, scale))
+        self.cuts.append(Cut(tensor, _norm_axis(axis, rank), pairs, role, scale, reads))
 
     def edit_attr(self, attr: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1,
                   offset: int | None = None) -> None:
