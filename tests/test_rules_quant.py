@@ -368,3 +368,14 @@ def test_qoperator_cnn(tmp_path, contrib_shapes, per_channel):
     kept = 16 - len(rows)
     assert init(pruned, conv2.input[3]).shape[0] == kept and init(pruned, conv2.input[8]).shape == (kept,)
     assert init(pruned, conv2.input[4]).shape == ((kept,) if per_channel else ())
+
+
+def test_importance_scores_dequantized_weights():
+    """Per-channel int8 rows all span the int8 range; their importance is that of the float rows."""
+    from onnxprune.importance import float_values
+    wq = np.full((3, 4), 100, np.int8)
+    scale = np.array([0.1, 0.01, 1.0], np.float32)
+    nodes = [node("DequantizeLinear", ["wq", "s", "z"], "w", axis=0), node("Gemm", ["x", "w"], "y", transB=1)]
+    model = make_model(nodes, {"x": [2, 4]}, {"y": None}, {"wq": wq, "s": scale, "z": np.full(3, 50, np.int8)})
+    values = float_values(Graph(model, {}), "wq")
+    np.testing.assert_allclose(values, (100 - 50) * scale[:, None] * np.ones((3, 4)))

@@ -4,10 +4,11 @@ next to the float model at the same ratio, with the dead-channel oracle and an O
     python tools/bench_quant.py [--models tv_resnet18 tv_mobilenet_v2 hf_tiny_bert rnn_lstm2_classifier]
                                 [--ratio 0.3] [--variants qdq qdq_pc dynamic weight_only]
 
-Variants are made with ONNX Runtime's own tools: `quantize_static` (QDQ, per tensor and per
-channel, a few random calibration samples), `quantize_dynamic` (int8 MatMulInteger / ConvInteger;
+Variants are made with ONNX Runtime's own tools: `quantize_static` (QDQ per tensor and per
+channel, QOperator per channel; a few random calibration samples), `quantize_dynamic` (int8 MatMulInteger / ConvInteger;
 its groups are inexact, so the plain model is pruned with --inexact for the same row), and a
-weight-only int8 rewrite (every MatMul / Gemm / Conv weight becomes Mul(Cast(int8 W), scale)).
+weight-only int8 rewrite (every MatMul / Gemm / Conv weight becomes Mul(Cast(int8 W), scale)) and
+`MatMulNBitsQuantizer` (int4 MatMulNBits, blocks of 32; it needs the onnx_ir package).
 Parameters count every initializer but int64 / bool ones (int8 weights, scales, zero points).
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ import zoo  # noqa: E402
 from onnxprune import PruneConfig, prune, verify  # noqa: E402
 from onnxprune.validate import random_inputs  # noqa: E402
 
-VARIANTS = ("qdq", "qdq_pc", "dynamic", "weight_only")
+VARIANTS = ("qdq", "qdq_pc", "qoperator", "dynamic", "weight_only", "nbits")
 
 
 class _Reader:
@@ -47,8 +48,18 @@ def make_variant(src: str, kind: str, out: str) -> str:
     if kind in ("qdq", "qdq_pc"):
         reader = type("Reader", (_Reader, q.CalibrationDataReader), {})(onnx.load(src))
         q.quantize_static(src, out, reader, quant_format=q.QuantFormat.QDQ, per_channel=kind == "qdq_pc")
+    elif kind == "qoperator":
+        reader = type("Reader", (_Reader, q.CalibrationDataReader), {})(onnx.load(src))
+        q.quantize_static(src, out, reader, quant_format=q.QuantFormat.QOperator, per_channel=True)
     elif kind == "dynamic":
         q.quantize_dynamic(src, out)
+    elif kind == "nbits":  # needs onnx_ir next to onnxruntime
+        from onnxruntime.quantization import matmul_nbits_quantizer as nbits
+        quantizer = nbits.MatMulNBitsQuantizer(onnx.load(src), block_size=32, is_symmetric=True)
+        quantizer.process()
+        if not any(n.op_type == "MatMulNBits" for n in quantizer.model.model.graph.node):
+            raise ValueError("no MatMul with a constant weight to quantize")
+        onnx.save(quantizer.model.model, out)
     elif kind == "weight_only":
         onnx.save(weight_only_int8(onnx.load(src)), out)
     else:

@@ -211,6 +211,11 @@ class Rule:
         weight's zero point, broadcastable to the tensor), or None for 0: the oracle fills with it."""
         return None
 
+    def float_view(self, node: Node, graph: Graph, tensor: str) -> np.ndarray | None:
+        """The float value that constant input `tensor` stands for in this node (a quantized weight,
+        dequantized), or None when the node reads it as it is: importance scores it."""
+        return None
+
     def linear_form(self, node: Node, graph: Graph):
         """How the node computes as a linear consumer of input 0 (a rules.forms.LinearForm), or None."""
         return None

@@ -91,6 +91,21 @@ class _QLinearWeighted(Rule):
         shape[self.weight_out_axis(node)] = zp.size
         return zp.reshape(shape)
 
+    def float_view(self, node: Node, graph: Graph, tensor: str):
+        """(w - zero point) * scale of the weight, per tensor or per output channel."""
+        scale = graph.const(node.input(self.weight_params[0]))
+        if tensor != node.input(self.view[1]) or scale is None:
+            return None
+        values = graph.const(tensor).astype(np.float32)
+        zero = self.zero_of(node, graph, tensor)
+        if zero is not None:
+            values = values - zero.astype(np.float32)
+        if scale.size > 1:
+            shape = [1] * values.ndim
+            shape[self.weight_out_axis(node)] = scale.size
+            return values * scale.astype(np.float32).reshape(shape)
+        return values * np.float32(scale.reshape(()))
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         if not _per_tensor(graph, node, self.activation_params, fx):
             return

@@ -19,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator
 
+import numpy as np
+
 from ..indexmap import Pairs
 from ..ir import Graph, Node
 from .base import Effects, Port, Rule, positive_axis, register
@@ -78,6 +80,20 @@ class QuantizeLinearRule(Rule):
         shape = [1] * rank
         shape[positive_axis(int(node.attr("axis", 1)), rank)] = zp.size
         return zp.reshape(shape)
+
+    def float_view(self, node: Node, graph: Graph, tensor: str):
+        """(x - zero point) * scale of a dequantized weight (per tensor or per axis)."""
+        scale = graph.const(node.input(1)) if node.op_type == "DequantizeLinear" and node.input(0) == tensor else None
+        if scale is None or int(node.attr("block_size", 0)) > 0:
+            return None
+        values = graph.const(tensor).astype(np.float32)
+        zero = self.zero_of(node, graph, tensor)
+        if zero is not None:
+            values = values - zero.astype(np.float32)
+        shape = [1] * values.ndim
+        if scale.size > 1:
+            shape[positive_axis(int(node.attr("axis", 1)), values.ndim)] = scale.size
+        return values * scale.astype(np.float32).reshape(shape)
 
     def oracle_identity(self, node: Node, graph: Graph) -> bool:
         """A QuantizeLinear of an activation read only by DequantizeLinear nodes, and those nodes."""
