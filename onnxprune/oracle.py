@@ -5,6 +5,12 @@ channels ("in" slices) in the original model: those channels then influence
 nothing. Pruning that zeroed model with the same plan must give the same
 outputs. A consumer the analysis missed makes the pruned model fail to run
 or differ.
+
+Quantized models: a removed slice of an int8 weight is set to its zero point
+(what stands for 0, `Rule.zero_of`), and activation fake quantization
+(QuantizeLinear -> DequantizeLinear pairs, `Rule.oracle_identity`) runs as
+Identity in both models: its rounding would turn float32 summation-order
+noise into whole quantization steps, while the analysis is what is checked.
 """
 from __future__ import annotations
 
