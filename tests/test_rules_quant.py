@@ -122,11 +122,13 @@ def test_per_axis_activation_quantization_cuts_its_parameters(tmp_path):
 
 def test_blocked_quantization_along_the_pruned_axis_is_refused(tmp_path):
     w = np.random.default_rng(0).integers(-8, 8, (8, 4), dtype=np.int8)
-    nodes = [node("DequantizeLinear", ["wq", "ws"], "w", axis=0, block_size=4), node("MatMul", ["x", "w"], "y")]
-    model = make_model(nodes, {"x": [2, 8]}, {"y": None}, {"wq": w, "ws": np.full((2, 4), 0.1, np.float32)}, opset=21)
+    nodes = [node("MatMul", ["x", "w0"], "h"), node("Relu", ["h"], "r"),
+             node("DequantizeLinear", ["wq", "ws"], "w", axis=0, block_size=4), node("MatMul", ["r", "w"], "y")]
+    model = make_model(nodes, {"x": [2, 8]}, {"y": None},
+                       {"w0": weight(8, 8), "wq": w, "ws": np.full((2, 4), 0.1, np.float32)}, opset=21)
     model.ir_version = 10
     analysis = analyze(save(model, tmp_path))
-    assert any("blocked quantization" in r for r in frozen_reasons(analysis)) or not analysis.prunable
+    assert any("blocked quantization" in r for r in frozen_reasons(analysis)), frozen_reasons(analysis)
 
 
 def _mlp() -> onnx.ModelProto:
