@@ -47,12 +47,17 @@ class Removal:
         for e in group.edits:
             self.edits[e] = None
 
+    def removed(self, space: tuple[str, int]) -> set[int]:
+        """Positions removed from a tensor space, or from an initializer axis (the source of a weight
+        computed from constants, whose Slice bounds or Reshape targets follow its cut)."""
+        return self.spaces.get(space) or self.slices.get(space[0], {}).get(space[1], set())
+
     def new_size(self, graph: Graph, space: tuple[str, int]) -> int:
-        return int(graph.dim(*space)) - len(self.spaces.get(space, ()))
+        return int(graph.dim(*space)) - len(self.removed(space))
 
     def new_value(self, graph: Graph, edit) -> int:
         if edit.offset is not None:
-            return edit.offset - sum(1 for p in self.spaces.get(edit.space, ()) if p < edit.offset)
+            return edit.offset - sum(1 for p in self.removed(edit.space) if p < edit.offset)
         return self.new_size(graph, edit.space) * edit.mul // edit.div
 
 

@@ -69,6 +69,10 @@ class _Growth:
         self.shared: dict[str, dict[int, dict[int, set[int]]]] = {}
         self.edit_nodes: dict[str, set[int]] = {}  # shape constant -> nodes whose edits rewrite it
         self.required: dict[tuple[str, int], str] = {}  # space -> freeze reason when never reached
+        # spaces of weights computed from constants -> role of the initializer cuts they stand for
+        self.roles: dict[tuple[str, int], str] = {}
+        # (shared initializer, user node index, axis) -> the window a Slice user reads
+        self.windows: dict[tuple[str, int, int], tuple[int, int]] = {}
 
     def run(self) -> tuple[Group, set[tuple[str, int]]]:
         self._visit(self.root[0], self.root[1], indexmap.identity(self.size), None)
@@ -94,7 +98,7 @@ class _Growth:
             if port.index < 0:
                 self.frozen = f"{node}: reads '{tensor}' inside a subgraph"
                 return
-            fx = Effects(node, self.graph)
+            fx = Effects(node, self.graph, const_role=self.roles.get((tensor, axis), "out"))
             rule_for(node).propagate(node, self.graph, port, axis, pairs, fx)
             if port.is_input:
                 self._note_sources(fx, tensor, axis, pairs)
@@ -141,6 +145,8 @@ class _Growth:
             if self.graph.const_users(cut.tensor) > 1:
                 by_axis = self.shared.setdefault(cut.tensor, {}).setdefault(fx.node.index, {})
                 by_axis.setdefault(cut.axis, set()).update(cut.pairs[:, 0].tolist())
+                if cut.reads is not None:
+                    self.windows[(cut.tensor, fx.node.index, cut.axis)] = cut.reads
             key = (cut.tensor, cut.axis, cut.role, cut.scale)
             self.cuts[key], _ = indexmap.merge(self.cuts.get(key), cut.pairs)
         for edit in fx.edits:
@@ -151,23 +157,31 @@ class _Growth:
             self.required.setdefault(space, reason)
         self.inexact.extend(r for r in fx.inexact_reasons if r not in self.inexact)
         self.kinds.extend(k for k in fx.kinds if k not in self.kinds)
+        for space, role in fx.roles.items():
+            self.roles.setdefault(space, role)
         for tensor, axis, pairs, port in fx.forwards:
             self._visit(tensor, axis, pairs, (fx.node.index, port))
         return False
 
     def _shared_problem(self) -> str | None:
         """A shared initializer (tied embedding and output weights) may only be cut when every
-        one of its users is reached by this group and cuts the same positions on the same axes."""
+        one of its users is reached by this group and cuts the same positions on the same axes
+        (within the window it reads, for Slices of a weight's gate blocks)."""
         for tensor, by_node in self.shared.items():
             users = {node.index for node, _ in self.graph.consumers(tensor)}
             if set(by_node) != users:
                 missing = sorted(str(self.graph.nodes[i]) for i in users - set(by_node))
                 return (f"initializer '{tensor}' is shared by {len(users)} nodes and the channels do not "
                         f"reach {', '.join(missing)}")
-            cuts = {tuple(sorted((axis, tuple(sorted(pos))) for axis, pos in by_axis.items()))
-                    for by_axis in by_node.values()}
-            if len(cuts) > 1:
-                return f"initializer '{tensor}' is shared by {len(users)} nodes that cut it differently"
+            union: dict[int, set[int]] = {}
+            for by_axis in by_node.values():
+                for axis, pos in by_axis.items():
+                    union.setdefault(axis, set()).update(pos)
+            for user, by_axis in by_node.items():
+                for axis, pos in union.items():
+                    lo, hi = self.windows.get((tensor, user, axis), (0, 1 << 62))
+                    if {p for p in pos if lo <= p < hi} != by_axis.get(axis, set()):
+                        return f"initializer '{tensor}' is shared by {len(users)} nodes that cut it differently"
         return None
 
     def _required_problem(self) -> str | None:

@@ -24,6 +24,7 @@ import numpy as np
 from .group import Group, Slice
 from .ir import Graph
 from .options import REDUCTIONS, WEIGHT_CRITERIA as CRITERIA  # light constants, shared with the CLI
+from .rules import rule_for
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ def root_scores(group: Group, graph: Graph, criterion: str, rng: np.random.Gener
     total = np.zeros(group.size, dtype=np.float64)
     count = np.zeros(group.size, dtype=np.int64)
     for s in _scored_slices(group, criterion):
-        values = graph.const(s.tensor)
-        if values is None or not np.issubdtype(values.dtype, np.floating):
+        values = float_values(graph, s.tensor)
+        if values is None:
             continue
         per_root = np.bincount(s.roots, weights=slice_scores(s, values, criterion), minlength=group.size)
         touched = np.bincount(s.roots, minlength=group.size) > 0
@@ -110,6 +111,21 @@ def root_scores(group: Group, graph: Graph, criterion: str, rng: np.random.Gener
     if reduction == "mean":
         total = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     return lamp(total) if criterion == "lamp" else total
+
+
+def float_values(graph: Graph, name: str) -> np.ndarray | None:
+    """An initializer's values as its consumer computes with them: floats as they are, a quantized
+    weight dequantized by the consumer's rule (`Rule.float_view`), other integers as numbers."""
+    values = graph.const(name)
+    if values is None or np.issubdtype(values.dtype, np.floating):
+        return values
+    if not np.issubdtype(values.dtype, np.integer):
+        return None
+    for node, _ in graph.consumers(name):
+        view = rule_for(node).float_view(node, graph, name)
+        if view is not None:
+            return view
+    return values.astype(np.float32)
 
 
 def unit_scores(group: Group, scores: np.ndarray) -> np.ndarray:

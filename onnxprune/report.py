@@ -21,7 +21,7 @@ class ModelStats:
 
 
 def model_stats(graph: Graph) -> ModelStats:
-    """Float parameters (initializer elements) and MACs of Conv / Gemm / MatMul nodes."""
+    """Parameters (initializer elements but int64 / bool ones) and MACs of Conv / Gemm / MatMul nodes."""
     params = graph.param_count()
     macs = sum(rule_for(n).macs(n, graph) for n in graph.nodes)
     return ModelStats(params, macs)

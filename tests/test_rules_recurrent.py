@@ -137,10 +137,10 @@ def test_oracle_sees_the_recurrence(tmp_path, monkeypatch):
 
     original = base.Effects.cut
 
-    def no_in_role_for_r(self, tensor, axis, pairs, role, scale=False):
+    def no_in_role_for_r(self, tensor, axis, pairs, role, scale=False, **kw):
         if tensor.endswith("_R") and role == "in":
             role = "out"
-        original(self, tensor, axis, pairs, role, scale)
+        original(self, tensor, axis, pairs, role, scale, **kw)
 
     monkeypatch.setattr(base.Effects, "cut", no_in_role_for_r)
     with pytest.raises(AssertionError):

@@ -7,7 +7,7 @@ with the helpers of `edit.py`.
 """
 from . import integrity, limits
 from .annotate import downstream, refresh as refresh_annotations
-from .edit import (add_after, add_initializer, copy_model, fold_in_graph, get_node_attr, initializer_map, probe_model,
+from .edit import (add_after, add_initializer, as_identity, copy_model, fold_in_graph, get_node_attr, initializer_map, probe_model,
                    replace_initializer,
                    replace_with_constants, reshare_clones, set_initializer, set_node_attr, set_node_input, set_value_dims, to_array,
                    with_outputs)
@@ -18,7 +18,7 @@ from .scopes import top_level_tensors
 from .shapes import (has_static_inputs, infer_shapes, input_specs, register_shape_hook, set_node_shapes,
                      standard_op_shapes, with_input_shapes)
 
-__all__ = ["Graph", "Node", "Shape", "add_after", "add_initializer", "copy_model", "downstream", "fold_in_graph",
+__all__ = ["Graph", "Node", "Shape", "add_after", "add_initializer", "as_identity", "copy_model", "downstream", "fold_in_graph",
            "get_node_attr", "has_static_inputs", "infer_shapes", "initializer_map", "input_specs", "integrity",
            "is_large", "limits", "load", "normalise", "numel", "opset_of", "probe_model", "read_model",
            "refresh_annotations", "register_shape_hook", "remove_saved", "replace_initializer",

@@ -237,3 +237,20 @@ def reshare_clones(proto: onnx.ModelProto) -> None:
 def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
     return (a.data_type == b.data_type and list(a.dims) == list(b.dims)
             and np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b)))
+
+
+def as_identity(proto: onnx.ModelProto, node_indices: list[int]) -> onnx.ModelProto:
+    """Copy of `proto` whose listed nodes are Identity of their input 0 (attributes and other inputs
+    dropped); value_info of their outputs is dropped, since the element type may change."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    changed: set[str] = set()
+    for i in node_indices:
+        node = model.graph.node[i]
+        node.op_type, node.domain = "Identity", ""
+        del node.input[1:], node.output[1:], node.attribute[:]
+        changed.update(node.output)
+    kept = [vi for vi in model.graph.value_info if vi.name not in changed]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    return model

@@ -15,6 +15,10 @@ Shape = tuple  # of int | None
 # doc_string of an initializer cloned at load from a constant several nodes shared
 CLONE_MARK = "onnxprune:clone-of:"
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+# Initializers of these types are never parameters: ONNX's shape, axis, index and count inputs are
+# int64 (int32 only for some Slice bounds and Gather indices, which are small), masks are bool.
+_NOT_PARAMETER_TYPES = {onnx.TensorProto.INT64, onnx.TensorProto.BOOL, onnx.TensorProto.STRING,
+                        onnx.TensorProto.UNDEFINED}
 
 
 def numel(dims: Iterable[int]) -> int:
@@ -92,6 +96,7 @@ class Graph:
                     self.consumer_map.setdefault(name, []).append((node, -1))
         self.shapes = shapes
         self._const_cache: dict[str, np.ndarray] = {}
+        self._derived: set[str] | None = None
         self.virtual_sizes: dict[str, int] = {}
 
     # -- constants -------------------------------------------------------
@@ -111,7 +116,8 @@ class Graph:
 
     def param_count(self, const_shape: Callable[[str], tuple[int, ...]] | None = None,
                     cut: Iterable[str] = ()) -> int:
-        """Floating-point initializer elements, each shared constant counted once.
+        """Parameter elements (every initializer but int64 / bool ones: float weights, int8 / uint8 /
+        int4 / int32 quantized weights, biases and zero points), each shared constant counted once.
 
         A load-time clone still carries its mark until something rewrites it (a cut writes a
         fresh tensor): only then is it a tensor of its own. For a plan not yet applied
@@ -126,7 +132,23 @@ class Graph:
             return t.doc_string[len(CLONE_MARK):] not in self.initializers  # the original was folded away
 
         return sum(numel(shape_of(n)) for n, t in self.initializers.items()
-                   if t.data_type in _FLOAT_TYPES and own(n, t))
+                   if t.data_type not in _NOT_PARAMETER_TYPES and own(n, t))
+
+    def const_derived(self, name: str) -> bool:
+        """True for a tensor computed from initializers only (a dequantized or transposed weight),
+        through nodes without subgraphs that read at least one input: one value for every run."""
+        if self._derived is None:
+            self._derived = set()
+            for node in self.nodes:  # topological order
+                sources = [i for i in node.inputs if i]
+                if sources and not node.has_subgraph and \
+                        all(i in self.initializers or i in self._derived for i in sources):
+                    self._derived.update(o for o in node.outputs if o)
+        return name in self._derived
+
+    def is_weight(self, name: str) -> bool:
+        """An initializer, or a tensor computed from initializers only (see `const_derived`)."""
+        return bool(name) and (self.is_const(name) or self.const_derived(name))
 
     def input_coordinates(self) -> dict[str, tuple[str, str, int]]:
         """Where the load-time copies of shared constants come from: for every clone and every

@@ -1,7 +1,7 @@
 """Per-op knowledge: one op family per module, registered by op type."""
 from . import (concat_split, contrib_activation, contrib_attention, contrib_norm, control_flow, conv,  # noqa: F401
-               elementwise, fused, gather, layout, linear, norm, random_ops, recurrent, reduce, shape_only, slice,
-               spatial)
+               elementwise, fill, fused, gather, layout, linear, matmul_nbits, norm, qoperator, quant, quant_recurrent,
+               random_ops, recurrent, reduce, shape_only, slice, spatial)
 from ..ir import set_node_shapes
 from .base import (Cut, Edit, Effects, Port, Rule, node_shapes, register, registered_op_types, root_op_types,
                    rule_for)

@@ -71,6 +71,9 @@ class Cut:
     pairs: Pairs
     role: str  # "in": consumes the channels; "out": produces or transforms them
     scale: bool = False  # a normalisation scale (BN gamma, LN weight): for the bn criterion
+    # (lo, hi) along `axis`: the only positions this user reads (a Slice of a shared weight, whose
+    # bounds follow every user's cut); None: it reads all of them
+    reads: tuple[int, int] | None = None
 
 
 @dataclass
@@ -87,16 +90,29 @@ class Effects:
     kinds: list[str] = field(default_factory=list)
     # (tensor, axis) spaces that must be in the same group, each with the freeze reason otherwise
     required: list[tuple[tuple[str, int], str]] = field(default_factory=list)
+    # role of the cuts made on constant inputs: "out", or "in" while walking up the constant
+    # subgraph that computes a consumed weight (DequantizeLinear, Transpose... of an initializer)
+    const_role: str = "out"
+    # (tensor, axis) of forwarded weights computed from constants -> role of the cuts they stand for
+    roles: dict[tuple[str, int], str] = field(default_factory=dict)
 
-    def to_input(self, i: int, axis: int, pairs: Pairs) -> None:
-        """The same channels live on input i (a constant input is cut instead, role "out")."""
+    def to_input(self, i: int, axis: int, pairs: Pairs, reads: tuple[int, int] | None = None) -> None:
+        """The same channels live on input i (a constant input is cut instead, role `const_role`;
+        `reads`: see Cut)."""
         name = self.node.input(i)
         if not name or not len(pairs):
             return
         if self.graph.is_const(name):
-            self.cut(name, axis, pairs, role="out")
+            self.cut(name, axis, pairs, role=self.const_role, reads=reads)
         else:
-            self.forwards.append((name, _norm_axis(axis, self.graph.rank(name)), pairs, Port("in", i)))
+            self._forward_input(i, axis, pairs, self.const_role)
+
+    def _forward_input(self, i: int, axis: int, pairs: Pairs, role: str) -> None:
+        name = self.node.input(i)
+        axis = _norm_axis(axis, self.graph.rank(name))
+        if self.graph.const_derived(name):
+            self.roles[(name, axis)] = role
+        self.forwards.append((name, axis, pairs, Port("in", i)))
 
     def to_output(self, j: int, axis: int, pairs: Pairs) -> None:
         name = self.node.output(j)
@@ -125,11 +141,20 @@ class Effects:
             self.freeze("input rank is unknown")
         return rank
 
-    def cut(self, tensor: str, axis: int, pairs: Pairs, role: str, scale: bool = False) -> None:
+    def cut(self, tensor: str, axis: int, pairs: Pairs, role: str, scale: bool = False,
+            reads: tuple[int, int] | None = None) -> None:
+        """Cut an initializer; a weight input computed from initializers (`Graph.const_derived`) is
+        followed up to the initializers it is computed from, whose cuts keep `role`."""
         if not len(pairs):
             return
+        if not self.graph.is_const(tensor):
+            if self.graph.const_derived(tensor) and tensor in self.node.inputs:
+                self._forward_input(self.node.inputs.index(tensor), axis, pairs, role)
+            else:
+                self.freeze(f"weight '{tensor}' is computed at run time")
+            return
         rank = len(self.graph.const_shape(tensor))
-        self.cuts.append(Cut(tensor, _norm_axis(axis, rank), pairs, role, scale))
+        self.cuts.append(Cut(tensor, _norm_axis(axis, rank), pairs, role, scale, reads))
 
     def edit_attr(self, attr: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1,
                   offset: int | None = None) -> None:
@@ -194,6 +219,21 @@ class Rule:
         embedding table): random test inputs must stay in range."""
         return {}
 
+    def oracle_identity(self, node: Node, graph: Graph) -> bool:
+        """True when the dead-channel oracle runs the node as Identity of input 0: activation fake
+        quantization, whose rounding turns float32 summation-order noise into whole quantization steps."""
+        return False
+
+    def zero_of(self, node: Node, graph: Graph, tensor: str):
+        """The stored value that stands for zero in constant input `tensor` of the node (a quantized
+        weight's zero point, broadcastable to the tensor), or None for 0: the oracle fills with it."""
+        return None
+
+    def float_view(self, node: Node, graph: Graph, tensor: str) -> np.ndarray | None:
+        """The float value that constant input `tensor` stands for in this node (a quantized weight,
+        dequantized), or None when the node reads it as it is: importance scores it."""
+        return None
+
     def linear_form(self, node: Node, graph: Graph):
         """How the node computes as a linear consumer of input 0 (a rules.forms.LinearForm), or None."""
         return None
@@ -220,30 +260,32 @@ class UnknownOpRule(Rule):
 
 
 _REGISTRY: dict[str, Rule] = {}
-_DOMAIN_REGISTRY: dict[tuple[str, str], Rule] = {}  # ops of other domains (com.microsoft), by (domain, op)
 _UNKNOWN = UnknownOpRule()
 
 
+def _key(domain: str, op: str) -> str:
+    return op if domain in ("", "ai.onnx") else f"{domain}::{op}"
+
+
 def register(*op_types: str, domain: str = "") -> Callable[[type[Rule]], type[Rule]]:
-    """Class decorator: register one stateless instance of the rule for each op type (of `domain`)."""
+    """Class decorator: register one stateless instance of the rule for each op type (of `domain`,
+    default the ONNX domain; "com.microsoft" for ONNX Runtime's contrib ops)."""
 
     def wrap(cls: type[Rule]) -> type[Rule]:
         instance = cls()
         for op in op_types:
-            table, key = (_REGISTRY, op) if domain in ("", "ai.onnx") else (_DOMAIN_REGISTRY, (domain, op))
-            if key in table:
-                raise ValueError(f"op type '{op}' (domain '{domain}') already has rule {type(table[key]).__name__}")
-            table[key] = instance
-        cls.op_types = tuple(op_types)
+            key = _key(domain, op)
+            if key in _REGISTRY:
+                raise ValueError(f"op type '{key}' already has rule {type(_REGISTRY[key]).__name__}")
+            _REGISTRY[key] = instance
+        cls.op_types = cls.__dict__.get("op_types", ()) + tuple(op_types)  # stacked registrations add up
         return cls
 
     return wrap
 
 
 def rule_for(node: Node) -> Rule:
-    if node.domain not in ("", "ai.onnx"):
-        return _DOMAIN_REGISTRY.get((node.domain, node.op_type), _UNKNOWN)
-    return _REGISTRY.get(node.op_type, _UNKNOWN)
+    return _REGISTRY.get(_key(node.domain, node.op_type), _UNKNOWN)
 
 
 def node_shapes(node: Node, input_shapes: list) -> list | None:

@@ -85,7 +85,7 @@ class _ConvBase(Rule):
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         layout = conv_layout(node, graph)
-        if not graph.is_const(node.input(1)):
+        if not graph.is_weight(node.input(1)):
             fx.freeze(f"weight '{node.input(1)}' is computed at run time, not a constant")
             return
         if layout is None:

@@ -27,7 +27,7 @@ def _geometry(node: Node, graph: Graph) -> tuple[int, int, int] | None:
 @register("Gather")
 class GatherRule(Rule):
     def index_ranges(self, node: Node, graph: Graph) -> dict[str, int]:
-        table = graph.shape(node.input(0)) if graph.is_const(node.input(0)) else None
+        table = graph.shape(node.input(0)) if graph.is_weight(node.input(0)) else None
         if table is None or graph.is_const(node.input(1)):
             return {}
         axis = positive_axis(int(node.attr("axis", 0)), len(table))
@@ -35,7 +35,7 @@ class GatherRule(Rule):
 
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         geo = _geometry(node, graph)
-        if geo is None or not graph.is_const(node.input(0)) or graph.is_const(node.input(1)):
+        if geo is None or not graph.is_weight(node.input(0)) or graph.is_const(node.input(1)):
             return
         data_rank, axis, idx_rank = geo
         for d in range(axis + 1, data_rank):
@@ -59,6 +59,6 @@ class GatherRule(Rule):
         if g_axis <= axis < g_axis + idx_rank:
             fx.freeze(f"output axis {axis} is an axis of the indices")
             return
-        if graph.is_const(node.input(0)):
+        if graph.is_weight(node.input(0)):
             fx.label("embedding")
         fx.to_input(0, axis if axis < g_axis else axis - idx_rank + 1, pairs)

@@ -26,7 +26,7 @@ class GemmRule(Rule):
         return _matmul_macs(graph, node.input(0), node.output(0), 0 if int(node.attr("transA", 0)) else 1)
 
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
-        if graph.is_const(node.input(1)):
+        if graph.is_weight(node.input(1)):
             yield node.output(0), 1
 
     def linear_form(self, node: Node, graph: Graph):
@@ -49,7 +49,7 @@ class GemmRule(Rule):
         k_axis_a, m_axis_a = (0, 1) if trans_a else (1, 0)
         if port.is_input and port.index == 0:
             if axis == k_axis_a:
-                if not graph.is_const(weight):
+                if not graph.is_weight(weight):
                     fx.freeze(f"weight '{weight}' is computed at run time")
                     return
                 fx.cut(weight, k_axis_b, pairs, role="in")
@@ -57,7 +57,7 @@ class GemmRule(Rule):
                 fx.to_output(0, 0, pairs)
                 broadcast_to_input(fx, graph, node, 2, 0, 2, pairs)
         elif not port.is_input and axis == 1:
-            if not graph.is_const(weight):
+            if not graph.is_weight(weight):
                 fx.freeze(f"weight '{weight}' is computed at run time")
                 return
             fx.cut(weight, n_axis_b, pairs, role="out")
@@ -86,7 +86,7 @@ class MatMulRule(Rule):
 
     def linear_form(self, node: Node, graph: Graph):
         """Y = A W, with the bias in a following Add when there is one."""
-        if not self._weight_2d(node, graph):
+        if not self._weight_2d(node, graph) or not graph.is_const(node.input(1)):
             return None
         form = dense_form(node, graph, -1, 0)
         bias = following_bias(node, graph, graph.const_shape(node.input(1))[1])
@@ -94,7 +94,8 @@ class MatMulRule(Rule):
 
     @staticmethod
     def _weight_2d(node: Node, graph: Graph) -> bool:
-        return graph.is_const(node.input(1)) and len(graph.const_shape(node.input(1))) == 2
+        """B is a 2-D initializer or a 2-D tensor computed from initializers (a dequantized weight)."""
+        return graph.is_weight(node.input(1)) and graph.rank(node.input(1)) == 2
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         a_rank, y_rank = graph.rank(node.input(0)), graph.rank(node.output(0))
@@ -120,7 +121,10 @@ class MatMulRule(Rule):
         Y's axis -2, B's columns Y's axis -1. The contracted axis couples A's
         last with B's -2 and changes the products: pruning it is inexact.
         """
-        if graph.is_const(node.input(1)):
+        if graph.is_weight(node.input(1)) and port.is_input and port.index == 1:
+            fx.freeze(f"weight '{node.input(1)}' is reached as data (shared with another consumer)")
+            return
+        if graph.is_weight(node.input(1)):
             fx.freeze(f"constant weight '{node.input(1)}' of rank {graph.rank(node.input(1))} (only 2-D is followed)")
             return
         ranks = [graph.rank(node.input(0)), graph.rank(node.input(1)), graph.rank(node.output(0))]

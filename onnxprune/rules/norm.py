@@ -28,7 +28,7 @@ class PerChannelNormRule(Rule):
             return
         for i in range(1, len(node.inputs)):
             name = node.input(i)
-            if not graph.is_const(name):
+            if not graph.is_weight(name):
                 fx.freeze(f"parameter input '{name}' is computed at run time")
                 return
             fx.cut(name, 0, pairs, role="out", scale=(i == 1))
@@ -62,7 +62,7 @@ class LayerNormRule(Rule):
             aligned = axis - (rank - param_rank) if param_rank is not None else -1
             if aligned < 0 or graph.dim(name, aligned) == 1:
                 continue
-            if not graph.is_const(name):
+            if not graph.is_weight(name):
                 fx.freeze(f"parameter input '{name}' is computed at run time")
                 return
             fx.cut(name, aligned, pairs, role="out", scale=(i == 1))

@@ -58,7 +58,7 @@ class RecurrentRule(Rule):
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         for i in (1, 2, 3, 7):
-            if node.input(i) and not graph.is_const(node.input(i)):
+            if node.input(i) and not graph.is_weight(node.input(i)):
                 fx.freeze(f"weight '{node.input(i)}' is computed at run time")
                 return
         if port.is_input and port.index == 0:

@@ -55,10 +55,8 @@ class SliceRule(Rule):
             return
         dim = graph.dim(node.input(0), axis)
         start, end = _clamp(starts[k], dim), _clamp(ends[k], dim)
-        if not port.is_input:
-            fx.to_input(0, axis, indexmap.shift(pairs, start))
-            return
-        space = (node.input(0), axis)
+        space = (node.input(0), axis)  # the bounds follow it from either side (a weight's gate blocks
+        # reached from the consumer: then it is the initializer's cut)
         if from_attrs:
             fx.edit_attr("starts", k, space, offset=start)
             if ends[k] < dim:
@@ -67,4 +65,7 @@ class SliceRule(Rule):
             fx.edit_const(node.input(1), k, space, offset=start)
             if ends[k] < dim:  # an "until the end" sentinel stays valid
                 fx.edit_const(node.input(2), k, space, offset=end)
-        fx.to_output(0, axis, indexmap.window(pairs, start, end))
+        if port.is_input:
+            fx.to_output(0, axis, indexmap.window(pairs, start, end))
+        else:
+            fx.to_input(0, axis, indexmap.shift(pairs, start), reads=(start, end))

@@ -1,0 +1,81 @@
+"""ONNX Runtime's com.microsoft.DynamicQuantizeLSTM: an LSTM with int8 weights stored transposed.
+
+W is [dirs, I, 4H] and R [dirs, H, 4H] (gate rows on the last axis, unlike
+LSTM's [dirs, 4H, .]); inputs 8..11 are W's and R's scales and zero points,
+per direction [dirs] or per gate row [dirs, 4H]. Everything else (B, the
+initial states, the peepholes, the outputs) is laid out as in LSTM.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from ..indexmap import Pairs
+from ..ir import Graph, Node
+from .base import Effects, Port, Rule, register
+from .recurrent import FEATURE_AXIS, HIDDEN_AXIS, HIDDEN_INPUTS, _gate_rows
+
+W_PARAMS, R_PARAMS = (8, 9), (10, 11)
+
+
+@register("DynamicQuantizeLSTM", domain="com.microsoft")
+class DynamicQuantizeLSTMRule(Rule):
+    def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
+        for j, axis in HIDDEN_AXIS.items():
+            if node.output(j):
+                yield node.output(j), axis
+                return
+
+    def macs(self, node: Node, graph: Graph) -> int:
+        w, r, x = graph.shape(node.input(1)), graph.shape(node.input(2)), graph.shape(node.input(0))
+        if w is None or r is None or x is None or None in x or None in w or None in r:
+            return 0
+        return int(x[0]) * int(x[1]) * int(w[0]) * int(w[2]) * (int(w[1]) + int(r[1]))
+
+    def zero_of(self, node: Node, graph: Graph, tensor: str):
+        """Zero point of W or R, per direction [dirs] or per gate row [dirs, 4H]."""
+        for i, zp_input in ((1, 9), (2, 11)):
+            if node.input(i) == tensor and node.input(zp_input):
+                zp = graph.const(node.input(zp_input))
+                if zp is not None:
+                    return zp.reshape(zp.shape[0], 1, 1) if zp.ndim == 1 else zp[:, None, :]
+        return None
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        for i in (1, 2, 3, 7) + W_PARAMS + R_PARAMS:
+            if node.input(i) and not graph.is_weight(node.input(i)):
+                fx.freeze(f"weight '{node.input(i)}' is computed at run time")
+                return
+        if port.is_input and port.index == 0:
+            if axis != FEATURE_AXIS:
+                fx.freeze(f"input X is followed along axis {axis} (steps or batch), not features")
+                return
+            fx.cut(node.input(1), 1, pairs, role="in")
+            return
+        on_hidden = (port.is_input and port.index in HIDDEN_INPUTS and axis == 2) or \
+                    (not port.is_input and HIDDEN_AXIS.get(port.index) == axis)
+        if not on_hidden:
+            fx.freeze(f"{port.kind}put {port.index} is followed along axis {axis}, not hidden units")
+            return
+        self._hidden(node, graph, port, pairs, fx)
+
+    def _hidden(self, node: Node, graph: Graph, port: Port, pairs: Pairs, fx: Effects) -> None:
+        hidden = int(node.attr("hidden_size", graph.dim(node.input(2), 1) or 0))
+        rows = _gate_rows(pairs, hidden, 4)
+        fx.cut(node.input(1), 2, rows, role="out")
+        fx.cut(node.input(2), 2, rows, role="out")
+        fx.cut(node.input(2), 1, pairs, role="in")
+        for i in W_PARAMS + R_PARAMS:  # per gate row [dirs, 4H]; per direction [dirs] stays
+            if node.input(i) and graph.rank(node.input(i)) == 2:
+                fx.cut(node.input(i), 1, rows, role="out")
+        if node.input(3):
+            fx.cut(node.input(3), 1, _gate_rows(pairs, hidden, 8), role="out")
+        if node.input(7):
+            fx.cut(node.input(7), 1, _gate_rows(pairs, hidden, 3), role="out")
+        for i in HIDDEN_INPUTS:
+            if i < len(node.inputs) and not (port.is_input and port.index == i):
+                fx.to_input(i, 2, pairs)
+        for j, axis in HIDDEN_AXIS.items():
+            if port.is_input or port.index != j:
+                fx.to_output(j, axis, pairs)
+        fx.edit_attr("hidden_size", -1, next(self.roots(node, graph)))
+        fx.label("DynamicQuantizeLSTM hidden units")

@@ -1,0 +1,383 @@
+"""Quantized models (QDQ static int8, dynamic int8), made by ONNX Runtime's own quantization tools:
+prune through them, pass the dead-channel oracle, run in ONNX Runtime, keep the format."""
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from onnxprune import PruneConfig, analyze, prune
+from onnxprune.ir import Graph
+
+from checks import init, removed
+from helpers import frozen_reasons, make_model, node, prune_with_oracle, save, weight
+
+quantization = pytest.importorskip("onnxruntime.quantization")
+
+
+class _Reader(quantization.CalibrationDataReader):
+    def __init__(self, name: str, shape: list[int], samples: int = 2):
+        rng = np.random.default_rng(0)
+        self.data = iter([{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(samples)])
+
+    def get_next(self):
+        return next(self.data, None)
+
+
+def _cnn() -> onnx.ModelProto:
+    """Conv-Relu-Conv-Relu (residual Add)-Conv-GAP-Flatten-Gemm."""
+    nodes = [node("Conv", ["x", "w1", "b1"], "c1", pads=[1, 1, 1, 1]), node("Relu", ["c1"], "r1"),
+             node("Conv", ["r1", "w2", "b2"], "c2", pads=[1, 1, 1, 1]), node("Relu", ["c2"], "r2"),
+             node("Conv", ["r2", "w3", "b3"], "c3", pads=[1, 1, 1, 1]), node("Add", ["c3", "r2"], "s"),
+             node("GlobalAveragePool", ["s"], "p"), node("Flatten", ["p"], "f"),
+             node("Gemm", ["f", "wf", "bf"], "y", transB=1)]
+    inits = {"w1": weight(8, 3, 3, 3), "b1": weight(8), "w2": weight(16, 8, 3, 3), "b2": weight(16),
+             "w3": weight(16, 16, 3, 3), "b3": weight(16), "wf": weight(10, 16), "bf": weight(10)}
+    return make_model(nodes, {"x": [1, 3, 12, 12]}, {"y": [1, 10]}, inits, opset=17)
+
+
+def _quantize_static(tmp_path, model: onnx.ModelProto, per_channel: bool, **kw) -> onnx.ModelProto:
+    src = save(model, tmp_path, "float.onnx")
+    out = str(tmp_path / "qdq.onnx")
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    quantization.quantize_static(src, out, _Reader(model.graph.input[0].name, shape),
+                                 quant_format=quantization.QuantFormat.QDQ, per_channel=per_channel, **kw)
+    return onnx.load(out)
+
+
+def _op_counts(model: onnx.ModelProto) -> collections.Counter:
+    return collections.Counter(n.op_type for n in model.graph.node)
+
+
+def _dtypes(model: onnx.ModelProto) -> dict[str, int]:
+    return {t.name: t.data_type for t in model.graph.initializer}
+
+
+def _same_dtypes(pruned: onnx.ModelProto, original: onnx.ModelProto) -> bool:
+    """Every initializer of the original keeps its element type (the loader may add clones of shared ones)."""
+    after = _dtypes(pruned)
+    return all(after.get(name) == t for name, t in _dtypes(original).items())
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qdq_static_cnn_prunes_and_stays_qdq(tmp_path, per_channel):
+    q = _quantize_static(tmp_path, _cnn(), per_channel)
+    analysis, plan, pruned = prune_with_oracle(q, tmp_path, ratio=0.5, min_groups=2)
+    assert _op_counts(pruned) == _op_counts(q)  # every Q / DQ node is still there
+    assert _same_dtypes(pruned, q)  # int8 weights stay int8, int32 biases int32
+    assert any(t == TensorProto.INT8 for t in _dtypes(pruned).values())
+    gone = removed(analysis, plan)
+    conv2 = [n for n in q.graph.node if n.op_type == "Conv"][1]
+    dq = next(n for n in q.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == conv2.input[1])
+    w2 = dq.input[0]
+    rows = gone[(w2, 0)]
+    assert init(pruned, w2).shape[0] == 16 - len(rows) and init(pruned, w2).dtype == np.int8
+    scale = init(pruned, dq.input[1])
+    if per_channel:  # the per-axis scale and zero point lose the same rows as the weight
+        kept = np.setdiff1d(np.arange(16), rows)
+        assert scale.shape == (len(kept),)
+        np.testing.assert_array_equal(scale, init(q, dq.input[1])[kept])
+        assert init(pruned, dq.input[2]).shape == (len(kept),)
+    else:  # a per-tensor scale serves every channel and stays
+        assert scale.shape == init(q, dq.input[1]).shape
+    assert not frozen_reasons(analysis) or all("graph output" in r for r in frozen_reasons(analysis))
+
+
+def test_qdq_prune_cli_path_runs_and_counts_int8_parameters(tmp_path):
+    q = _quantize_static(tmp_path, _cnn(), per_channel=True)
+    path = save(q, tmp_path, "q.onnx")
+    report = prune(path, str(tmp_path / "q.pruned.onnx"), PruneConfig(ratio=0.5, round_to=1, latency_repeats=0))
+    assert report.groups_pruned >= 2
+    # float params alone would be the scales and float nothing else; int8 weights count
+    int8 = sum(int(np.prod(t.dims)) for t in q.graph.initializer if t.data_type == TensorProto.INT8)
+    assert report.before.params >= int8 > 0
+    assert report.after.params < 0.6 * report.before.params
+    out = onnx.load(str(tmp_path / "q.pruned.onnx"))
+    assert _op_counts(out)["DequantizeLinear"] == _op_counts(q)["DequantizeLinear"]
+
+
+def test_uint8_weights_with_zero_point(tmp_path):
+    """Asymmetric uint8 weights (zero point != 0): the int8 initializer is cut and stays uint8."""
+    q = _quantize_static(tmp_path, _cnn(), per_channel=True, weight_type=quantization.QuantType.QUInt8,
+                         activation_type=quantization.QuantType.QUInt8)
+    _, _, pruned = prune_with_oracle(q, tmp_path, ratio=0.5, min_groups=2)
+    assert _same_dtypes(pruned, q)
+
+
+def test_per_axis_activation_quantization_cuts_its_parameters(tmp_path):
+    """A QuantizeLinear / DequantizeLinear pair of an activation with one scale per channel."""
+    s = np.linspace(0.01, 0.02, 8).astype(np.float32)
+    nodes = [node("Conv", ["x", "w1"], "c1"), node("QuantizeLinear", ["c1", "s", "z"], "q", axis=1),
+             node("DequantizeLinear", ["q", "s", "z"], "d", axis=1), node("Conv", ["d", "w2"], "y")]
+    model = make_model(nodes, {"x": [1, 3, 6, 6]}, {"y": None},
+                       {"w1": weight(8, 3, 1, 1), "w2": weight(4, 8, 1, 1), "s": s, "z": np.zeros(8, np.uint8)})
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    gone = removed(analysis, plan)[("w1", 0)]
+    np.testing.assert_array_equal(init(pruned, "s"), np.delete(s, gone))
+    assert init(pruned, "z").dtype == np.uint8 and init(pruned, "z").shape == (8 - len(gone),)
+
+
+def test_blocked_quantization_along_the_pruned_axis_is_refused(tmp_path):
+    w = np.random.default_rng(0).integers(-8, 8, (8, 4), dtype=np.int8)
+    nodes = [node("MatMul", ["x", "w0"], "h"), node("Relu", ["h"], "r"),
+             node("DequantizeLinear", ["wq", "ws"], "w", axis=0, block_size=4), node("MatMul", ["r", "w"], "y")]
+    model = make_model(nodes, {"x": [2, 8]}, {"y": None},
+                       {"w0": weight(8, 8), "wq": w, "ws": np.full((2, 4), 0.1, np.float32)}, opset=21)
+    model.ir_version = 10
+    analysis = analyze(save(model, tmp_path))
+    assert any("blocked quantization" in r for r in frozen_reasons(analysis)), frozen_reasons(analysis)
+
+
+def _mlp() -> onnx.ModelProto:
+    nodes = [node("MatMul", ["x", "w1"], "h"), node("Add", ["h", "b1"], "hb"), node("Relu", ["hb"], "r"),
+             node("MatMul", ["r", "w2"], "y")]
+    return make_model(nodes, {"x": [4, 16]}, {"y": [4, 8]},
+                      {"w1": weight(16, 32), "b1": weight(32), "w2": weight(32, 8)})
+
+
+def _quantize_dynamic(tmp_path, model: onnx.ModelProto, **kw) -> onnx.ModelProto:
+    src = save(model, tmp_path, "float.onnx")
+    out = str(tmp_path / "dyn.onnx")
+    quantization.quantize_dynamic(src, out, **kw)
+    return onnx.load(out)
+
+
+@pytest.mark.parametrize("build, op", [(_mlp, "MatMulInteger"), (_cnn, "ConvInteger")])
+def test_dynamic_int8_prunes_inexactly_and_keeps_integer_ops(tmp_path, build, op):
+    q = _quantize_dynamic(tmp_path, build())
+    assert _op_counts(q)[op] >= 2
+    analysis = analyze(save(q, tmp_path, "dyn.onnx"))
+    groups = analysis.prunable
+    assert groups and all(not g.exact for g in groups)  # the dynamic scale depends on every channel
+    assert any("dynamic quantization" in r for g in groups for r in g.inexact_reasons)
+    out = str(tmp_path / "dyn.pruned.onnx")
+    report = prune(str(tmp_path / "dyn.onnx"), out, PruneConfig(ratio=0.5, round_to=1, inexact=True,
+                                                                 latency_repeats=0))
+    assert report.groups_pruned >= 1 and report.after.params < report.before.params
+    pruned = onnx.load(out)
+    assert _op_counts(pruned) == _op_counts(q)
+    assert _same_dtypes(pruned, q)
+    assert report.validation  # ran in ONNX Runtime
+
+
+def test_param_count_counts_integer_weights_not_shapes():
+    nodes = [node("DequantizeLinear", ["wq", "s", "z"], "w"), node("MatMul", ["x", "w"], "m"),
+             node("Reshape", ["m", "shape"], "y")]
+    model = make_model(nodes, {"x": [2, 4]}, {"y": None},
+                       {"wq": np.ones((4, 6), np.int8), "s": np.float32(0.1), "z": np.int8(0),
+                        "shape": np.array([12], np.int64)})
+    graph = Graph(model, {})
+    assert graph.param_count() == 24 + 1 + 1
+    assert numpy_helper.to_array(model.graph.initializer[0]).dtype == np.int8
+
+
+# -- com.microsoft contrib ops ------------------------------------------------
+# ONNX shape inference does not know ONNX Runtime's contrib ops; the project's contrib shape hook
+# gives their output shapes. Here they come from one ONNX Runtime run of the model instead.
+
+def _ort_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
+    import onnxruntime as ort
+    from onnxprune.validate import random_inputs
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    for n in m.graph.node:
+        for o in n.output:
+            if o and o not in have:
+                m.graph.output.append(onnx.ValueInfoProto(name=o))
+                have.add(o)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = sess.run(None, random_inputs(model, {}, 0))
+    return {o.name: tuple(v.shape) for o, v in zip(sess.get_outputs(), outs)}
+
+
+@pytest.fixture
+def contrib_shapes(monkeypatch):
+    """Call with a model: shapes ONNX inference leaves unknown are taken from an ORT run of it."""
+    import sys
+
+    import onnxprune.ir as ir_pkg
+    ir_load = sys.modules["onnxprune.ir.load"]  # the package exports a function of the same name
+    original = ir_load.infer_shapes
+    known: dict[str, tuple] = {}
+
+    def infer(proto, input_shapes):
+        shapes = original(proto, input_shapes)
+        for name, shape in known.items():
+            if name not in shapes or None in shapes[name]:
+                shapes[name] = shape
+        return shapes
+
+    monkeypatch.setattr(ir_load, "infer_shapes", infer)
+    monkeypatch.setattr(ir_pkg, "infer_shapes", infer)
+    return lambda model: known.update(_ort_shapes(model))
+
+
+def _ms_model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
+    graph = onnx.helper.make_graph(nodes, "contrib",
+                                   [onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+                                   [onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+                                   [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17),
+                                                         onnx.helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    return model
+
+
+def _ms(op: str, inputs: list[str], output: str, **attrs) -> onnx.NodeProto:
+    return onnx.helper.make_node(op, inputs, [output], name=f"{op}_{output}", domain="com.microsoft", **attrs)
+
+
+def _q8(*shape: int) -> np.ndarray:
+    return np.random.default_rng(3).integers(-127, 128, shape).astype(np.int8)
+
+
+def _prune_contrib(tmp_path, model: onnx.ModelProto, contrib_shapes, inexact: bool = True):
+    contrib_shapes(model)
+    path = save(model, tmp_path, "contrib.onnx")
+    out = str(tmp_path / "contrib.pruned.onnx")
+    report = prune(path, out, PruneConfig(ratio=0.5, round_to=1, inexact=inexact, latency_repeats=0))
+    assert report.groups_pruned >= 1 and report.validation, report.frozen_reasons
+    return report, onnx.load(out)
+
+
+def test_dynamic_quantize_matmul(tmp_path, contrib_shapes):
+    """DynamicQuantizeMatMul with per-column scale, zero point and bias; then one per tensor."""
+    s1 = np.linspace(0.01, 0.02, 32).astype(np.float32)
+    nodes = [_ms("DynamicQuantizeMatMul", ["x", "b1", "s1", "z1", "bias1"], "h"), node("Relu", ["h"], "r"),
+             _ms("DynamicQuantizeMatMul", ["r", "b2", "s2", "z2"], "y")]
+    model = _ms_model(nodes, {"x": [4, 16]}, {"y": [4, 8]},
+                      {"b1": _q8(16, 32), "s1": s1, "z1": np.zeros(32, np.int8), "bias1": weight(32),
+                       "b2": _q8(32, 8), "s2": np.array([0.01], np.float32), "z2": np.zeros(1, np.int8)})
+    report, pruned = _prune_contrib(tmp_path, model, contrib_shapes)
+    assert init(pruned, "b1").shape == (16, 16) and init(pruned, "b1").dtype == np.int8
+    assert init(pruned, "s1").shape == (16,) and init(pruned, "z1").shape == (16,) and init(pruned, "bias1").shape == (16,)
+    assert init(pruned, "b2").shape == (16, 8) and init(pruned, "s2").shape == (1,)
+    assert _op_counts(pruned)["DynamicQuantizeMatMul"] == 2
+
+
+def test_matmul_integer_to_float(tmp_path, contrib_shapes):
+    nodes = [node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"]),
+             _ms("MatMulIntegerToFloat", ["xq", "b1", "xs", "s1", "xz", "z1", "bias1"], "h"), node("Relu", ["h"], "r"),
+             node("DynamicQuantizeLinear", ["r"], ["rq", "rs", "rz"]),
+             _ms("MatMulIntegerToFloat", ["rq", "b2", "rs", "s2", "rz", "z2"], "y")]
+    model = _ms_model(nodes, {"x": [4, 16]}, {"y": [4, 8]},
+                      {"b1": _q8(16, 24).view(np.uint8), "s1": np.full(24, 0.01, np.float32),
+                       "z1": np.full(24, 128, np.uint8), "bias1": weight(24),
+                       "b2": _q8(24, 8).view(np.uint8), "s2": np.float32(0.01), "z2": np.uint8(128)})
+    report, pruned = _prune_contrib(tmp_path, model, contrib_shapes)
+    assert init(pruned, "b1").shape == (16, 12) and init(pruned, "b1").dtype == np.uint8
+    assert init(pruned, "z1").shape == (12,) and init(pruned, "b2").shape == (12, 8)
+
+
+def test_dynamic_quantize_lstm(tmp_path, contrib_shapes):
+    """quantize_dynamic turns an LSTM into com.microsoft.DynamicQuantizeLSTM (W [dirs, I, 4H] int8)."""
+    hid = 8
+    nodes = [node("LSTM", ["x", "W", "R", "B"], ["Y", "Yh"], hidden_size=hid),
+             node("Squeeze", ["Yh", "ax0"], "h"), node("MatMul", ["h", "fc"], "y")]
+    model = make_model(nodes, {"x": [5, 2, 6]}, {"y": [2, 3]},
+                       {"W": weight(1, 4 * hid, 6), "R": weight(1, 4 * hid, hid), "B": weight(1, 8 * hid),
+                        "ax0": np.array([0], np.int64), "fc": weight(hid, 3)})
+    q = _quantize_dynamic(tmp_path, model, op_types_to_quantize=["LSTM"])
+    assert _op_counts(q)["DynamicQuantizeLSTM"] == 1
+    lstm = next(n for n in q.graph.node if n.op_type == "DynamicQuantizeLSTM")
+    report, pruned = _prune_contrib(tmp_path, q, contrib_shapes)
+    assert init(pruned, lstm.input[1]).shape == (1, 6, 4 * hid // 2) and init(pruned, lstm.input[1]).dtype == np.int8
+    assert init(pruned, lstm.input[2]).shape == (1, hid // 2, 4 * hid // 2)
+    assert init(pruned, lstm.input[3]).shape == (1, 8 * hid // 2)
+
+
+def _nbits(name: str, w: np.ndarray, block: int, zero_points: bool) -> tuple[dict, list[str]]:
+    """Pack a float [K, N] weight as MatMulNBits int4: B [N, blocks, block/2], scales [N, blocks],
+    zero points packed two to a byte [N, ceil(blocks/2)] (or the default 8)."""
+    k, n = w.shape
+    blocks = -(-k // block)
+    padded = np.zeros((blocks * block, n), np.float32)
+    padded[:k] = w
+    per_block = padded.T.reshape(n, blocks, block)
+    scales = (np.abs(per_block).max(axis=2) / 7 + 1e-6).astype(np.float32)
+    zp = np.random.default_rng(5).integers(6, 11, (n, blocks)).astype(np.uint8) if zero_points \
+        else np.full((n, blocks), 8, np.uint8)
+    q = np.clip(np.round(per_block / scales[:, :, None]) + zp[:, :, None], 0, 15).astype(np.uint8)
+    packed = (q[:, :, 0::2] | (q[:, :, 1::2] << 4)).astype(np.uint8)
+    inits = {f"{name}_q": packed, f"{name}_s": scales}
+    inputs = [f"{name}_q", f"{name}_s"]
+    if zero_points:
+        zp_pad = np.zeros((n, 2 * (-(-blocks // 2))), np.uint8)
+        zp_pad[:, :blocks] = zp
+        inits[f"{name}_z"] = (zp_pad[:, 0::2] | (zp_pad[:, 1::2] << 4)).astype(np.uint8)
+        inputs.append(f"{name}_z")
+    return inits, inputs
+
+
+@pytest.mark.parametrize("zero_points", [False, True])
+def test_matmul_nbits_cuts_rows_and_whole_input_blocks(tmp_path, contrib_shapes, zero_points):
+    block = 16
+    i1, in1 = _nbits("fc1", weight(32, 48), block, zero_points)
+    i2, in2 = _nbits("fc2", weight(48, 8), block, zero_points)
+    nodes = [_ms("MatMulNBits", ["x", *in1], "h", K=32, N=48, bits=4, block_size=block), node("Relu", ["h"], "r"),
+             _ms("MatMulNBits", ["r", *in2], "y", K=48, N=8, bits=4, block_size=block)]
+    model = _ms_model(nodes, {"x": [2, 3, 32]}, {"y": [2, 3, 8]}, {**i1, **i2})
+    contrib_shapes(model)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5)
+    (group,) = [g for g in analysis.groups if g.root == ("h", 2)]
+    # units are whole blocks of fc2's input (pairs of blocks when two share a zero-point byte)
+    assert group.unit_count == (2 if zero_points else 3)
+    kept = init(pruned, "fc1_q").shape[0]
+    assert kept % block == 0 and kept < 48
+    assert init(pruned, "fc1_q").dtype == np.uint8 and init(pruned, "fc1_s").shape == (kept, 2)
+    assert init(pruned, "fc2_q").shape == (8, kept // block, block // 2)
+    assert init(pruned, "fc2_s").shape == (8, kept // block)
+    if zero_points:
+        assert init(pruned, "fc1_z").shape == (kept, 1) and init(pruned, "fc2_z").shape == (8, -(-kept // block // 2))
+    attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in pruned.graph.node
+             if n.op_type == "MatMulNBits"]
+    assert (attrs[0]["N"], attrs[1]["K"]) == (kept, kept)
+    assert _op_counts(pruned)["MatMulNBits"] == 2
+
+
+def test_matmul_nbits_from_the_quantizer(tmp_path, contrib_shapes):
+    nbits = pytest.importorskip("onnxruntime.quantization.matmul_nbits_quantizer")  # needs onnx_ir
+    nodes = [node("MatMul", ["x", "w1"], "h"), node("Relu", ["h"], "r"), node("MatMul", ["r", "w2"], "y")]
+    model = make_model(nodes, {"x": [4, 64]}, {"y": [4, 16]}, {"w1": weight(64, 96), "w2": weight(96, 16)})
+    quantizer = nbits.MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True)
+    quantizer.process()
+    q = quantizer.model.model
+    contrib_shapes(q)
+    _, _, pruned = prune_with_oracle(q, tmp_path, ratio=0.5)
+    assert _op_counts(pruned)["MatMulNBits"] == 2
+    assert init(pruned, "w1_Q4").shape in ((64, 2, 16), (32, 2, 16))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_qoperator_cnn(tmp_path, contrib_shapes, per_channel):
+    """QOperator format: QLinearConv, com.microsoft QLinearAdd / QLinearGlobalAveragePool / QGemm."""
+    src = save(_cnn(), tmp_path, "float.onnx")
+    out = str(tmp_path / "qop.onnx")
+    quantization.quantize_static(src, out, _Reader("x", [1, 3, 12, 12]), quant_format=quantization.QuantFormat.QOperator,
+                                 per_channel=per_channel)
+    q = onnx.load(out)
+    ops = _op_counts(q)
+    assert ops["QLinearConv"] == 3 and ops["QGemm"] == 1 and ops["QLinearAdd"] == 1
+    contrib_shapes(q)
+    analysis, plan, pruned = prune_with_oracle(q, tmp_path, ratio=0.5, min_groups=2)
+    assert _op_counts(pruned) == ops and _same_dtypes(pruned, q)
+    conv2 = [n for n in q.graph.node if n.op_type == "QLinearConv"][1]
+    rows = removed(analysis, plan)[(conv2.input[3], 0)]
+    kept = 16 - len(rows)
+    assert init(pruned, conv2.input[3]).shape[0] == kept and init(pruned, conv2.input[8]).shape == (kept,)
+    assert init(pruned, conv2.input[4]).shape == ((kept,) if per_channel else ())
+
+
+def test_importance_scores_dequantized_weights():
+    """Per-channel int8 rows all span the int8 range; their importance is that of the float rows."""
+    from onnxprune.importance import float_values
+    wq = np.full((3, 4), 100, np.int8)
+    scale = np.array([0.1, 0.01, 1.0], np.float32)
+    nodes = [node("DequantizeLinear", ["wq", "s", "z"], "w", axis=0), node("Gemm", ["x", "w"], "y", transB=1)]
+    model = make_model(nodes, {"x": [2, 4]}, {"y": None}, {"wq": wq, "s": scale, "z": np.full(3, 50, np.int8)})
+    values = float_values(Graph(model, {}), "wq")
+    np.testing.assert_allclose(values, (100 - 50) * scale[:, None] * np.ones((3, 4)))
