@@ -14,6 +14,8 @@ Shape = tuple  # of int | None
 
 # doc_string of an initializer cloned at load from a constant several nodes shared
 CLONE_MARK = "onnxprune:clone-of:"
+_EPS = {onnx.TensorProto.FLOAT: 2.0 ** -23, onnx.TensorProto.FLOAT16: 2.0 ** -10,
+        onnx.TensorProto.BFLOAT16: 2.0 ** -7, onnx.TensorProto.DOUBLE: 2.0 ** -52}
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 # Initializers of these types are never parameters: ONNX's shape, axis, index and count inputs are
 # int64 (int32 only for some Slice bounds and Gather indices, which are small), masks are bool.
@@ -110,6 +112,10 @@ class Graph:
         if name not in self._const_cache:
             self._const_cache[name] = numpy_helper.to_array(self.initializers[name])
         return self._const_cache[name]
+
+    def float_eps(self, name: str) -> float | None:
+        """Machine epsilon of an initializer's floating-point type; None for other types."""
+        return _EPS.get(self.initializers[name].data_type)
 
     def const_shape(self, name: str) -> tuple[int, ...]:
         return tuple(int(d) for d in self.initializers[name].dims)
