@@ -53,23 +53,7 @@ def refresh(proto: onnx.ModelProto, touched: set[str]) -> dict[str, Shape]:
     g = proto.graph
     inferred, inferred_graph = _inferred_value_info(proto)
     inits = {t.name: t for t in g.initializer}
-    changed = 0
-    keep = []
-    for vi in g.value_info:
-        if vi.name in inits:  # an annotated weight takes the weight's own dims
-            changed += _set_dims(vi, inits[vi.name].dims)
-            keep.append(vi)
-        elif vi.name not in touched:
-            keep.append(vi)
-        else:
-            changed += 1
-            if vi.name in inferred:
-                keep.append(inferred[vi.name])
-    del g.value_info[:]
-    g.value_info.extend(keep)
-    for out in g.output:
-        if out.name in touched and out.name in inferred:
-            changed += _take_dims(out, inferred[out.name])
+    changed = _refresh_graph(g, inferred, touched, inits)
     for inp in g.input:
         if inp.name in inits:
             changed += _set_dims(inp, inits[inp.name].dims)
@@ -85,19 +69,31 @@ def _refresh_bodies(proto: onnx.ModelProto, inferred: onnx.GraphProto | None, to
     for scope, body in list(scopes.walk(proto.graph))[1:]:
         found = scopes.resolve(inferred, scope) if inferred is not None else None
         fresh = {vi.name: vi for vi in list(found.value_info) + list(found.output)} if found is not None else {}
-        keep = []
-        for vi in body.value_info:
-            if vi.name not in touched:
-                keep.append(vi)
-            else:
-                changed += 1
-                if vi.name in fresh:
-                    keep.append(fresh[vi.name])
-        del body.value_info[:]
-        body.value_info.extend(keep)
-        for out in body.output:
-            if out.name in touched and out.name in fresh:
-                changed += _take_dims(out, fresh[out.name])
+        changed += _refresh_graph(body, fresh, touched, {t.name: t for t in body.initializer})
+    return changed
+
+
+def _refresh_graph(g: onnx.GraphProto, fresh: dict[str, onnx.ValueInfoProto], touched: set[str],
+                   inits: dict[str, onnx.TensorProto]) -> int:
+    """One graph's value_info and declared output shapes: an annotated weight takes its own dims,
+    a touched tensor the freshly inferred entry (or none)."""
+    changed = 0
+    keep = []
+    for vi in g.value_info:
+        if vi.name in inits:
+            changed += _set_dims(vi, inits[vi.name].dims)
+            keep.append(vi)
+        elif vi.name not in touched:
+            keep.append(vi)
+        else:
+            changed += 1
+            if vi.name in fresh:
+                keep.append(fresh[vi.name])
+    del g.value_info[:]
+    g.value_info.extend(keep)
+    for out in g.output:
+        if out.name in touched and out.name in fresh:
+            changed += _take_dims(out, fresh[out.name])
     return changed
 
 
