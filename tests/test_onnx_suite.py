@@ -33,6 +33,8 @@ SAMPLE = [
     "node/test_optional_has_element_empty_optional_input", "node/test_split_to_sequence_1",
     "node/test_sequence_map_identity_1_sequence", "node/test_sequence_insert_at_back",
     "node/test_string_concat", "node/test_mvn_expanded", "node/test_bernoulli_expanded",
+    # fails onnx.checker itself (its function body), runs in ONNX Runtime: its output may fail it the same way
+    "node/test_mvn",
     # prunable and ordinary ops
     "node/test_conv_with_strides_padding", "node/test_gemm_default_matrix_bias", "node/test_matmul_2d",
     "node/test_lstm_defaults", "node/test_gru_defaults", "node/test_batchnorm_example", "node/test_relu",
@@ -60,6 +62,7 @@ def totals(tmp_path_factory):
 def test_sample_of_onnx_operator_tests_has_no_broken_output(totals):
     assert not totals.broken, onnx_suite.format_totals(totals)
     assert set(totals.rc) <= {"0", "1", "2"}
+    assert not [r for r in totals.failed if r.name == "node/test_mvn"], "checker tolerance lost"
     assert totals.checked >= 40  # the outputs were run, not only written
     assert totals.pruned >= 2  # light_squeezenet prunes in both modes: the checks see pruned models too
 
