@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from ..indexmap import Pairs
-from ..ir import Graph, Node
+from ..ir import Graph, Node, standard_op_shapes
 from .base import Effects, Port, Rule, broadcast_to_input, positive_axis, register
 from .conv import ConvRule
 from .linear import GemmRule, MatMulRule
@@ -48,6 +48,10 @@ def delegate(rule: Rule, node: Node, graph: Graph, port: Port, axis: int, pairs:
 def _count(graph: Graph, name: str) -> int | None:
     shape = graph.shape(name) if name else None
     return None if shape is None or None in shape else int(np.prod(shape, dtype=np.int64))
+
+
+def _at(input_shapes: list, i: int):
+    return input_shapes[i] if i < len(input_shapes) else None
 
 
 def _per_tensor(graph: Graph, node: Node, inputs: tuple[int, ...], fx: Effects) -> bool:
@@ -147,6 +151,12 @@ class QGemmRule(_QLinearWeighted):
     def weight_out_axis(self, node: Node) -> int:
         return 0 if int(node.attr("transB", 0)) else 1
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """Gemm's on A and B (transA / transB)."""
+        a, b = _at(input_shapes, 0), _at(input_shapes, 3)
+        attrs = {k: int(node.attr(k, 0)) for k in ("transA", "transB")}
+        return standard_op_shapes("Gemm", attrs, [a, b]) if a is not None and b is not None else None
+
 
 @register("QLinearAdd", "QLinearMul", domain="com.microsoft")
 class QLinearBinaryRule(Rule):
@@ -169,6 +179,11 @@ class QLinearBinaryRule(Rule):
             if not (port.is_input and port.index == i):
                 broadcast_to_input(fx, graph, node, i, out_axis, out_rank, pairs)
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """Add's broadcast of A (input 0) and B (input 3)."""
+        a, b = _at(input_shapes, 0), _at(input_shapes, 3)
+        return standard_op_shapes("Add", {}, [a, b]) if a is not None and b is not None else None
+
 
 @register("QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearLeakyRelu", "QLinearSigmoid",
           domain="com.microsoft")
@@ -189,3 +204,22 @@ class QLinearUnaryRule(Rule):
                 fx.freeze(f"axis {axis} is pooled, not the channel axis")
                 return
         fx.to_ports(port, axis, pairs, [0], [0])
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """The float op's: the activations keep X's shape; the pools pool it (channels_last: the
+        channels are the last axis, so the float pool runs on X with them moved to axis 1)."""
+        x = _at(input_shapes, 0)
+        if x is None:
+            return None
+        if not node.op_type.endswith("Pool"):
+            return [tuple(x)]
+        last = bool(int(node.attr("channels_last", 0)))
+        if last:
+            x = (x[0], x[-1], *x[1:-1])
+        op = node.op_type[len("QLinear"):]
+        attrs = {k: v for k, v in node.attrs.items() if k != "channels_last"}
+        found = standard_op_shapes(op, attrs, [x])
+        if not found or found[0] is None or not last:
+            return found
+        y = found[0]
+        return [(y[0], *y[2:], y[1])]

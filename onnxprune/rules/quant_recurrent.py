@@ -31,6 +31,20 @@ class DynamicQuantizeLSTMRule(Rule):
             return 0
         return int(x[0]) * int(x[1]) * int(w[0]) * int(w[2]) * (int(w[1]) + int(r[1]))
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """LSTM's: Y [steps, dirs, batch, H], Y_h and Y_c [dirs, batch, H] (layout 0; 1: batch first)."""
+        x, w = (list(input_shapes) + [None, None])[:2]
+        hidden = int(node.attr("hidden_size", 0))
+        if x is None or len(x) != 3 or hidden <= 0:
+            return None
+        bidirectional = node.attr("direction", "forward") in ("bidirectional", b"bidirectional")
+        dirs = w[0] if w is not None else (2 if bidirectional else 1)
+        if int(node.attr("layout", 0)):
+            batch, steps = x[0], x[1]
+            return [(batch, steps, dirs, hidden), (batch, dirs, hidden), (batch, dirs, hidden)]
+        steps, batch = x[0], x[1]
+        return [(steps, dirs, batch, hidden), (dirs, batch, hidden), (dirs, batch, hidden)]
+
     def zero_of(self, node: Node, graph: Graph, tensor: str):
         """Zero point of W or R, per direction [dirs] or per gate row [dirs, 4H]."""
         for i, zp_input in ((1, 9), (2, 11)):
