@@ -1,9 +1,10 @@
 """QOperator quantized ops: integer ops that carry their own scales and zero points.
 
 QLinearConv, QLinearMatMul (ONNX) and com.microsoft QGemm compute a Conv /
-MatMul / Gemm on int8 data and weights; QLinearAdd / QLinearMul, the pools and
-activations of com.microsoft are their float ops on int8 data. The float op's
-rule runs on a view of the node with only its data, weight and bias inputs;
+MatMul / Gemm on int8 data and weights; QLinearAdd / QLinearMul, the pools,
+activations and QLinearSoftmax of com.microsoft are their float ops on int8
+data. The float op's rule runs on a view of the node with only its data,
+weight and bias inputs;
 the weight's per-output-channel scale and zero point are cut with every cut of
 the weight's output axis. Activation scales and zero points must be per tensor.
 """
@@ -131,6 +132,12 @@ class QLinearConvRule(_QLinearWeighted):
 
     float_rule, view, weight_params, activation_params = ConvRule(), (0, 3, 8), (4, 5), (1, 2, 6, 7)
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """Conv's on x and w: ONNX infers QLinearConv itself, but not on an input a contrib op's shape
+        function typed as float (shape functions cannot name an integer output type)."""
+        x, w = _at(input_shapes, 0), _at(input_shapes, 3)
+        return standard_op_shapes("Conv", dict(node.attrs), [x, w]) if x is not None and w is not None else None
+
 
 @register("QLinearMatMul")
 class QLinearMatMulRule(_QLinearWeighted):
@@ -140,6 +147,11 @@ class QLinearMatMulRule(_QLinearWeighted):
 
     def weight_out_axis(self, node: Node) -> int:
         return 1
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """MatMul's on a and b (as QLinearConv's, for inputs a contrib shape function typed as float)."""
+        a, b = _at(input_shapes, 0), _at(input_shapes, 3)
+        return standard_op_shapes("MatMul", {}, [a, b]) if a is not None and b is not None else None
 
 
 @register("QGemm", domain="com.microsoft")
@@ -223,3 +235,29 @@ class QLinearUnaryRule(Rule):
             return found
         y = found[0]
         return [(y[0], *y[2:], y[1])]
+
+
+@register("QLinearSoftmax", domain="com.microsoft")
+class QLinearSoftmaxRule(Rule):
+    """Softmax on int8 data input 0 with per-tensor parameters (inputs 1..4); `opset` is the float
+    Softmax's: below 13 it normalises over the flattened axes [axis:], from 13 over `axis` only."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        if port.index != 0:
+            fx.freeze(f"{port.kind}put {port.index} is a quantization parameter, not data")
+            return
+        if not _per_tensor(graph, node, tuple(range(1, len(node.inputs))), fx):
+            return
+        rank = graph.rank(node.input(0))
+        if rank is None:
+            fx.freeze("input rank is unknown")
+            return
+        norm_axis = positive_axis(int(node.attr("axis", -1)), rank)
+        if axis == norm_axis or (int(node.attr("opset", 13)) < 13 and axis > norm_axis):
+            fx.freeze(f"QLinearSoftmax normalises over the channel axis {axis}")
+            return
+        fx.to_ports(port, axis, pairs, [0], [0])
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        x = _at(input_shapes, 0)
+        return None if x is None else [tuple(x)]

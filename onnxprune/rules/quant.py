@@ -69,6 +69,12 @@ class QuantizeLinearRule(Rule):
                 fx.to_input(i, 0, pairs)
 
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """x's shape: ONNX infers the standard op itself, but not on an input a contrib op's shape
+        function typed as float (shape functions cannot name an integer output type)."""
+        x = input_shapes[0] if input_shapes else None
+        return None if x is None else [tuple(x)]
+
     def zero_of(self, node: Node, graph: Graph, tensor: str):
         """The zero point of a dequantized weight, shaped to broadcast along its axis."""
         zp = graph.const(node.input(2)) if node.op_type == "DequantizeLinear" and node.input(0) == tensor else None

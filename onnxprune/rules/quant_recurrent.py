@@ -15,6 +15,8 @@ from .base import Effects, Port, Rule, register
 from .recurrent import FEATURE_AXIS, HIDDEN_AXIS, HIDDEN_INPUTS, _gate_rows
 
 W_PARAMS, R_PARAMS = (8, 9), (10, 11)
+# ONNX Runtime quantizes X and the hidden state of every step with a scale from their whole range
+_DYNAMIC = "X and the hidden state are quantized with a scale from the range of every unit, the removed ones too"
 
 
 @register("DynamicQuantizeLSTM", domain="com.microsoft")
@@ -64,6 +66,7 @@ class DynamicQuantizeLSTMRule(Rule):
                 fx.freeze(f"input X is followed along axis {axis} (steps or batch), not features")
                 return
             fx.cut(node.input(1), 1, pairs, role="in")
+            fx.inexact(_DYNAMIC)
             return
         on_hidden = (port.is_input and port.index in HIDDEN_INPUTS and axis == 2) or \
                     (not port.is_input and HIDDEN_AXIS.get(port.index) == axis)
@@ -93,3 +96,4 @@ class DynamicQuantizeLSTMRule(Rule):
                 fx.to_output(j, axis, pairs)
         fx.edit_attr("hidden_size", -1, next(self.roots(node, graph)))
         fx.label("DynamicQuantizeLSTM hidden units")
+        fx.inexact(_DYNAMIC)
