@@ -381,3 +381,139 @@ def test_importance_scores_dequantized_weights():
     model = make_model(nodes, {"x": [2, 4]}, {"y": None}, {"wq": wq, "s": scale, "z": np.full(3, 50, np.int8)})
     values = float_values(Graph(model, {}), "wq")
     np.testing.assert_allclose(values, (100 - 50) * scale[:, None] * np.ones((3, 4)))
+
+
+# -- contrib ops through their rules' own shape functions (no ORT stand-in) ----
+# A plain `onnxprune MODEL -o OUT` on ONNX Runtime's quantized models: the output shapes of the
+# contrib ops come from the rules' infer_shape, else their groups freeze on unknown sizes.
+
+def _all_params(path: str) -> int:
+    model = onnx.load(path)
+    return sum(int(np.prod(t.dims)) for t in model.graph.initializer
+               if t.data_type not in (TensorProto.INT64, TensorProto.BOOL))
+
+
+def _cli_prunes(tmp_path, path: str, *flags: str) -> onnx.ModelProto:
+    """Prune with the CLI as a user does, check it removed parameters, and pass the oracle; no
+    group may freeze on a shape left unknown."""
+    from onnxprune import cli
+    unknown = [r for r in frozen_reasons(analyze(path)) if "unknown" in r]
+    assert not unknown, unknown
+    out = str(tmp_path / "cli.pruned.onnx")
+    args = ["--ratio", "0.5", "--round-to", "1", *flags]
+    assert cli.main([path, "-o", out, *args]) == 0
+    assert _all_params(out) < _all_params(path)
+    assert cli.main(["verify", path, *args]) == 0
+    return onnx.load(out)
+
+
+def _qoperator(tmp_path, model: onnx.ModelProto, shape: list[int]) -> str:
+    src = save(model, tmp_path, "float.onnx")
+    out = str(tmp_path / "qop.onnx")
+    quantization.quantize_static(src, out, _Reader("x", shape), quant_format=quantization.QuantFormat.QOperator,
+                                 per_channel=True)
+    return out
+
+
+def _cnn_activations() -> onnx.ModelProto:
+    """Conv-LeakyRelu-Softmax (over the width)-Conv-Sigmoid, times the conv (Mul), AveragePool,
+    Conv-GAP-Flatten-Gemm."""
+    nodes = [node("Conv", ["x", "w1", "b1"], "c1", pads=[1, 1, 1, 1]), node("LeakyRelu", ["c1"], "r1", alpha=0.1),
+             node("Softmax", ["r1"], "sm", axis=-1), node("Conv", ["sm", "w2", "b2"], "c2", pads=[1, 1, 1, 1]), node("Sigmoid", ["c2"], "g"),
+             node("Mul", ["c2", "g"], "m"), node("AveragePool", ["m"], "a", kernel_shape=[2, 2], strides=[2, 2]),
+             node("Conv", ["a", "w3", "b3"], "c3", pads=[1, 1, 1, 1]), node("GlobalAveragePool", ["c3"], "p"),
+             node("Flatten", ["p"], "f"), node("Gemm", ["f", "wf", "bf"], "y", transB=1)]
+    inits = {"w1": weight(8, 3, 3, 3), "b1": weight(8), "w2": weight(16, 8, 3, 3), "b2": weight(16),
+             "w3": weight(16, 16, 3, 3), "b3": weight(16), "wf": weight(10, 16), "bf": weight(10)}
+    return make_model(nodes, {"x": [1, 3, 12, 12]}, {"y": [1, 10]}, inits, opset=17)
+
+
+@pytest.mark.parametrize("build, ops", [
+    (_cnn, ("QGemm", "QLinearAdd", "QLinearGlobalAveragePool")),
+    (_cnn_activations, ("QLinearLeakyRelu", "QLinearSoftmax", "QLinearSigmoid", "QLinearMul", "QLinearAveragePool"))])
+def test_qoperator_prunes_without_ort_shapes(tmp_path, build, ops):
+    path = _qoperator(tmp_path, build(), [1, 3, 12, 12])
+    counts = _op_counts(onnx.load(path))
+    assert all(counts[op] >= 1 for op in ops), counts
+    pruned = _cli_prunes(tmp_path, path)
+    assert _op_counts(pruned) == counts
+
+
+def test_dynamic_quantize_lstm_prunes_without_ort_shapes(tmp_path):
+    hid = 8
+    nodes = [node("LSTM", ["x", "W", "R", "B"], ["Y", "Yh"], hidden_size=hid), node("Squeeze", ["Yh", "ax0"], "h"),
+             node("MatMul", ["h", "fc"], "y")]
+    model = make_model(nodes, {"x": [5, 2, 6]}, {"y": [2, 3]},
+                       {"W": weight(1, 4 * hid, 6), "R": weight(1, 4 * hid, hid), "B": weight(1, 8 * hid),
+                        "ax0": np.array([0], np.int64), "fc": weight(hid, 3)})
+    q = _quantize_dynamic(tmp_path, model, op_types_to_quantize=["LSTM"])
+    assert _op_counts(q)["DynamicQuantizeLSTM"] == 1
+    pruned = _cli_prunes(tmp_path, save(q, tmp_path, "dyn_lstm.onnx"), "--inexact")
+    lstm = next(n for n in pruned.graph.node if n.op_type == "DynamicQuantizeLSTM")
+    assert init(pruned, lstm.input[2]).shape == (1, hid // 2, 4 * hid // 2)
+
+
+def test_dynamic_quantize_matmul_and_integer_to_float_prune_without_ort_shapes(tmp_path):
+    nodes = [_ms("DynamicQuantizeMatMul", ["x", "b1", "s1", "z1", "bias1"], "h"), node("Relu", ["h"], "r"),
+             node("DynamicQuantizeLinear", ["r"], ["rq", "rs", "rz"]),
+             _ms("MatMulIntegerToFloat", ["rq", "b2", "rs", "s2", "rz", "z2", "bias2"], "h2"), node("Relu", ["h2"], "r2"),
+             _ms("DynamicQuantizeMatMul", ["r2", "b3", "s3", "z3"], "y")]
+    model = _ms_model(nodes, {"x": [4, 16]}, {"y": [4, 8]},
+                      {"b1": _q8(16, 32), "s1": np.full(32, 0.01, np.float32), "z1": np.zeros(32, np.int8),
+                       "bias1": weight(32), "b2": _q8(32, 24).view(np.uint8), "s2": np.full(24, 0.01, np.float32),
+                       "z2": np.full(24, 128, np.uint8), "bias2": weight(24),
+                       "b3": _q8(24, 8), "s3": np.array([0.01], np.float32), "z3": np.zeros(1, np.int8)})
+    pruned = _cli_prunes(tmp_path, save(model, tmp_path, "dqmm.onnx"), "--inexact")
+    assert init(pruned, "b1").shape == (16, 16) and init(pruned, "b2").shape == (16, 12)
+    assert init(pruned, "b3").shape == (12, 8)
+
+
+def test_matmul_nbits_quantizer_prunes_without_ort_shapes(tmp_path):
+    nbits = pytest.importorskip("onnxruntime.quantization.matmul_nbits_quantizer")  # needs onnx_ir
+    nodes = [node("MatMul", ["x", "w1"], "h"), node("Relu", ["h"], "r"), node("MatMul", ["r", "w2"], "y")]
+    model = make_model(nodes, {"x": [2, 3, 64]}, {"y": [2, 3, 16]}, {"w1": weight(64, 96), "w2": weight(96, 16)})
+    quantizer = nbits.MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True)
+    quantizer.process()
+    pruned = _cli_prunes(tmp_path, save(quantizer.model.model, tmp_path, "nbits.onnx"))
+    assert _op_counts(pruned)["MatMulNBits"] == 2
+
+
+_S = None  # a scale or zero point: its shape does not matter
+
+
+@pytest.mark.parametrize("op, domain, shapes, attrs, expected", [
+    ("QGemm", "com.microsoft", [(16, 4), _S, _S, (10, 16)], {"transA": 1, "transB": 1}, [(4, 10)]),
+    ("QLinearAdd", "com.microsoft", [(2, 1, 5), _S, _S, (3, 1)], {}, [(2, 3, 5)]),
+    ("QLinearMul", "com.microsoft", [(4, 1), _S, _S, (1, 6)], {}, [(4, 6)]),
+    ("QLinearAveragePool", "com.microsoft", [(1, 8, 8, 16)],
+     {"kernel_shape": [2, 2], "strides": [2, 2], "channels_last": 1}, [(1, 4, 4, 16)]),
+    ("QLinearAveragePool", "com.microsoft", [(1, 16, 9, 9)], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]},
+     [(1, 16, 9, 9)]),
+    ("QLinearGlobalAveragePool", "com.microsoft", [(1, 16, 7, 7)], {}, [(1, 16, 1, 1)]),
+    ("QLinearLeakyRelu", "com.microsoft", [(2, 3)], {"alpha": 0.1}, [(2, 3)]),
+    ("QLinearSoftmax", "com.microsoft", [(2, 4, 8)], {"axis": -1, "opset": 13}, [(2, 4, 8)]),
+    ("QLinearConv", "", [(1, 3, 12, 12), _S, _S, (8, 3, 3, 3)], {"pads": [1, 1, 1, 1], "strides": [2, 2]},
+     [(1, 8, 6, 6)]),
+    ("DynamicQuantizeMatMul", "com.microsoft", [(2, 3, 16), (16, 8)], {}, [(2, 3, 8)]),
+    ("MatMulIntegerToFloat", "com.microsoft", [(5, 16), (16, 8)], {}, [(5, 8)]),
+    ("DynamicQuantizeLSTM", "com.microsoft", [(5, 2, 6), (2, 6, 32)], {"hidden_size": 8, "direction": "bidirectional"},
+     [(5, 2, 2, 8), (2, 2, 8), (2, 2, 8)]),
+    ("MatMulNBits", "com.microsoft", [(2, 3, 32)], {"K": 32, "N": 48, "bits": 4, "block_size": 16}, [(2, 3, 48)]),
+])
+def test_quantized_contrib_shape_functions(op, domain, shapes, attrs, expected):
+    from onnxprune.ir import Node
+    from onnxprune.rules.base import node_shapes
+    n = Node(f"{op}_0", op, domain, [f"i{k}" for k in range(len(shapes))], [f"o{k}" for k in range(len(expected))],
+             attrs)
+    assert [tuple(s) for s in node_shapes(n, shapes)] == expected
+
+
+def test_qlinear_softmax_over_the_channels_freezes_them(tmp_path):
+    nodes = [node("Conv", ["x", "w1", "b1"], "c1", pads=[1, 1, 1, 1]), node("Softmax", ["c1"], "sm", axis=1),
+             node("Conv", ["sm", "w2", "b2"], "y", pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]},
+                       {"w1": weight(8, 3, 3, 3), "b1": weight(8), "w2": weight(4, 8, 3, 3), "b2": weight(4)}, opset=17)
+    path = _qoperator(tmp_path, model, [1, 3, 8, 8])
+    assert _op_counts(onnx.load(path))["QLinearSoftmax"] == 1
+    reasons = frozen_reasons(analyze(path))
+    assert any("QLinearSoftmax normalises over the channel axis 1" in r for r in reasons), reasons

@@ -10,6 +10,8 @@ its groups are inexact, so the plain model is pruned with --inexact for the same
 weight-only int8 rewrite (every MatMul / Gemm / Conv weight becomes Mul(Cast(int8 W), scale)) and
 `MatMulNBitsQuantizer` (int4 MatMulNBits, blocks of 32; it needs the onnx_ir package).
 Parameters count every initializer but int64 / bool ones (int8 weights, scales, zero points).
+The contrib ops' output shapes come from their rules' shape functions; --ort-shapes takes them
+from an ONNX Runtime run instead, to compare.
 """
 from __future__ import annotations
 
@@ -94,7 +96,7 @@ def weight_only_int8(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def use_ort_shapes(model_path: str) -> None:
     """Fill the shapes ONNX inference leaves unknown (ONNX Runtime's contrib ops) from one ONNX Runtime
-    run of the model: a stand-in for a contrib shape-inference hook, for --ort-shapes."""
+    run of the model, instead of the rules' shape functions, for --ort-shapes."""
     import onnxruntime as ort
     import onnxprune.ir as ir_pkg
     ir_load = sys.modules["onnxprune.ir.load"]
@@ -147,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--ratio", type=float, default=0.3)
     p.add_argument("--ort-shapes", action="store_true",
-                   help="take contrib-op shapes from an ONNX Runtime run (stand-in for contrib shape inference)")
+                   help="take contrib-op shapes from an ONNX Runtime run (to compare with the rules' shape functions)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     print("| model | variant | params before | removed (plain) | removed (variant) | variant/plain | groups | oracle | runs | first frozen reason |")

@@ -41,6 +41,12 @@ class MatMulNBitsRule(Rule):
             return 0
         return prod(y) * int(node.attr("K", 0))
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """A [.., K] -> Y [.., N], N the attribute."""
+        a = input_shapes[0] if input_shapes else None
+        n = int(node.attr("N", 0))
+        return None if a is None or not a or n <= 0 else [tuple(a[:-1]) + (n,)]
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         rank = graph.rank(port.tensor(node))
         if port.index != 0 or rank is None:

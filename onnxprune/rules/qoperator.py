@@ -1,9 +1,10 @@
 """QOperator quantized ops: integer ops that carry their own scales and zero points.
 
 QLinearConv, QLinearMatMul (ONNX) and com.microsoft QGemm compute a Conv /
-MatMul / Gemm on int8 data and weights; QLinearAdd / QLinearMul, the pools and
-activations of com.microsoft are their float ops on int8 data. The float op's
-rule runs on a view of the node with only its data, weight and bias inputs;
+MatMul / Gemm on int8 data and weights; QLinearAdd / QLinearMul, the pools,
+activations and QLinearSoftmax of com.microsoft are their float ops on int8
+data. The float op's rule runs on a view of the node with only its data,
+weight and bias inputs;
 the weight's per-output-channel scale and zero point are cut with every cut of
 the weight's output axis. Activation scales and zero points must be per tensor.
 """
@@ -15,7 +16,7 @@ from typing import Iterator
 import numpy as np
 
 from ..indexmap import Pairs
-from ..ir import Graph, Node
+from ..ir import Graph, Node, standard_op_shapes
 from .base import Effects, Port, Rule, broadcast_to_input, positive_axis, register
 from .conv import ConvRule
 from .linear import GemmRule, MatMulRule
@@ -48,6 +49,10 @@ def delegate(rule: Rule, node: Node, graph: Graph, port: Port, axis: int, pairs:
 def _count(graph: Graph, name: str) -> int | None:
     shape = graph.shape(name) if name else None
     return None if shape is None or None in shape else int(np.prod(shape, dtype=np.int64))
+
+
+def _at(input_shapes: list, i: int):
+    return input_shapes[i] if i < len(input_shapes) else None
 
 
 def _per_tensor(graph: Graph, node: Node, inputs: tuple[int, ...], fx: Effects) -> bool:
@@ -127,6 +132,12 @@ class QLinearConvRule(_QLinearWeighted):
 
     float_rule, view, weight_params, activation_params = ConvRule(), (0, 3, 8), (4, 5), (1, 2, 6, 7)
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """Conv's on x and w: ONNX infers QLinearConv itself, but not on an input a contrib op's shape
+        function typed as float (shape functions cannot name an integer output type)."""
+        x, w = _at(input_shapes, 0), _at(input_shapes, 3)
+        return standard_op_shapes("Conv", dict(node.attrs), [x, w]) if x is not None and w is not None else None
+
 
 @register("QLinearMatMul")
 class QLinearMatMulRule(_QLinearWeighted):
@@ -137,6 +148,11 @@ class QLinearMatMulRule(_QLinearWeighted):
     def weight_out_axis(self, node: Node) -> int:
         return 1
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """MatMul's on a and b (as QLinearConv's, for inputs a contrib shape function typed as float)."""
+        a, b = _at(input_shapes, 0), _at(input_shapes, 3)
+        return standard_op_shapes("MatMul", {}, [a, b]) if a is not None and b is not None else None
+
 
 @register("QGemm", domain="com.microsoft")
 class QGemmRule(_QLinearWeighted):
@@ -146,6 +162,12 @@ class QGemmRule(_QLinearWeighted):
 
     def weight_out_axis(self, node: Node) -> int:
         return 0 if int(node.attr("transB", 0)) else 1
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """Gemm's on A and B (transA / transB)."""
+        a, b = _at(input_shapes, 0), _at(input_shapes, 3)
+        attrs = {k: int(node.attr(k, 0)) for k in ("transA", "transB")}
+        return standard_op_shapes("Gemm", attrs, [a, b]) if a is not None and b is not None else None
 
 
 @register("QLinearAdd", "QLinearMul", domain="com.microsoft")
@@ -169,6 +191,11 @@ class QLinearBinaryRule(Rule):
             if not (port.is_input and port.index == i):
                 broadcast_to_input(fx, graph, node, i, out_axis, out_rank, pairs)
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """Add's broadcast of A (input 0) and B (input 3)."""
+        a, b = _at(input_shapes, 0), _at(input_shapes, 3)
+        return standard_op_shapes("Add", {}, [a, b]) if a is not None and b is not None else None
+
 
 @register("QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearLeakyRelu", "QLinearSigmoid",
           domain="com.microsoft")
@@ -189,3 +216,48 @@ class QLinearUnaryRule(Rule):
                 fx.freeze(f"axis {axis} is pooled, not the channel axis")
                 return
         fx.to_ports(port, axis, pairs, [0], [0])
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """The float op's: the activations keep X's shape; the pools pool it (channels_last: the
+        channels are the last axis, so the float pool runs on X with them moved to axis 1)."""
+        x = _at(input_shapes, 0)
+        if x is None:
+            return None
+        if not node.op_type.endswith("Pool"):
+            return [tuple(x)]
+        last = bool(int(node.attr("channels_last", 0)))
+        if last:
+            x = (x[0], x[-1], *x[1:-1])
+        op = node.op_type[len("QLinear"):]
+        attrs = {k: v for k, v in node.attrs.items() if k != "channels_last"}
+        found = standard_op_shapes(op, attrs, [x])
+        if not found or found[0] is None or not last:
+            return found
+        y = found[0]
+        return [(y[0], *y[2:], y[1])]
+
+
+@register("QLinearSoftmax", domain="com.microsoft")
+class QLinearSoftmaxRule(Rule):
+    """Softmax on int8 data input 0 with per-tensor parameters (inputs 1..4); `opset` is the float
+    Softmax's: below 13 it normalises over the flattened axes [axis:], from 13 over `axis` only."""
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        if port.index != 0:
+            fx.freeze(f"{port.kind}put {port.index} is a quantization parameter, not data")
+            return
+        if not _per_tensor(graph, node, tuple(range(1, len(node.inputs))), fx):
+            return
+        rank = graph.rank(node.input(0))
+        if rank is None:
+            fx.freeze("input rank is unknown")
+            return
+        norm_axis = positive_axis(int(node.attr("axis", -1)), rank)
+        if axis == norm_axis or (int(node.attr("opset", 13)) < 13 and axis > norm_axis):
+            fx.freeze(f"QLinearSoftmax normalises over the channel axis {axis}")
+            return
+        fx.to_ports(port, axis, pairs, [0], [0])
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        x = _at(input_shapes, 0)
+        return None if x is None else [tuple(x)]

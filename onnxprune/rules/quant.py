@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from ..indexmap import Pairs
-from ..ir import Graph, Node
+from ..ir import Graph, Node, standard_op_shapes
 from .base import Effects, Port, Rule, positive_axis, register
 from .conv import ConvRule
 from .linear import MatMulRule
@@ -68,6 +68,12 @@ class QuantizeLinearRule(Rule):
             for i in (1, 2):
                 fx.to_input(i, 0, pairs)
 
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """x's shape: ONNX infers the standard op itself, but not on an input a contrib op's shape
+        function typed as float (shape functions cannot name an integer output type)."""
+        x = input_shapes[0] if input_shapes else None
+        return None if x is None else [tuple(x)]
 
     def zero_of(self, node: Node, graph: Graph, tensor: str):
         """The zero point of a dequantized weight, shaped to broadcast along its axis."""
@@ -127,6 +133,12 @@ def _per_channel(graph: Graph, name: str) -> str:
     return name if count is not None and count > 1 else ""
 
 
+def _matmul_shapes(input_shapes: list) -> list | None:
+    """MatMul's on A (input 0) and B (input 1)."""
+    a, b = (list(input_shapes) + [None, None])[:2]
+    return standard_op_shapes("MatMul", {}, [a, b]) if a is not None and b is not None else None
+
+
 class QuantMatMulBase(Rule):
     """Y = A @ dequantized B, B [K, N] a weight: MatMul's channels, plus B's per-column (and bias)
     inputs cut with the output features; every other extra input (A's scale and zero point) must be
@@ -179,12 +191,18 @@ class DynamicQuantizeMatMulRule(QuantMatMulBase):
 
     per_column, dynamic = (2, 3, 4), True
 
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        return _matmul_shapes(input_shapes)
+
 
 @register("MatMulIntegerToFloat", domain="com.microsoft")
 class MatMulIntegerToFloatRule(QuantMatMulBase):
     """Y = (A - a_zp) a_scale @ (B - b_zp) b_scale + bias (inputs A, B, a_scale, b_scale, a_zp, b_zp, bias)."""
 
     per_column, per_tensor = (3, 5, 6), (2, 4)
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        return _matmul_shapes(input_shapes)
 
 
 @register("ConvInteger")

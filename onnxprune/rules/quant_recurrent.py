@@ -15,6 +15,8 @@ from .base import Effects, Port, Rule, register
 from .recurrent import FEATURE_AXIS, HIDDEN_AXIS, HIDDEN_INPUTS, _gate_rows
 
 W_PARAMS, R_PARAMS = (8, 9), (10, 11)
+# ONNX Runtime quantizes X and the hidden state of every step with a scale from their whole range
+_DYNAMIC = "X and the hidden state are quantized with a scale from the range of every unit, the removed ones too"
 
 
 @register("DynamicQuantizeLSTM", domain="com.microsoft")
@@ -30,6 +32,20 @@ class DynamicQuantizeLSTMRule(Rule):
         if w is None or r is None or x is None or None in x or None in w or None in r:
             return 0
         return int(x[0]) * int(x[1]) * int(w[0]) * int(w[2]) * (int(w[1]) + int(r[1]))
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """LSTM's: Y [steps, dirs, batch, H], Y_h and Y_c [dirs, batch, H] (layout 0; 1: batch first)."""
+        x, w = (list(input_shapes) + [None, None])[:2]
+        hidden = int(node.attr("hidden_size", 0))
+        if x is None or len(x) != 3 or hidden <= 0:
+            return None
+        bidirectional = node.attr("direction", "forward") in ("bidirectional", b"bidirectional")
+        dirs = w[0] if w is not None else (2 if bidirectional else 1)
+        if int(node.attr("layout", 0)):
+            batch, steps = x[0], x[1]
+            return [(batch, steps, dirs, hidden), (batch, dirs, hidden), (batch, dirs, hidden)]
+        steps, batch = x[0], x[1]
+        return [(steps, dirs, batch, hidden), (dirs, batch, hidden), (dirs, batch, hidden)]
 
     def zero_of(self, node: Node, graph: Graph, tensor: str):
         """Zero point of W or R, per direction [dirs] or per gate row [dirs, 4H]."""
@@ -53,6 +69,7 @@ class DynamicQuantizeLSTMRule(Rule):
                 fx.freeze(f"input X is followed along axis {axis} (steps or batch), not features")
                 return
             fx.cut(node.input(1), 1, pairs, role="in")
+            fx.inexact(_DYNAMIC)
             return
         on_hidden = (port.is_input and port.index in HIDDEN_INPUTS and axis == 2) or \
                     (not port.is_input and HIDDEN_AXIS.get(port.index) == axis)
@@ -82,3 +99,4 @@ class DynamicQuantizeLSTMRule(Rule):
                 fx.to_output(j, axis, pairs)
         fx.edit_attr("hidden_size", -1, next(self.roots(node, graph)))
         fx.label("DynamicQuantizeLSTM hidden units")
+        fx.inexact(_DYNAMIC)
