@@ -61,9 +61,6 @@ class DynamicQuantizeLSTMRule(Rule):
             if node.input(i) and not graph.is_weight(node.input(i)):
                 fx.freeze(f"weight '{node.input(i)}' is computed at run time")
                 return
-        # X and every step's hidden state are quantized at run time, per tensor: removing channels
-        # (dead ones too) can change the scale of the kept ones
-        fx.inexact("DynamicQuantizeLSTM quantizes its input and hidden state with a scale taken from every channel")
         if port.is_input and port.index == 0:
             if axis != FEATURE_AXIS:
                 fx.freeze(f"input X is followed along axis {axis} (steps or batch), not features")
