@@ -69,15 +69,16 @@ def weight_elements(path: Path) -> int:
 
 
 def runs_like(original: Path, pruned: Path, int_high: dict) -> bool:
-    """The pruned file runs in ONNX Runtime with the original's output shapes and finite outputs."""
+    """The pruned file runs in ONNX Runtime with the original's output shapes, finite wherever the original is."""
     try:
         feeds = random_inputs(onnx.load(str(original)), {}, int_high=int_high)
         ref = run(str(original), feeds).outputs
         out = run(str(pruned), feeds).outputs
     except Exception:
         return False
+    # non-finite only where the original is too (fp16 conversion overflows some zoo models already)
     return [a.shape for a in ref] == [b.shape for b in out] and all(
-        np.all(np.isfinite(b)) for b in out if b.dtype.kind == "f")
+        np.all(np.isfinite(b) | ~np.isfinite(a)) for a, b in zip(ref, out) if b.dtype.kind == "f")
 
 
 def _onnxprune(path: Path, out: Path, ratio: float, *flags: str) -> tuple[int, float, str]:
