@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-from onnxprune.errors import CheckFailedError
 from checks import attr, dims, init, removed
 from helpers import make_model, node, prune_with_oracle, weight
 
