@@ -22,44 +22,31 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .. import indexmap
+from ..edit import Edit
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import EditKind, PortKind, Role
 
 
 @dataclass(frozen=True)
 class Port:
-    """One side of a node: `kind` is "in" or "out", `index` the input or output number; or kind
-    "body", `index` a position in a control-flow node's `body_values` (a body's input or output)."""
+    """One side of a node: `kind` PortKind.IN or OUT, `index` the input or output number; or kind
+    PortKind.BODY, `index` a position in a control-flow node's `body_values` (a body's input or output)."""
 
-    kind: str
+    kind: PortKind
     index: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", PortKind(self.kind))
 
     @property
     def is_input(self) -> bool:
-        return self.kind == "in"
+        return self.kind == PortKind.IN
 
     def tensor(self, node: Node) -> str:
-        if self.kind == "body":
+        if self.kind == PortKind.BODY:
             return node.body_values[self.index][3]
         return node.input(self.index) if self.is_input else node.output(self.index)
-
-
-@dataclass(frozen=True)
-class Edit:
-    """Set an attribute element or a constant element from a space's new layout.
-
-    target: ("attr", node_index, attr_name, element or -1 for a scalar)
-            or ("const", initializer_name, flat element index).
-    Without `offset` the value is the space's new size * mul // div; with it,
-    the value is `offset` less the removed positions of the space below it
-    (a Slice bound moving left as channels before it go).
-    """
-
-    target: tuple
-    space: tuple[str, int]
-    mul: int = 1
-    div: int = 1
-    offset: int | None = None
 
 
 @dataclass
@@ -69,11 +56,14 @@ class Cut:
     tensor: str
     axis: int
     pairs: Pairs
-    role: str  # "in": consumes the channels; "out": produces or transforms them
+    role: Role  # IN: consumes the channels; OUT: produces or transforms them
     scale: bool = False  # a normalisation scale (BN gamma, LN weight): for the bn criterion
     # (lo, hi) along `axis`: the only positions this user reads (a Slice of a shared weight, whose
     # bounds follow every user's cut); None: it reads all of them
     reads: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        self.role = Role(self.role)
 
 
 @dataclass
@@ -90,11 +80,11 @@ class Effects:
     kinds: list[str] = field(default_factory=list)
     # (tensor, axis) spaces that must be in the same group, each with the freeze reason otherwise
     required: list[tuple[tuple[str, int], str]] = field(default_factory=list)
-    # role of the cuts made on constant inputs: "out", or "in" while walking up the constant
+    # role of the cuts made on constant inputs: OUT, or IN while walking up the constant
     # subgraph that computes a consumed weight (DequantizeLinear, Transpose... of an initializer)
-    const_role: str = "out"
+    const_role: Role = Role.OUT
     # (tensor, axis) of forwarded weights computed from constants -> role of the cuts they stand for
-    roles: dict[tuple[str, int], str] = field(default_factory=dict)
+    roles: dict[tuple[str, int], Role] = field(default_factory=dict)
 
     def to_input(self, i: int, axis: int, pairs: Pairs, reads: tuple[int, int] | None = None) -> None:
         """The same channels live on input i (a constant input is cut instead, role `const_role`;
@@ -107,17 +97,17 @@ class Effects:
         else:
             self._forward_input(i, axis, pairs, self.const_role)
 
-    def _forward_input(self, i: int, axis: int, pairs: Pairs, role: str) -> None:
+    def _forward_input(self, i: int, axis: int, pairs: Pairs, role: Role) -> None:
         name = self.node.input(i)
         axis = _norm_axis(axis, self.graph.rank(name))
         if self.graph.const_derived(name):
             self.roles[(name, axis)] = role
-        self.forwards.append((name, axis, pairs, Port("in", i)))
+        self.forwards.append((name, axis, pairs, Port(PortKind.IN, i)))
 
     def to_output(self, j: int, axis: int, pairs: Pairs) -> None:
         name = self.node.output(j)
         if name and len(pairs):
-            self.forwards.append((name, _norm_axis(axis, self.graph.rank(name)), pairs, Port("out", j)))
+            self.forwards.append((name, _norm_axis(axis, self.graph.rank(name)), pairs, Port(PortKind.OUT, j)))
 
     def to_ports(self, arrived: Port, axis: int, pairs: Pairs, inputs, outputs) -> None:
         """The same channels on every listed input and output, except the port they arrived at."""
@@ -141,7 +131,7 @@ class Effects:
             self.freeze("input rank is unknown")
         return rank
 
-    def cut(self, tensor: str, axis: int, pairs: Pairs, role: str, scale: bool = False,
+    def cut(self, tensor: str, axis: int, pairs: Pairs, role: Role, scale: bool = False,
             reads: tuple[int, int] | None = None) -> None:
         """Cut an initializer; a weight input computed from initializers (`Graph.const_derived`) is
         followed up to the initializers it is computed from, whose cuts keep `role`."""
@@ -158,11 +148,11 @@ class Effects:
 
     def edit_attr(self, attr: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1,
                   offset: int | None = None) -> None:
-        self.edits.append(Edit(("attr", self.node.index, attr, element), space, mul, div, offset))
+        self.edits.append(Edit((EditKind.ATTR, self.node.index, attr, element), space, mul, div, offset))
 
     def edit_const(self, tensor: str, element: int, space: tuple[str, int], mul: int = 1, div: int = 1,
                    offset: int | None = None) -> None:
-        self.edits.append(Edit(("const", tensor, element), space, mul, div, offset))
+        self.edits.append(Edit((EditKind.CONST, tensor, element), space, mul, div, offset))
 
     def inexact(self, reason: str) -> None:
         self.inexact_reasons.append(f"{self.node}: {reason}")
@@ -314,7 +304,7 @@ def const_ints(graph: Graph, name: str) -> list[int] | None:
     return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
 
 
-__all__ = ["Cut", "Edit", "Effects", "Port", "Rule", "register", "rule_for", "indexmap"]
+__all__ = ["Cut", "Edit", "Effects", "Port", "PortKind", "Role", "Rule", "register", "rule_for", "indexmap"]
 
 
 def broadcast_to_input(fx: Effects, graph: Graph, node: Node, i: int, out_axis: int, out_rank: int,

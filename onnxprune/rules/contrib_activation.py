@@ -12,6 +12,7 @@ import numpy as np
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import PortKind
 from .base import Effects, Port, Rule, positive_axis, register
 from .elementwise import BroadcastRule, UnaryRule
 
@@ -46,7 +47,7 @@ class BiasSplitGeluRule(Rule):
             fx.freeze("input shape is unknown")
             return
         if port.is_input and port.index == 1:
-            axis, port = rank - 1, Port("in", 0)  # the bias runs along the input's last axis
+            axis, port = rank - 1, Port(PortKind.IN, 0)  # the bias runs along the input's last axis
         axis = positive_axis(axis, rank)
         if axis != rank - 1:  # leading axes pass straight through
             fx.to_ports(port, axis, pairs, [0], [0])

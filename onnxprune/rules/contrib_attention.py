@@ -22,6 +22,7 @@ import numpy as np
 from .. import indexmap
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import Role
 from .base import Effects, Port, Rule, positive_axis, prod, register
 
 MS = "com.microsoft"
@@ -71,7 +72,7 @@ class AttentionRule(Rule):
             fx.freeze("weight shape, num_heads or qkv_hidden_sizes is unknown or inconsistent")
             return
         if port.is_input and port.index == 0 and axis == 2:
-            fx.cut(node.input(1), 0, pairs, role="in")  # the residual stream feeds every projection
+            fx.cut(node.input(1), 0, pairs, role=Role.IN)  # the residual stream feeds every projection
             return
         if node.input(4) or node.output(1):
             fx.freeze("past / present key-value state: its head count is part of the model's interface")
@@ -88,7 +89,7 @@ class AttentionRule(Rule):
             if name:
                 axis_of = len(graph.const_shape(name)) - 1
                 for piece in (_span(h, qs), _span(h, ks, q), _span(h, vs, q + k)):
-                    fx.cut(name, axis_of, piece, role="out")
+                    fx.cut(name, axis_of, piece, role=Role.OUT)
         mask = node.input(5)  # attention_bias [B or 1, heads or 1, S, T]
         if mask and graph.dim(mask, 1) not in (None, 1):
             fx.to_input(5, 1, h)
@@ -166,7 +167,7 @@ class MultiHeadAttentionRule(_HeadsRule):
                 fx.freeze(f"bias '{bias}' is computed at run time")
                 return
             for piece in (_span(units, qs), _span(units, qs, q), _span(units, vs, 2 * q)):
-                fx.cut(bias, 0, piece, role="out")
+                fx.cut(bias, 0, piece, role=Role.OUT)
         mask = node.input(5)  # attention_bias [B or 1, heads or 1, S, L]
         if mask and graph.dim(mask, 1) not in (None, 1):
             fx.to_input(5, 1, units)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import Role
 from .base import Effects, Port, Rule, broadcast_to_input, positive_axis, register
 from .norm import LayerNormRule
 
@@ -58,7 +59,7 @@ class _SkipNormBase(Rule):
             if not graph.is_const(name):
                 fx.freeze(f"parameter input '{name}' is computed at run time")
                 return
-            fx.cut(name, -1, pairs, role="out", scale=(i == self.scale_input))
+            fx.cut(name, -1, pairs, role=Role.OUT, scale=(i == self.scale_input))
 
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         x = input_shapes[0] if input_shapes else None
@@ -122,7 +123,7 @@ class EmbedLayerNormRule(Rule):
             if not graph.is_const(name):
                 fx.freeze(f"parameter input '{name}' is computed at run time")
                 return
-            fx.cut(name, -1, pairs, role="out", scale=(i == 5))
+            fx.cut(name, -1, pairs, role=Role.OUT, scale=(i == 5))
 
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         ids, table = input_shapes[0], (input_shapes + [None] * 3)[2]

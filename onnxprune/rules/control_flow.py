@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node, Shape, register_shape_hook
+from ..kinds import PortKind, Role
 from .base import Effects, Port, Rule, positive_axis, register
 
 # a member of a tie: (port, outer axis where the iteration axis sits, or None when the axes are the body's)
@@ -49,16 +50,16 @@ class ControlFlowRule(Rule):
 
 def _ties(node: Node, graph: Graph, fx: Effects) -> list[list[Member]] | None:
     """Groups of ports that hold the same channels, or None (frozen) when the node is not understood."""
-    body = {(attr, kind, k): Port("body", j) for j, (attr, kind, k, _) in enumerate(node.body_values)}
+    body = {(attr, kind, k): Port(PortKind.BODY, j) for j, (attr, kind, k, _) in enumerate(node.body_values)}
     n_in, n_out = len(node.inputs), len(node.outputs)
     if node.op_type == "If":
-        return [[(Port("out", k), None), (body[("then_branch", "out", k)], None),
+        return [[(Port(PortKind.OUT, k), None), (body[("then_branch", "out", k)], None),
                  (body[("else_branch", "out", k)], None)] for k in range(n_out)]
     if node.op_type == "Loop":
         carried = n_in - 2
-        ties = [[(Port("in", 2 + i), None), (body[("body", "in", 2 + i)], None),
-                 (body[("body", "out", 1 + i)], None), (Port("out", i), None)] for i in range(carried)]
-        ties += [[(body[("body", "out", 1 + carried + k)], None), (Port("out", carried + k), 0)]
+        ties = [[(Port(PortKind.IN, 2 + i), None), (body[("body", "in", 2 + i)], None),
+                 (body[("body", "out", 1 + i)], None), (Port(PortKind.OUT, i), None)] for i in range(carried)]
+        ties += [[(body[("body", "out", 1 + carried + k)], None), (Port(PortKind.OUT, carried + k), 0)]
                  for k in range(n_out - carried)]
         return ties
     if graph.opset < 9:
@@ -68,20 +69,20 @@ def _ties(node: Node, graph: Graph, fx: Effects) -> list[list[Member]] | None:
     state = n_in - scans
     in_axes = list(node.attr("scan_input_axes") or [0] * scans)
     out_axes = list(node.attr("scan_output_axes") or [0] * (n_out - state))
-    ties = [[(Port("in", i), None), (body[("body", "in", i)], None), (body[("body", "out", i)], None),
-             (Port("out", i), None)] for i in range(state)]
+    ties = [[(Port(PortKind.IN, i), None), (body[("body", "in", i)], None), (body[("body", "out", i)], None),
+             (Port(PortKind.OUT, i), None)] for i in range(state)]
     for m in range(scans):
         rank = graph.rank(node.input(state + m))
         if rank is None:
             fx.freeze(f"rank of scan input '{node.input(state + m)}' is unknown")
             return None
-        ties.append([(Port("in", state + m), positive_axis(in_axes[m], rank)), (body[("body", "in", state + m)], None)])
+        ties.append([(Port(PortKind.IN, state + m), positive_axis(in_axes[m], rank)), (body[("body", "in", state + m)], None)])
     for k in range(n_out - state):
         rank = graph.rank(node.output(state + k))
         if rank is None:
             fx.freeze(f"rank of scan output '{node.output(state + k)}' is unknown")
             return None
-        ties.append([(body[("body", "out", state + k)], None), (Port("out", state + k), positive_axis(out_axes[k], rank))])
+        ties.append([(body[("body", "out", state + k)], None), (Port(PortKind.OUT, state + k), positive_axis(out_axes[k], rank))])
     return ties
 
 
@@ -96,20 +97,20 @@ def _from_body(axis: int, insert: int | None) -> int:
 
 
 def _forward(node: Node, graph: Graph, fx: Effects, port: Port, axis: int, pairs: Pairs) -> None:
-    if port.kind == "in":
+    if port.kind == PortKind.IN:
         fx.to_input(port.index, axis, pairs)
-    elif port.kind == "out":
+    elif port.kind == PortKind.OUT:
         fx.to_output(port.index, axis, pairs)
     else:
         name = port.tensor(node)
         if graph.is_const(name):  # a body that returns one of its constants
-            fx.cut(name, axis, pairs, role="out")
+            fx.cut(name, axis, pairs, role=Role.OUT)
         elif name:
             fx.forwards.append((name, axis, pairs, port))
 
 
 def _describe(node: Node, port: Port) -> str:
-    if port.kind != "body":
+    if port.kind != PortKind.BODY:
         return f"{port.kind}put {port.index}"
     attr, kind, k, name = node.body_values[port.index]
     return f"{attr} {kind}put {k} ('{name}')"

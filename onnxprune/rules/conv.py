@@ -25,6 +25,7 @@ import numpy as np
 from .. import indexmap
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import Role
 from .base import Effects, Port, Rule, prod, register
 from .forms import conv2d_form
 
@@ -98,7 +99,7 @@ class _ConvBase(Rule):
         in_axis, out_axis, _, _ = layout
         if group == 1:
             if port.is_input:
-                fx.cut(node.input(1), in_axis, pairs, role="in")
+                fx.cut(node.input(1), in_axis, pairs, role=Role.IN)
             else:
                 self._cut_filters(node, out_axis, pairs, fx)
         else:
@@ -113,9 +114,9 @@ class _ConvBase(Rule):
         return prod(x) * prod(w[1:])  # each input element is scattered to M/g * k outputs
 
     def _cut_filters(self, node: Node, out_axis: int, pairs: Pairs, fx: Effects) -> None:
-        fx.cut(node.input(1), out_axis, pairs, role="out")
+        fx.cut(node.input(1), out_axis, pairs, role=Role.OUT)
         if node.input(2):
-            fx.cut(node.input(2), 0, pairs, role="out")
+            fx.cut(node.input(2), 0, pairs, role=Role.OUT)
 
     def grouped(self, node: Node, graph: Graph, port: Port, pairs: Pairs, layout, fx: Effects) -> None:
         """group > 1: whole groups go, or one within-group index goes from every group (module doc)."""
@@ -138,26 +139,26 @@ class _ConvBase(Rule):
         fx.to_input(0, 1, in_pairs)
         fx.to_output(0, 1, out_pairs)
         # Conv weight rows are output channels; ConvTranspose rows are input channels.
-        fx.cut(node.input(1), 0, out_pairs if self.rows_are_outputs else in_pairs, role="out")
+        fx.cut(node.input(1), 0, out_pairs if self.rows_are_outputs else in_pairs, role=Role.OUT)
         if node.input(2):
-            fx.cut(node.input(2), 0, out_pairs, role="out")
+            fx.cut(node.input(2), 0, out_pairs, role=Role.OUT)
         fx.edit_attr("group", -1, (node.input(0), 1), div=cg)
 
     def _within_inputs(self, node: Node, pairs: Pairs, cg: int, group: int, fx: Effects) -> None:
         wide = _every_group(pairs, cg, group)
         fx.to_input(0, 1, wide)
         if self.rows_are_outputs:  # Conv: column c % Cg serves input c of every group
-            fx.cut(node.input(1), 1, _within(wide, cg), role="in")
+            fx.cut(node.input(1), 1, _within(wide, cg), role=Role.IN)
         else:  # ConvTranspose: rows are the input channels themselves
-            fx.cut(node.input(1), 0, wide, role="in")
+            fx.cut(node.input(1), 0, wide, role=Role.IN)
 
     def _within_filters(self, node: Node, pairs: Pairs, mg: int, group: int, fx: Effects) -> None:
         wide = _every_group(pairs, mg, group)
         fx.to_output(0, 1, wide)
         fx.cut(node.input(1), 0 if self.rows_are_outputs else 1,
-               wide if self.rows_are_outputs else _within(wide, mg), role="out")
+               wide if self.rows_are_outputs else _within(wide, mg), role=Role.OUT)
         if node.input(2):
-            fx.cut(node.input(2), 0, wide, role="out")
+            fx.cut(node.input(2), 0, wide, role=Role.OUT)
 
 
 @register("Conv")

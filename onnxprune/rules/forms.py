@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir import Graph, Node
+from ..kinds import BiasAttach
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,8 @@ class LinearForm:
     w_in_axis: int  # weight axis along input channels
     w_out_axis: int  # weight axis along output channels
     bias: str | None  # an existing bias initializer of shape [N]
-    bias_attach: tuple  # ("input", i): becomes input i; ("add",): an Add after the node
+    # (BiasAttach.INPUT, i): a new bias becomes input i; (BiasAttach.ADD,): an Add after the node
+    bias_attach: tuple[BiasAttach] | tuple[BiasAttach, int]
 
     def matrix(self, w: np.ndarray) -> np.ndarray:
         """Weight -> M [C, K, N]."""
@@ -98,7 +100,7 @@ class Conv2dForm(LinearForm):
 
 def dense_form(node: Node, graph: Graph, x_axis: int, w_in_axis: int) -> DenseForm:
     return DenseForm(node.name, node.input(0), x_axis, node.input(1), w_in_axis, 1 - w_in_axis,
-                     None, ("input", 2))
+                     None, (BiasAttach.INPUT, 2))
 
 
 def following_bias(node: Node, graph: Graph, n: int) -> str | None:
@@ -120,6 +122,6 @@ def conv2d_form(node: Node, graph: Graph) -> Conv2dForm | None:
     if node.attr("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
         return None
     bias = node.input(2) or None
-    return Conv2dForm(node.name, node.input(0), 1, node.input(1), 1, 0, bias, ("input", 2),
+    return Conv2dForm(node.name, node.input(0), 1, node.input(1), 1, 0, bias, (BiasAttach.INPUT, 2),
                       (int(w[2]), int(w[3])), tuple(node.attr("strides", [1, 1])),
                       tuple(node.attr("dilations", [1, 1])), tuple(node.attr("pads", [0, 0, 0, 0])))

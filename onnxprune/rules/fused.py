@@ -20,6 +20,7 @@ import numpy as np
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node, standard_op_shapes
+from ..kinds import PortKind
 from .base import Effects, Port, positive_axis, register
 from .conv import ConvRule
 from .linear import GemmRule, MatMulRule, _matmul_macs
@@ -53,7 +54,7 @@ class FusedConvRule(ConvRule):
                 fx.freeze(f"channels of the summand input 3 along axis {axis} are not conv channels")
                 return
             fx.to_output(0, 1, pairs)
-            port = Port("out", 0)
+            port = Port(PortKind.OUT, 0)
         super().propagate(node, graph, port, axis, pairs, fx)
         if not node.input(3) or fx.frozen_reason:
             return

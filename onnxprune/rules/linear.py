@@ -6,6 +6,7 @@ from typing import Iterator
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import BiasAttach, Role
 from .base import Effects, Port, Rule, prod, broadcast_to_input, register
 from .forms import dense_form, following_bias
 
@@ -52,7 +53,7 @@ class GemmRule(Rule):
                 if not graph.is_weight(weight):
                     fx.freeze(f"weight '{weight}' is computed at run time")
                     return
-                fx.cut(weight, k_axis_b, pairs, role="in")
+                fx.cut(weight, k_axis_b, pairs, role=Role.IN)
             else:
                 fx.to_output(0, 0, pairs)
                 broadcast_to_input(fx, graph, node, 2, 0, 2, pairs)
@@ -60,7 +61,7 @@ class GemmRule(Rule):
             if not graph.is_weight(weight):
                 fx.freeze(f"weight '{weight}' is computed at run time")
                 return
-            fx.cut(weight, n_axis_b, pairs, role="out")
+            fx.cut(weight, n_axis_b, pairs, role=Role.OUT)
             broadcast_to_input(fx, graph, node, 2, 1, 2, pairs)
         elif not port.is_input and axis == 0:
             fx.to_input(0, m_axis_a, pairs)
@@ -90,7 +91,7 @@ class MatMulRule(Rule):
             return None
         form = dense_form(node, graph, -1, 0)
         bias = following_bias(node, graph, graph.const_shape(node.input(1))[1])
-        return dataclasses.replace(form, bias=bias, bias_attach=("add",))
+        return dataclasses.replace(form, bias=bias, bias_attach=(BiasAttach.ADD,))
 
     @staticmethod
     def _weight_2d(node: Node, graph: Graph) -> bool:
@@ -108,7 +109,7 @@ class MatMulRule(Rule):
         weight = node.input(1)
         last = (a_rank - 1) if port.is_input else (y_rank - 1)
         if axis == last:
-            fx.cut(weight, 0 if port.is_input else 1, pairs, role="in" if port.is_input else "out")
+            fx.cut(weight, 0 if port.is_input else 1, pairs, role=Role.IN if port.is_input else Role.OUT)
         elif port.is_input:
             fx.to_output(0, axis + (y_rank - a_rank), pairs)
         else:

@@ -24,6 +24,7 @@ import numpy as np
 from .. import indexmap
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import Role
 from .base import Effects, Port, Rule, prod, register
 
 SCALES, ZERO_POINTS, G_IDX, BIAS = 2, 3, 4, 5
@@ -66,25 +67,25 @@ class MatMulNBitsRule(Rule):
 
     def _outputs(self, node: Node, graph: Graph, pairs: Pairs, fx: Effects) -> None:
         n = int(node.attr("N", 0))
-        fx.cut(node.input(1), 0, pairs, role="out")
+        fx.cut(node.input(1), 0, pairs, role=Role.OUT)
         for i in (SCALES, ZERO_POINTS):
             name = node.input(i)
             if not name:
                 continue
             if graph.rank(name) == 1:  # flat [N * per_row]
                 per_row = int(graph.dim(name, 0)) // n
-                fx.cut(name, 0, indexmap.expand(pairs, per_row), role="out")
+                fx.cut(name, 0, indexmap.expand(pairs, per_row), role=Role.OUT)
             else:
-                fx.cut(name, 0, pairs, role="out")
+                fx.cut(name, 0, pairs, role=Role.OUT)
         if node.input(BIAS):
-            fx.cut(node.input(BIAS), 0, pairs, role="out")
+            fx.cut(node.input(BIAS), 0, pairs, role=Role.OUT)
         fx.edit_attr("N", -1, (node.output(0), graph.rank(node.output(0)) - 1))
 
     def _inputs(self, node: Node, graph: Graph, pairs: Pairs, fx: Effects) -> None:
         n, bits, block = int(node.attr("N", 0)), int(node.attr("bits", 4)), int(node.attr("block_size", 0))
         k_blocks = int(graph.dim(node.input(1), 1))
         blocks = np.stack([pairs[:, 0] // block, pairs[:, 1]], axis=1)
-        fx.cut(node.input(1), 1, blocks, role="in")
+        fx.cut(node.input(1), 1, blocks, role=Role.IN)
         scales = node.input(SCALES)
         self._per_block(graph, scales, blocks, n, k_blocks, fx)
         zp = node.input(ZERO_POINTS)
@@ -101,8 +102,8 @@ class MatMulNBitsRule(Rule):
     def _per_block(graph: Graph, name: str, blocks: Pairs, n: int, per_row: int, fx: Effects) -> None:
         """Cut block positions of a [N, per_row] tensor, or of its flat [N * per_row] form."""
         if graph.rank(name) == 2:
-            fx.cut(name, 1, blocks, role="in")
+            fx.cut(name, 1, blocks, role=Role.IN)
             return
         rows = np.arange(n, dtype=np.int64) * per_row
         flat = np.stack([(rows[None, :] + blocks[:, :1]).reshape(-1), np.repeat(blocks[:, 1], n)], axis=1)
-        fx.cut(name, 0, flat, role="in")
+        fx.cut(name, 0, flat, role=Role.IN)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import Role
 from .base import Effects, Port, Rule, positive_axis, register
 
 
@@ -31,7 +32,7 @@ class PerChannelNormRule(Rule):
             if not graph.is_weight(name):
                 fx.freeze(f"parameter input '{name}' is computed at run time")
                 return
-            fx.cut(name, 0, pairs, role="out", scale=(i == 1))
+            fx.cut(name, 0, pairs, role=Role.OUT, scale=(i == 1))
         for j in range(1, len(node.outputs)):
             fx.to_output(j, 0, pairs)
 
@@ -65,4 +66,4 @@ class LayerNormRule(Rule):
             if not graph.is_weight(name):
                 fx.freeze(f"parameter input '{name}' is computed at run time")
                 return
-            fx.cut(name, aligned, pairs, role="out", scale=(i == 1))
+            fx.cut(name, aligned, pairs, role=Role.OUT, scale=(i == 1))

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node, standard_op_shapes
+from ..kinds import PortKind
 from .base import Effects, Port, Rule, broadcast_to_input, positive_axis, register
 from .conv import ConvRule
 from .linear import GemmRule, MatMulRule
@@ -31,10 +32,10 @@ def delegate(rule: Rule, node: Node, graph: Graph, port: Port, axis: int, pairs:
     if port.is_input:
         if port.index not in inputs:
             return None
-        port = Port("in", inputs.index(port.index))
+        port = Port(PortKind.IN, inputs.index(port.index))
     sub = Effects(view, graph, const_role=fx.const_role)
     rule.propagate(view, graph, port, axis, pairs, sub)
-    fx.forwards.extend((t, a, p, Port("in", inputs[q.index]) if q.is_input else q) for t, a, p, q in sub.forwards)
+    fx.forwards.extend((t, a, p, Port(PortKind.IN, inputs[q.index]) if q.is_input else q) for t, a, p, q in sub.forwards)
     fx.cuts.extend(sub.cuts)
     fx.edits.extend(sub.edits)
     fx.roles.update(sub.roles)

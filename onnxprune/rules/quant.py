@@ -23,6 +23,7 @@ import numpy as np
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node, standard_op_shapes
+from ..kinds import Role
 from .base import Effects, Port, Rule, positive_axis, register
 from .conv import ConvRule
 from .linear import MatMulRule
@@ -175,7 +176,7 @@ class QuantMatMulBase(Rule):
         for i in self.per_column:
             name = _per_channel(graph, node.input(i))
             if name:
-                fx.cut(name, 0, pairs, role="out")
+                fx.cut(name, 0, pairs, role=Role.OUT)
 
 
 @register("MatMulInteger")

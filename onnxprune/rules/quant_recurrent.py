@@ -11,6 +11,7 @@ from typing import Iterator
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import Role
 from .base import Effects, Port, Rule, register
 from .recurrent import FEATURE_AXIS, HIDDEN_AXIS, HIDDEN_INPUTS, _gate_rows
 
@@ -65,7 +66,7 @@ class DynamicQuantizeLSTMRule(Rule):
             if axis != FEATURE_AXIS:
                 fx.freeze(f"input X is followed along axis {axis} (steps or batch), not features")
                 return
-            fx.cut(node.input(1), 1, pairs, role="in")
+            fx.cut(node.input(1), 1, pairs, role=Role.IN)
             fx.inexact(_DYNAMIC)
             return
         on_hidden = (port.is_input and port.index in HIDDEN_INPUTS and axis == 2) or \
@@ -78,16 +79,16 @@ class DynamicQuantizeLSTMRule(Rule):
     def _hidden(self, node: Node, graph: Graph, port: Port, pairs: Pairs, fx: Effects) -> None:
         hidden = int(node.attr("hidden_size", graph.dim(node.input(2), 1) or 0))
         rows = _gate_rows(pairs, hidden, 4)
-        fx.cut(node.input(1), 2, rows, role="out")
-        fx.cut(node.input(2), 2, rows, role="out")
-        fx.cut(node.input(2), 1, pairs, role="in")
+        fx.cut(node.input(1), 2, rows, role=Role.OUT)
+        fx.cut(node.input(2), 2, rows, role=Role.OUT)
+        fx.cut(node.input(2), 1, pairs, role=Role.IN)
         for i in W_PARAMS + R_PARAMS:  # per gate row [dirs, 4H]; per direction [dirs] stays
             if node.input(i) and graph.rank(node.input(i)) == 2:
-                fx.cut(node.input(i), 1, rows, role="out")
+                fx.cut(node.input(i), 1, rows, role=Role.OUT)
         if node.input(3):
-            fx.cut(node.input(3), 1, _gate_rows(pairs, hidden, 8), role="out")
+            fx.cut(node.input(3), 1, _gate_rows(pairs, hidden, 8), role=Role.OUT)
         if node.input(7):
-            fx.cut(node.input(7), 1, _gate_rows(pairs, hidden, 3), role="out")
+            fx.cut(node.input(7), 1, _gate_rows(pairs, hidden, 3), role=Role.OUT)
         for i in HIDDEN_INPUTS:
             if i < len(node.inputs) and not (port.is_input and port.index == i):
                 fx.to_input(i, 2, pairs)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
+from ..kinds import Role
 from .base import Effects, Port, Rule, register
 
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -65,7 +66,7 @@ class RecurrentRule(Rule):
             if axis != FEATURE_AXIS:
                 fx.freeze(f"input X is followed along axis {axis} (steps or batch), not features")
                 return
-            fx.cut(node.input(1), 2, pairs, role="in")
+            fx.cut(node.input(1), 2, pairs, role=Role.IN)
             return
         on_hidden = (port.is_input and port.index in HIDDEN_INPUTS and axis == 2) or \
                     (not port.is_input and HIDDEN_AXIS.get(port.index) == axis)
@@ -77,13 +78,13 @@ class RecurrentRule(Rule):
     def _hidden(self, node: Node, graph: Graph, port: Port, pairs: Pairs, fx: Effects) -> None:
         hidden = int(node.attr("hidden_size", graph.dim(node.input(2), 2) or 0))
         gates = GATES[node.op_type]
-        fx.cut(node.input(1), 1, _gate_rows(pairs, hidden, gates), role="out")
-        fx.cut(node.input(2), 1, _gate_rows(pairs, hidden, gates), role="out")
-        fx.cut(node.input(2), 2, pairs, role="in")
+        fx.cut(node.input(1), 1, _gate_rows(pairs, hidden, gates), role=Role.OUT)
+        fx.cut(node.input(2), 1, _gate_rows(pairs, hidden, gates), role=Role.OUT)
+        fx.cut(node.input(2), 2, pairs, role=Role.IN)
         if node.input(3):
-            fx.cut(node.input(3), 1, _gate_rows(pairs, hidden, 2 * gates), role="out")
+            fx.cut(node.input(3), 1, _gate_rows(pairs, hidden, 2 * gates), role=Role.OUT)
         if node.input(7):
-            fx.cut(node.input(7), 1, _gate_rows(pairs, hidden, 3), role="out")
+            fx.cut(node.input(7), 1, _gate_rows(pairs, hidden, 3), role=Role.OUT)
         for i in HIDDEN_INPUTS:
             if i < len(node.inputs) and not (port.is_input and port.index == i):
                 fx.to_input(i, 2, pairs)
