@@ -1,35 +1,74 @@
-"""Groups: every initializer slice, space and edit that moves with one root channel space."""
+"""Groups: every initializer slice, space and edit that moves with one root channel space.
+
+Groups, slices and spaces are values: their index arrays are read-only copies, and equality
+and hashing compare every field, arrays by content.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import numpy as np
 
-from .rules.base import Edit
+from .edit import Edit
+from .kinds import Role
 
 
-@dataclass(frozen=True)
-class Slice:
+class _Frozen:
+    """Value semantics for a frozen dataclass holding numpy arrays (the fields named in `_arrays`):
+    they are stored as read-only copies; == and hash() compare their dtype, shape and content."""
+
+    _arrays: ClassVar[tuple[str, ...]] = ()
+
+    def __post_init__(self) -> None:
+        for name in self._arrays:
+            arr = np.array(getattr(self, name))  # a copy: the caller's array stays its own
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+
+    def _key(self) -> tuple:
+        return tuple((v.dtype.str, v.shape, v.tobytes()) if f.name in self._arrays else v
+                     for f in fields(self) for v in (getattr(self, f.name),))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self is other or self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+@dataclass(frozen=True, eq=False)
+class Slice(_Frozen):
     """Positions along `axis` of initializer `tensor`, each tied to a root index."""
+
+    _arrays: ClassVar[tuple[str, ...]] = ("positions", "roots")
 
     tensor: str
     axis: int
-    role: str
+    role: Role
     scale: bool
     positions: np.ndarray
     roots: np.ndarray
-    # role "in" only: (tensor, axis) of the consumer's input that these positions read
+    # role IN only: (tensor, axis) of the consumer's input that these positions read
     # (same positions along that axis), for activation statistics; None when unknown
     source: tuple[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "role", Role(self.role))
 
     def indices(self, pruned: np.ndarray) -> np.ndarray:
         """Sorted positions of this slice removed when the roots flagged in `pruned` go."""
         return np.unique(self.positions[pruned[self.roots]])
 
 
-@dataclass(frozen=True)
-class Space:
+@dataclass(frozen=True, eq=False)
+class Space(_Frozen):
     """Positions along `axis` of an intermediate tensor, each tied to a root index."""
+
+    _arrays: ClassVar[tuple[str, ...]] = ("positions", "roots")
 
     tensor: str
     axis: int
@@ -41,8 +80,8 @@ class Space:
         return np.unique(self.positions[pruned[self.roots]])
 
 
-@dataclass(frozen=True)
-class Group:
+@dataclass(frozen=True, eq=False)
+class Group(_Frozen):
     """Everything reached from one root channel space.
 
     `units[r]` labels root index r; roots with the same label are coupled and
@@ -50,6 +89,8 @@ class Group:
     shuffle, or the head_dim channels of one attention head). Scoring and
     planning work on units.
     """
+
+    _arrays: ClassVar[tuple[str, ...]] = ("units",)
 
     id: int
     root: tuple[str, int]
