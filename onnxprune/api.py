@@ -107,7 +107,7 @@ def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None)
         plan = plan_for_target(planner, CostModel(analysis.graph, analysis.groups), metric, target)
     else:
         plan = planner.plan()
-    plan.meta.update(importance=config.criterion, group_reduction=config.group_reduction)
+    plan = plan.with_meta(importance=config.criterion, group_reduction=config.group_reduction)
     return plan
 
 

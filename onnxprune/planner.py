@@ -4,13 +4,16 @@ The plan is the tool's central artefact, JSON-serialisable (see DESIGN.md).
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping
+from types import MappingProxyType
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -20,6 +23,10 @@ from .group import Group
 
 PLAN_VERSION = 1
 MAX_PLAN_BYTES = 1 << 28  # a plan lists root indices and slices: megabytes even for a large model
+# Added to `count * ratio` before flooring it to a whole number of units: the product of a count
+# and a decimal ratio can land a hair below the whole number it means (100 * 0.29 = 28.999999999999996),
+# and the floor would then drop a unit. Far below any real step (1 / count).
+RATIO_SLACK = 1e-9
 
 # internal tensor name -> (tensor of the input model, consuming node, input index), for the
 # load-time copies of shared constants (ir.Graph.input_coordinates)
@@ -39,13 +46,25 @@ class PlanGroup:
 
 @dataclass(frozen=True)
 class Plan:
-    """The pruned groups, the frozen spaces with their reasons, and how the plan was made (`meta`)."""
+    """The pruned groups, the frozen spaces with their reasons, and how the plan was made (`meta`).
+
+    A plan never changes: `meta` is a read-only copy of the mapping it was made with (`with_meta`
+    makes a plan with more of it), so plans derived from one another share nothing mutable.
+    """
 
     groups: tuple[PlanGroup, ...]
     frozen: tuple[tuple[str, str], ...] = ()
-    meta: dict = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "meta", MappingProxyType(copy.deepcopy(dict(self.meta))))
+
+    def with_meta(self, **entries: Any) -> "Plan":
+        """The same plan with `entries` added to (or replacing those of) its meta."""
+        return dataclasses.replace(self, meta={**self.meta, **entries})
 
     def only_exact(self) -> "Plan":
+        """The plan without its inexact groups (same frozen spaces and meta)."""
         return Plan(tuple(g for g in self.groups if g.exact), self.frozen, self.meta)
 
     def to_json(self, groups: list[Group] | None = None, names: Names | None = None) -> dict:
@@ -63,7 +82,7 @@ class Plan:
                 item["slices"] = slices_json(by_id[pg.id], pg.pruned, names)
             out.append(item)
         return {"version": PLAN_VERSION, "groups": out,
-                "frozen": [_frozen_json(s, r, names) for s, r in self.frozen], "meta": self.meta}
+                "frozen": [_frozen_json(s, r, names) for s, r in self.frozen], "meta": copy.deepcopy(dict(self.meta))}
 
     @staticmethod
     def from_json(data: dict, origin: str = "plan is malformed") -> "Plan":
@@ -270,7 +289,7 @@ class _UnitTable:
 
 def local_count(units: int, ratio: float) -> int:
     """Units to remove at a per-group channel ratio; at least one unit always stays."""
-    return max(0, min(units - 1, int(math.floor(units * ratio + 1e-9))))
+    return max(0, min(units - 1, int(math.floor(units * ratio + RATIO_SLACK))))
 
 
 def normalised(scores: np.ndarray) -> np.ndarray:
@@ -290,7 +309,7 @@ def global_counts(groups: list[Group], scores: Mapping[int, np.ndarray], ratio: 
     order = np.lexsort((gids, values))
     caps = {g.id: local_count(g.unit_count, max_ratio) for g in groups}
     taken = {g.id: 0 for g in groups}
-    budget = int(math.floor(len(values) * ratio + 1e-9))
+    budget = int(math.floor(len(values) * ratio + RATIO_SLACK))
     for gid in gids[order]:
         if budget <= 0:
             break
@@ -311,7 +330,7 @@ def proportional_counts(groups: list[Group], ratio: float) -> dict[int, int]:
     gids = np.concatenate([np.full(g.unit_count - 1, g.id) for g in groups])
     keys = np.concatenate([(np.arange(g.unit_count - 1) + 1) / g.unit_count for g in groups])
     order = np.lexsort((gids, keys))
-    budget = int(math.floor(sum(g.unit_count for g in groups) * ratio + 1e-9))
+    budget = int(math.floor(sum(g.unit_count for g in groups) * ratio + RATIO_SLACK))
     taken = np.bincount(np.searchsorted(sorted({g.id for g in groups}), gids[order[:budget]]),
                         minlength=len(groups))
     return {gid: int(n) for gid, n in zip(sorted({g.id for g in groups}), taken)}

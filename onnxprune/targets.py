@@ -107,5 +107,4 @@ def plan_for_target(planner: Planner, cost: CostModel, metric: str, target: floa
         raise BadInputError(f"--target-{metric} {target:g} is out of reach: the closest plan keeps {kept:.3f} "
                             f"(pruning the most allowed keeps {floor:.3f}; frozen and ignored groups stay whole)")
     log.info("target %s %.3f: ratio %.4f keeps %.4f", metric, target, ratio, kept)
-    plan.meta.update({"target": {"metric": metric, "fraction": target, "kept": round(kept, 6)}})
-    return plan
+    return plan.with_meta(target={"metric": metric, "fraction": target, "kept": round(kept, 6)})

@@ -12,7 +12,7 @@ from onnxprune.apply import apply_plan
 from onnxprune.group import Group, Space
 from onnxprune.ir import Graph, infer_shapes
 from onnxprune.oracle import run_oracle
-from onnxprune.planner import Plan, PlanOptions, _UnitTable, normalised
+from onnxprune.planner import RATIO_SLACK, Plan, PlanOptions, _UnitTable, local_count, normalised, proportional_counts
 from onnxprune.report import model_stats
 from onnxprune.targets import CostModel
 
@@ -58,6 +58,14 @@ def test_mean_normalisation_is_scale_free():
     scores = np.array([1.0, 2.0, 5.0])
     assert np.allclose(normalised(scores * 1000), normalised(scores))
     assert np.allclose(normalised(np.zeros(3)), 1.0)
+
+
+def test_a_ratio_that_means_a_whole_count_gives_that_count():
+    """100 * 0.29 is 28.999999999999996 in floating point: the slack keeps the 29th unit."""
+    assert int(100 * 0.29) == 28 and RATIO_SLACK < 1 / 100
+    assert local_count(100, 0.29) == 29
+    group = Group(0, ("t", 1), "n", 100, np.arange(100), (), (), (), (), None)
+    assert proportional_counts([group], 0.29) == {0: 29}
 
 
 # -- round_to -------------------------------------------------------------------
