@@ -106,11 +106,14 @@ class Graph:
         return name in self.initializers
 
     def const(self, name: str) -> np.ndarray | None:
-        """Value of an initializer as numpy (cached), or None if `name` is not constant."""
+        """Value of an initializer as numpy, or None if `name` is not constant. The array is cached
+        and shared by every caller, so it is read-only: a caller that changes values copies first."""
         if name not in self.initializers:
             return None
         if name not in self._const_cache:
-            self._const_cache[name] = numpy_helper.to_array(self.initializers[name])
+            value = numpy_helper.to_array(self.initializers[name])
+            value.setflags(write=False)
+            self._const_cache[name] = value
         return self._const_cache[name]
 
     def float_eps(self, name: str) -> float | None:
