@@ -142,6 +142,23 @@ def test_corrupt_file_is_a_load_error(tmp_path, content):
         analyze(str(path))
 
 
+@pytest.mark.parametrize("doc_string", ["onnxprune-zoo:stripped", ""])
+def test_initializer_without_data_is_a_one_line_load_error(tmp_path, doc_string):
+    """A weight-stripped export (the zoo's files, marked or not) names the empty tensor in one line."""
+    model = _conv_chain()
+    w2 = next(t for t in model.graph.initializer if t.name == "w2")
+    w2.ClearField("raw_data")
+    w2.ClearField("float_data")
+    w2.doc_string = doc_string
+    path = save(model, tmp_path)
+    with pytest.raises(ModelLoadError) as info:
+        analyze(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "initializer 'w2'" in message and "40 FLOAT values (dims [5, 8, 1, 1])" in message
+    assert "holds no data" in message and "zoo" not in message
+
+
 def test_prune_never_modifies_its_input(tmp_path):
     path = save(_conv_chain(), tmp_path)
     digest, listing = _sha(path), sorted(os.listdir(tmp_path))
