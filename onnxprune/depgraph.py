@@ -10,6 +10,7 @@ something no rule can follow freezes the whole group, with the reason.
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 
 import numpy as np
@@ -17,11 +18,25 @@ import numpy as np
 from . import indexmap
 from .group import Group, Slice, Space
 from .indexmap import Pairs
-from .ir import Graph
+from .ir import Graph, Node
+from .kinds import EditKind, PortKind, Role
 from .rules import Effects, Port, rule_for
 from .rules.shape_only import shape_readers
 
 log = logging.getLogger(__name__)
+
+# Set to 1 (the test suite does, in tests/conftest.py) to make a rule bug raise RuleBugError instead
+# of freezing its group with a warning: users keep a run that one bad rule cannot kill, tests see it.
+STRICT_ENV = "ONNXPRUNE_STRICT"
+
+
+class RuleBugError(RuntimeError):
+    """A rule said something impossible (positions outside a tensor); raised only in strict mode."""
+
+
+def strict_mode() -> bool:
+    """Whether rule bugs raise (ONNXPRUNE_STRICT set to anything but "" or "0")."""
+    return os.environ.get(STRICT_ENV, "") not in ("", "0")
 
 
 def build_groups(graph: Graph) -> list[Group]:
@@ -58,8 +73,8 @@ class _Growth:
     def __init__(self, graph: Graph, gid: int, root_node: str, root: tuple[str, int], size: int):
         self.graph, self.gid, self.root_node, self.root, self.size = graph, gid, root_node, root, size
         self.spaces: dict[tuple[str, int], np.ndarray] = {}
-        self.cuts: dict[tuple[str, int, str, bool], np.ndarray] = {}
-        self.sources: dict[tuple[str, int], tuple[str, int]] = {}  # "in" cut -> consumed (tensor, axis)
+        self.cuts: dict[tuple[str, int, Role, bool], np.ndarray] = {}
+        self.sources: dict[tuple[str, int], tuple[str, int]] = {}  # Role.IN cut -> consumed (tensor, axis)
         self.edits: dict = {}
         self.inexact: list[str] = []
         self.kinds: list[str] = []
@@ -70,7 +85,7 @@ class _Growth:
         self.edit_nodes: dict[str, set[int]] = {}  # shape constant -> nodes whose edits rewrite it
         self.required: dict[tuple[str, int], str] = {}  # space -> freeze reason when never reached
         # spaces of weights computed from constants -> role of the initializer cuts they stand for
-        self.roles: dict[tuple[str, int], str] = {}
+        self.roles: dict[tuple[str, int], Role] = {}
         # (shared initializer, user node index, axis) -> the window a Slice user reads
         self.windows: dict[tuple[str, int, int], tuple[int, int]] = {}
 
@@ -88,7 +103,9 @@ class _Growth:
             self.queue.append((tensor, axis, fresh, origin))
 
     def _step(self, tensor: str, axis: int, pairs: Pairs, origin) -> None:
-        problem = self._space_problem(tensor, axis, pairs)
+        by = self.graph.nodes[origin[0]] if origin is not None else None  # the node that forwarded them
+        problem = self._space_problem(tensor, axis, pairs) or \
+            self._rule_bug(tensor, axis, self.graph.dim(tensor, axis), pairs, by)
         if problem:
             self.frozen = problem
             return
@@ -98,7 +115,7 @@ class _Growth:
             if port.index < 0:
                 self.frozen = f"{node}: reads '{tensor}' inside a subgraph"
                 return
-            fx = Effects(node, self.graph, const_role=self.roles.get((tensor, axis), "out"))
+            fx = Effects(node, self.graph, const_role=self.roles.get((tensor, axis), Role.OUT))
             rule_for(node).propagate(node, self.graph, port, axis, pairs, fx)
             if port.is_input:
                 self._note_sources(fx, tensor, axis, pairs)
@@ -109,11 +126,11 @@ class _Growth:
     def _ports(self, tensor: str):
         producer = self.graph.producer(tensor)
         if producer is not None:
-            yield producer, Port("out", producer.outputs.index(tensor))
+            yield producer, Port(PortKind.OUT, producer.outputs.index(tensor))
         for node, i in self.graph.consumers(tensor):
-            yield node, Port("in", i)
+            yield node, Port(PortKind.IN, i)
         for node, j in self.graph.body_users(tensor):  # a body input or output of a control-flow node
-            yield node, Port("body", j)
+            yield node, Port(PortKind.BODY, j)
 
     def _space_problem(self, tensor: str, axis: int, pairs: Pairs) -> str | None:
         g = self.graph
@@ -125,15 +142,27 @@ class _Growth:
         if size is None:
             hint = "dynamic; fix it with --input-shape" if _dynamic_inputs(g) else "shape inference cannot tell it"
             return f"size of '{tensor}' along axis {axis} is unknown ({hint})"
-        if pairs[:, 0].max() >= size or pairs[:, 0].min() < 0:
-            log.warning("rule mapped positions outside '%s' axis %d (size %d)", tensor, axis, size)
-            return f"internal: positions outside '{tensor}' along axis {axis}"
         return None
 
+    @staticmethod
+    def _rule_bug(tensor: str, axis: int, size: int, pairs: Pairs, by: Node | None) -> str | None:
+        """Positions that node `by`'s rule forwarded or cut but that do not exist: a bug in that rule.
+        Strict mode raises RuleBugError; otherwise the group freezes with an "internal:" reason and
+        a warning."""
+        lo, hi = int(pairs[:, 0].min()), int(pairs[:, 0].max())
+        if 0 <= lo and hi < size:
+            return None
+        problem = (f"{by or 'the root'} mapped positions [{lo}, {hi}] onto '{tensor}' along axis {axis}, which has "
+                   f"{size} positions")
+        if strict_mode():
+            raise RuleBugError(f"rule bug: {problem}")
+        log.warning("rule bug: %s; the group is frozen", problem)
+        return f"internal: {problem}"
+
     def _note_sources(self, fx: Effects, tensor: str, axis: int, pairs: Pairs) -> None:
-        """An "in" cut with the visited positions themselves reads the visited input along `axis`."""
+        """A Role.IN cut with the visited positions themselves reads the visited input along `axis`."""
         for cut in fx.cuts:
-            if cut.role == "in" and np.array_equal(cut.pairs, pairs):
+            if cut.role == Role.IN and np.array_equal(cut.pairs, pairs):
                 self.sources.setdefault((cut.tensor, cut.axis), (tensor, axis))
 
     def _take(self, fx: Effects) -> bool:
@@ -141,6 +170,12 @@ class _Growth:
         for cut in fx.cuts:
             if self.graph.is_graph_output(cut.tensor):
                 self.frozen = f"{fx.node}: initializer '{cut.tensor}' is a graph output"
+                return True
+            shape = self.graph.const_shape(cut.tensor)
+            size = shape[cut.axis] if 0 <= cut.axis < len(shape) else 0  # an axis it lacks: nothing fits
+            bug = self._rule_bug(cut.tensor, cut.axis, size, cut.pairs, fx.node)
+            if bug:
+                self.frozen = bug
                 return True
             if self.graph.const_users(cut.tensor) > 1:
                 by_axis = self.shared.setdefault(cut.tensor, {}).setdefault(fx.node.index, {})
@@ -151,7 +186,7 @@ class _Growth:
             self.cuts[key], _ = indexmap.merge(self.cuts.get(key), cut.pairs)
         for edit in fx.edits:
             self.edits[edit] = None
-            if edit.target[0] == "const":
+            if edit.kind == EditKind.CONST:
                 self.edit_nodes.setdefault(edit.target[1], set()).add(fx.node.index)
         for space, reason in fx.required:
             self.required.setdefault(space, reason)
@@ -213,7 +248,7 @@ class _Growth:
         slices = []
         for (tensor, axis, role, scale), keys in self.cuts.items():
             pairs = indexmap.decode(keys)
-            source = self.sources.get((tensor, axis)) if role == "in" else None
+            source = self.sources.get((tensor, axis)) if role == Role.IN else None
             slices.append(Slice(tensor, axis, role, scale, pairs[:, 0], pairs[:, 1], source))
         units = _couple(self.size, [(s.positions, s.roots) for s in spaces] + [(s.positions, s.roots) for s in slices])
         return Group(self.gid, self.root, self.root_node, self.size, units, tuple(spaces), tuple(slices),
