@@ -13,14 +13,26 @@ from onnxprune.importance import root_scores, unit_scores
 from onnxprune.oracle import run_oracle
 from onnxprune.planner import make_plan
 
-_RNG = np.random.default_rng(1234)
+# the current test's generator: conftest.py reseeds it from each test's node id before the test runs
+_rng = np.random.default_rng(1234)
+
+
+def reseed(seed: int) -> None:
+    """Start a fresh generator for the test about to run (conftest's autouse fixture calls this)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def rng() -> np.random.Generator:
+    """The current test's generator: draws depend on the test alone, not on the tests run before it."""
+    return _rng
 
 
 def weight(*shape: int, scale: float | None = None) -> np.ndarray:
-    """Random float32 weights ~ N(0, 1/fan_in)."""
+    """Random float32 weights ~ N(0, 1/fan_in), from the current test's generator."""
     fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
     s = scale if scale is not None else 1.0 / np.sqrt(max(fan_in, 1))
-    return (_RNG.standard_normal(shape) * s).astype(np.float32)
+    return (_rng.standard_normal(shape) * s).astype(np.float32)
 
 
 def node(op: str, inputs: list[str], outputs: list[str] | str, **attrs) -> onnx.NodeProto:

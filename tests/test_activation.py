@@ -1,11 +1,9 @@
 """Activation importance: consumer sources in groups, scores from calibration statistics."""
 import numpy as np
-from helpers import make_model, node, save, weight
+from helpers import make_model, node, rng, save, weight
 
 from onnxprune import activation, analyze, calib
 from onnxprune.api import PruneConfig, plan_for
-
-RNG = np.random.default_rng(11)
 
 
 def _model():
@@ -22,7 +20,7 @@ def _model():
 
 def _setup(tmp_path):
     analysis = analyze(save(_model(), tmp_path))
-    data = calib.CalibData({"x": RNG.standard_normal((64, 6)).astype(np.float32)}, 16)
+    data = calib.CalibData({"x": rng().standard_normal((64, 6)).astype(np.float32)}, 16)
     stats = calib.collect_stats(analysis.graph.proto, data, activation.stat_spaces(analysis.prunable))
     return analysis, stats
 

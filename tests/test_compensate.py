@@ -2,15 +2,13 @@
 import numpy as np
 import onnx
 import pytest
-from helpers import make_model, node, save, weight
+from helpers import make_model, node, rng, save, weight
 
 from onnxprune import analyze, calib, compensate
 from onnxprune.apply import apply_plan
 from onnxprune.oracle import TOLERANCE, zero_consumers
 from onnxprune.planner import Plan, PlanGroup
 from onnxprune.validate import compare, run
-
-RNG = np.random.default_rng(7)
 
 
 def _plan(analysis, root_tensor: str, pruned) -> Plan:
@@ -50,8 +48,8 @@ def _dense(op: str, constant=(2, 5)):
 
 
 def _data(shape, n=64, seed=None):
-    rng = RNG if seed is None else np.random.default_rng(seed)
-    return calib.CalibData({"x": rng.standard_normal((n, *shape)).astype(np.float32)}, 16)
+    gen = rng() if seed is None else np.random.default_rng(seed)
+    return calib.CalibData({"x": gen.standard_normal((n, *shape)).astype(np.float32)}, 16)
 
 
 @pytest.mark.parametrize("op", ["MatMul", "Gemm"])
@@ -59,7 +57,7 @@ def test_bias_compensates_constant_inputs_exactly(tmp_path, op):
     model = _dense(op)
     path = save(model, tmp_path)
     root = "h"
-    data, x = _data((6,)), RNG.standard_normal((20, 6)).astype(np.float32)
+    data, x = _data((6,)), rng().standard_normal((20, 6)).astype(np.float32)
     uncompensated = _prune(path, root, [2, 5], data, "none")
     assert _error(model, uncompensated, x) > 1e-2
     fixed = _prune(path, root, [2, 5], data, "bias")
@@ -79,7 +77,7 @@ def _conv(constant=(1, 4)):
 def test_bias_compensates_constant_conv_channels_exactly(tmp_path):
     model = _conv()
     path = save(model, tmp_path)
-    data, x = _data((3, 9, 9), 32), RNG.standard_normal((4, 3, 9, 9)).astype(np.float32)
+    data, x = _data((3, 9, 9), 32), rng().standard_normal((4, 3, 9, 9)).astype(np.float32)
     assert _error(model, _prune(path, "c", [1, 4], data, "none"), x) > 1e-2
     assert _error(model, _prune(path, "c", [1, 4], data, "bias"), x) < 1e-5
 
@@ -104,7 +102,7 @@ def test_lsq_recovers_channels_that_are_linear_in_the_kept_ones(tmp_path, monkey
 def test_lsq_refits_conv_from_sampled_patches(tmp_path):
     model = _conv(constant=())
     path = save(model, tmp_path)
-    data, x = _data((3, 9, 9), 48), RNG.standard_normal((8, 3, 9, 9)).astype(np.float32)
+    data, x = _data((3, 9, 9), 48), rng().standard_normal((8, 3, 9, 9)).astype(np.float32)
     none = _error(model, _prune(path, "c", [0, 2, 3], data, "none"), x)
     lsq = _error(model, _prune(path, "c", [0, 2, 3], data, "lsq"), x)
     assert lsq < 0.9 * none
@@ -119,7 +117,7 @@ def test_conv_form_rows_reproduce_the_conv(tmp_path, attrs):
                        {"w": weight(5, 4, 3, 3), "b": weight(5)})
     graph = load(save(model, tmp_path))
     form = rule_for(graph.nodes[0]).linear_form(graph.nodes[0], graph)
-    x = RNG.standard_normal((2, 4, 7, 8)).astype(np.float32)
+    x = rng().standard_normal((2, 4, 7, 8)).astype(np.float32)
     y = run(model, {"x": x}).outputs[0]
     rows = form.rows(x, np.random.default_rng(0), 10 ** 6)
     got = np.einsum("rck,ckn->rn", rows, form.matrix(graph.const("w"))) + graph.const("b")
@@ -140,7 +138,7 @@ def test_compensation_keeps_the_dead_channel_oracle(tmp_path, mode, build, root,
     zeroed = zero_consumers(analysis.graph, analysis.groups, _plan(analysis, root, pruned))
     path = save(zeroed, tmp_path, "zeroed.onnx")
     data = _data(shape, 48)
-    x = RNG.standard_normal((6, *shape)).astype(np.float32)
+    x = rng().standard_normal((6, *shape)).astype(np.float32)
     assert _error(zeroed, _prune(path, root, pruned, data, mode), x) <= TOLERANCE
 
 
@@ -148,7 +146,7 @@ def test_compensation_still_sees_a_real_change(tmp_path):
     """The oracle comparison above can fail: without zeroing, compensation cannot hide the removal."""
     model = _dense("MatMul", constant=())
     path = save(model, tmp_path)
-    x = RNG.standard_normal((6, 6)).astype(np.float32)
+    x = rng().standard_normal((6, 6)).astype(np.float32)
     assert _error(model, _prune(path, "h", [1, 4, 6], _data((6,), 48), "lsq"), x) > TOLERANCE
 
 

@@ -6,13 +6,11 @@ import numpy as np
 
 from checks import attr, init, removed
 from onnxprune.ir import limits
-from helpers import make_model, node, prune_with_oracle, weight
-
-_RNG = np.random.default_rng(7)
+from helpers import make_model, node, prune_with_oracle, rng, weight
 
 
 def _int8(*shape: int) -> np.ndarray:
-    return _RNG.integers(-127, 128, shape).astype(np.int8)
+    return rng().integers(-127, 128, shape).astype(np.int8)
 
 
 def test_matmul_of_transposed_weight(tmp_path):
