@@ -8,7 +8,7 @@ from onnxprune.apply import apply_plan
 from onnxprune.ir import Graph, infer_shapes
 from onnxprune.report import model_stats
 
-pytestmark = pytest.mark.skipif(zoo.zoo_dir() is None, reason="shared zoo not present")
+pytestmark = [pytest.mark.zoo, pytest.mark.skipif(zoo.zoo_dir() is None, reason="shared zoo not present")]
 
 
 @pytest.mark.parametrize("name", ["tv_resnet50", "tv_mobilenet_v2"])

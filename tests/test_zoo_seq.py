@@ -5,6 +5,7 @@ import onnx
 import pytest
 
 zoo = pytest.importorskip("zoo")
+pytestmark = pytest.mark.zoo
 
 from onnxprune import PruneConfig, analyze  # noqa: E402
 from onnxprune.api import plan_for  # noqa: E402
