@@ -84,7 +84,7 @@ def test_plan_meta_cannot_be_changed_or_shared():
     assert plan.meta["ratio"] == 0.5
 
 
-def test_plan_for_records_the_options_without_changing_the_planners_plan(tmp_path):
+def test_plan_for_records_the_target_and_the_importance_in_meta(tmp_path):
     analysis = analyze(save(conv_chain(), tmp_path))
     plan = plan_for(analysis, PruneConfig(ratio=0.5, round_to=1, target_params=0.6))
     assert plan.meta["target"]["metric"] == "params" and plan.meta["importance"] == "l1"
