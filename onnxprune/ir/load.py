@@ -61,28 +61,12 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
             f"'{path}' is in ONNX Runtime's blocked NCHWc layout ({blocked.op_type} node '{blocked.name}', domain "
             f"'{NCHWC_DOMAIN}'), which ORT_ENABLE_ALL saves for one CPU's vector width: prune the original "
             "model, or one saved at ORT_ENABLE_EXTENDED")
-    for t in proto.graph.initializer:
-        if _holds_no_data(t):
-            kind = onnx.TensorProto.DataType.Name(t.data_type) if t.data_type in onnx.TensorProto.DataType.values() \
-                else str(t.data_type)
-            raise ModelLoadError(f"initializer '{t.name}' in '{path}' declares {numel(t.dims)} {kind} values "
-                                 f"(dims {list(t.dims)}) but holds no data: were its weights stripped from the file?")
+    for t in proto.graph.initializer:  # a payload missing or short for its dims: check_tensors names it
         if t.data_location == onnx.TensorProto.EXTERNAL:
             raise ModelLoadError(f"external data of initializer '{t.name}' could not be loaded from beside '{path}'")
     integrity.check_tensors(proto, path)
     integrity.check_opset_and_schema(proto, path)
     return integrity.upgraded(proto, path)
-
-
-_VALUE_FIELDS = ("raw_data", "float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
-
-
-def _holds_no_data(t: onnx.TensorProto) -> bool:
-    """A tensor stored in the file that declares elements but has no value at all (a weight-stripped
-    export); a payload of the wrong size is check_tensors' to report."""
-    if t.data_location == onnx.TensorProto.EXTERNAL or numel(t.dims) == 0:
-        return False
-    return not any(len(getattr(t, f)) for f in _VALUE_FIELDS)
 
 
 def normalise(proto: onnx.ModelProto) -> None:
