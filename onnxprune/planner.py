@@ -59,6 +59,9 @@ class Plan:
     def __post_init__(self) -> None:
         object.__setattr__(self, "meta", MappingProxyType(copy.deepcopy(dict(self.meta))))
 
+    def __hash__(self) -> int:  # meta (a mapping) is left out: equal plans still hash alike
+        return hash((self.groups, self.frozen))
+
     def with_meta(self, **entries: Any) -> "Plan":
         """The same plan with `entries` added to (or replacing those of) its meta."""
         return dataclasses.replace(self, meta={**self.meta, **entries})

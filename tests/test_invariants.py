@@ -82,6 +82,8 @@ def test_plan_meta_cannot_be_changed_or_shared():
     assert exact.groups == () and exact.meta == plan.meta and exact.meta is not plan.meta
     plan.to_json()["meta"]["ratio"] = 0.9
     assert plan.meta["ratio"] == 0.5
+    assert plan == Plan(plan.groups, (), {"ratio": 0.5, "target": {"metric": "params"}})
+    assert len({plan, plan.with_meta(), exact}) == 2
 
 
 def test_plan_for_records_the_target_and_the_importance_in_meta(tmp_path):
