@@ -62,6 +62,9 @@ class Plan:
     def __hash__(self) -> int:  # meta (a mapping) is left out: equal plans still hash alike
         return hash((self.groups, self.frozen))
 
+    def __reduce__(self):  # pickle and copy.deepcopy: a mappingproxy cannot be pickled, its dict can
+        return (Plan, (self.groups, self.frozen, dict(self.meta)))
+
     def with_meta(self, **entries: Any) -> "Plan":
         """The same plan with `entries` added to (or replacing those of) its meta."""
         return dataclasses.replace(self, meta={**self.meta, **entries})

@@ -1,7 +1,9 @@
 """Invariants of the analysis' value types: frozen groups and plans, read-only constants, typed
 vocabularies, and rule bugs that raise under ONNXPRUNE_STRICT."""
+import copy
 import json
 import logging
+import pickle
 import re
 from pathlib import Path
 
@@ -84,6 +86,7 @@ def test_plan_meta_cannot_be_changed_or_shared():
     assert plan.meta["ratio"] == 0.5
     assert plan == Plan(plan.groups, (), {"ratio": 0.5, "target": {"metric": "params"}})
     assert len({plan, plan.with_meta(), exact}) == 2
+    assert pickle.loads(pickle.dumps(plan)) == plan == copy.deepcopy(plan)
 
 
 def test_plan_for_records_the_target_and_the_importance_in_meta(tmp_path):
