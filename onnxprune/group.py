@@ -38,6 +38,9 @@ class _Frozen:
     def __hash__(self) -> int:
         return hash(self._key())
 
+    def __reduce__(self):  # pickle and copy rebuild through __init__: the arrays stay read-only
+        return (type(self), tuple(getattr(self, f.name) for f in fields(self)))
+
 
 @dataclass(frozen=True, eq=False)
 class Slice(_Frozen):

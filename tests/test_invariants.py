@@ -44,7 +44,9 @@ def test_slices_spaces_and_groups_compare_and_hash_by_value():
 
 
 @pytest.mark.parametrize("array", [lambda: _slice().positions, lambda: _slice().roots, lambda: _group().units,
-                                   lambda: _group().spaces[0].positions])
+                                   lambda: _group().spaces[0].positions,
+                                   lambda: copy.deepcopy(_group()).slices[0].roots,
+                                   lambda: pickle.loads(pickle.dumps(_group())).units])
 def test_index_arrays_are_read_only(array):
     with pytest.raises(ValueError, match="read-only"):
         array()[0] = 5
