@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
-import onnx
 
 from . import ir
 from .errors import BadInputError, CheckFailedError
-from .ir import limits
-from .validate import session
+from .ir import ModelProto, limits
+from .runtime import first_line, session
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class CalibData:
             yield {k: v[start:start + self.batch] for k, v in self.arrays.items()}
 
 
-def load(path: str, proto: onnx.ModelProto, input_shapes: dict | None = None) -> CalibData:
+def load(path: str, proto: ModelProto, input_shapes: dict | None = None) -> CalibData:
     """Read and check a calibration .npz against the model's inputs; raise BadInputError when it does not fit."""
     return check(_read_npz(path), proto, input_shapes or {}, path)
 
@@ -115,7 +114,7 @@ def sample_shapes(path: str) -> dict[str, tuple[int, ...]]:
     return {k: (1, *shape[1:]) for k, (shape, _) in read_headers(path).items() if shape}
 
 
-def check(arrays: dict[str, np.ndarray], proto: onnx.ModelProto, input_shapes: dict, origin: str = "calibration data"
+def check(arrays: dict[str, np.ndarray], proto: ModelProto, input_shapes: dict, origin: str = "calibration data"
           ) -> CalibData:
     """Names, dtypes, ranks and static dims must match the model's inputs; the sample counts must agree."""
     specs = ir.input_specs(proto)
@@ -138,7 +137,7 @@ def check(arrays: dict[str, np.ndarray], proto: onnx.ModelProto, input_shapes: d
 
 
 def _check_one(origin: str, name: str, arr: np.ndarray, elem: int, dims: tuple, batch: int | None) -> int | None:
-    want = onnx.helper.tensor_dtype_to_np_dtype(elem)
+    want = ir.np_dtype(elem)
     if arr.dtype != want:
         raise BadInputError(f"{origin}: input '{name}' expects dtype {np.dtype(want).name}, the array has "
                             f"{arr.dtype.name} (convert it with .astype(np.{np.dtype(want).name}))")
@@ -172,7 +171,7 @@ def split(data: CalibData, samples: int) -> tuple[CalibData, CalibData | None]:
     return data.take(0, cut), data.take(cut, n)
 
 
-def run_batches(model: onnx.ModelProto, data: CalibData, names: list[str] | None,
+def run_batches(model: ModelProto, data: CalibData, names: list[str] | None,
                 visit: Callable[[int, dict[str, np.ndarray]], None], label: str = "calibration") -> None:
     """Run `model` over the data batch by batch; `visit(batch_index, {name: value})` sees every batch.
 
@@ -186,8 +185,8 @@ def run_batches(model: onnx.ModelProto, data: CalibData, names: list[str] | None
     for i, feeds in enumerate(data.batches()):
         try:
             values = sess.run(out_names, feeds)
-        except Exception as exc:
-            raise CheckFailedError(f"ONNX Runtime failed on {label} batch {i}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # only ONNX Runtime runs inside: its failure to run the batch
+            raise CheckFailedError(f"ONNX Runtime failed on {label} batch {i}: {first_line(exc)}") from None
         visit(i, dict(zip(out_names, values)))
         now = time.perf_counter() - t0
         if now - last > 5 or i + 1 == total:
@@ -209,7 +208,7 @@ class ChannelStats:
         return np.maximum(self.mean_sq - self.mean * self.mean, 0.0)
 
 
-def collect_stats(model: onnx.ModelProto, data: CalibData, spaces: list[tuple[str, int]]
+def collect_stats(model: ModelProto, data: CalibData, spaces: list[tuple[str, int]]
                   ) -> dict[tuple[str, int], ChannelStats]:
     """Mean, E[a^2] and mean |a| per channel of every (tensor, axis), in one batched pass."""
     exposable = ir.top_level_tensors(model)  # a tensor inside an If / Loop / Scan body cannot be an output
@@ -231,7 +230,7 @@ def collect_stats(model: onnx.ModelProto, data: CalibData, spaces: list[tuple[st
     return {k: ChannelStats(s / c, q / c, a / c, c) for k, (s, q, a, c) in sums.items()}
 
 
-def outputs(model: onnx.ModelProto, data: CalibData, label: str) -> tuple[list[str], list[np.ndarray]]:
+def outputs(model: ModelProto, data: CalibData, label: str) -> tuple[list[str], list[np.ndarray]]:
     """The model's outputs over all of `data`, concatenated along the sample axis."""
     parts: list[list[np.ndarray]] = []
     names: list[str] = []
@@ -244,7 +243,7 @@ def outputs(model: onnx.ModelProto, data: CalibData, label: str) -> tuple[list[s
     return names, [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
 
 
-def fidelity(original: onnx.ModelProto, pruned: onnx.ModelProto, data: CalibData) -> dict:
+def fidelity(original: ModelProto, pruned: ModelProto, data: CalibData) -> dict:
     """Per output: mean/min cosine similarity per sample, relative L2 error, top-1 agreement for [N, classes]."""
     names, ref = outputs(original, data, "fidelity (original)")
     _, new = outputs(pruned, data, "fidelity (pruned)")

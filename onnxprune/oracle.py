@@ -18,16 +18,17 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 
 from . import ir
-from .apply import apply_plan, collect
+from .apply import apply_plan
 from .errors import CheckFailedError
 from .group import Group
-from .ir import Graph
+from .ir import Graph, ModelProto
 from .planner import Plan
+from .removal import collect
 from .rules import rule_for
-from .validate import Comparison, compare, random_inputs, run
+from .runtime import run
+from .validate import Comparison, compare, random_inputs
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class OracleResult:
     detail: str
 
 
-def zero_consumers(graph: Graph, groups: list[Group], plan: Plan) -> onnx.ModelProto:
+def zero_consumers(graph: Graph, groups: list[Group], plan: Plan) -> ModelProto:
     """Copy of the model with every "in" slice of the plan's removed channels set to zero."""
     removal = collect(graph, groups, plan)
     zeroed = {}
