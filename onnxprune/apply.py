@@ -31,7 +31,7 @@ def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: ModelProto
     removal = collect(graph, groups, plan)
     base = source if source is not None else graph.proto
     read = graph.const if source is None else ir.initializer_reader(source)
-    cut = {name: kept_part(read(name), axes) for name, axes in removal.slices.items()}
+    cut = {name: kept_part(_present(read(name), name), axes) for name, axes in removal.slices.items()}
     elements, attrs = _edits(graph, removal)
     dims: dict[str, dict[int, int]] = defaultdict(dict)
     for space in removal.spaces:
@@ -44,6 +44,12 @@ def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: ModelProto
     _check_sizes(removal, graph, inferred)
     log.info("cut %d initializers, %d edits", len(removal.slices), len(removal.edits))
     return model
+
+
+def _present(value: np.ndarray | None, name: str) -> np.ndarray:
+    if value is None:
+        raise PlanError(f"the plan cuts initializer '{name}', which the model has not")
+    return value
 
 
 def _check_sizes(removal: Removal, graph: Graph, inferred: dict) -> None:

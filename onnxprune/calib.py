@@ -12,7 +12,7 @@ import os
 import time
 import zipfile
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -126,13 +126,15 @@ def check(arrays: dict[str, np.ndarray], proto: ModelProto, input_shapes: dict, 
                             f"missing {missing}, unexpected {extra}")
     counts = {n: int(arrays[n].shape[0]) if arrays[n].ndim else 0 for n in names}
     if len(set(counts.values())) != 1 or 0 in counts.values():
-        raise BadInputError(f"{origin}: every array needs the same non-zero number of samples along axis 0; got {counts}")
+        raise BadInputError(f"{origin}: every array needs the same non-zero number of samples along axis 0; "
+                            f"got {counts}")
     batch = None
     for name, elem, dims in specs:
         batch = _check_one(origin, name, arrays[name], elem, input_shapes.get(name, dims), batch)
     data = CalibData(arrays, batch or DEFAULT_BATCH, batch is not None)
     if batch is not None and data.count < batch:
-        raise BadInputError(f"{origin}: the model's batch size is fixed at {batch}, but only {data.count} samples are given")
+        raise BadInputError(f"{origin}: the model's batch size is fixed at {batch}, but only {data.count} samples "
+                            "are given")
     return data
 
 
@@ -247,7 +249,7 @@ def fidelity(original: ModelProto, pruned: ModelProto, data: CalibData) -> dict:
     """Per output: mean/min cosine similarity per sample, relative L2 error, top-1 agreement for [N, classes]."""
     names, ref = outputs(original, data, "fidelity (original)")
     _, new = outputs(pruned, data, "fidelity (pruned)")
-    result = {"samples": data.count, "outputs": {}}
+    result: dict[str, Any] = {"samples": data.count, "outputs": {}}
     for name, a, b in zip(names, ref, new):
         if not np.issubdtype(a.dtype, np.floating) or a.shape != b.shape:
             continue

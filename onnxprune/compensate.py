@@ -34,7 +34,8 @@ from .rules.forms import LinearForm
 log = logging.getLogger(__name__)
 
 MODES = COMPENSATIONS  # the list lives in options.py, shared with the CLI
-DEFAULT_MODE = "bias"  # measured on tools/bench_fidelity.py: lsq wins on the CNN but hurts MiniLM; bias is the safer default
+# measured on tools/bench_fidelity.py: lsq wins on the CNN but hurts MiniLM; bias is the safer default
+DEFAULT_MODE = "bias"
 MAX_ROWS = 8192  # sampled rows per consumer for the least-squares fit
 RIDGE = 1e-3  # ridge strength relative to the mean diagonal of the Gram matrix
 # The bias row is all but unregularised: the bias is what absorbs the removed channels' mean
@@ -105,11 +106,15 @@ def compensate(graph: Graph, found: list[Consumer], pruned: ModelProto, data: Ca
     if mode == "none" or not found:
         return {"mode": mode, "consumers": 0}
     if mode == "bias":
+        if stats is None:
+            raise ValueError("bias compensation needs the channel statistics of the consumers' inputs")
         values = Values()
         for c in found:
             _bias_values(graph, c, pruned, stats[(c.form.x, c.x_axis)].mean, values)
         apply_values(pruned, values.weights, values.new_biases)
     elif mode == "lsq":
+        if data is None:
+            raise ValueError("least-squares compensation needs calibration data")
         _least_squares(graph, found, pruned, data)
     else:
         raise ValueError(f"unknown compensation '{mode}'")
@@ -120,6 +125,8 @@ def _current(pruned: ModelProto, c: Consumer, original: Graph) -> tuple[np.ndarr
     """The consumer's weight and bias as they are now in the pruned model (bias zeros when absent)."""
     read = ir.initializer_reader(pruned)
     w = read(c.form.weight)
+    if w is None:
+        raise KeyError(f"the pruned model has no initializer '{c.form.weight}' (the weight of {c.form.node})")
     bias = read(c.form.bias) if c.form.bias else None
     if bias is not None:
         return w, bias.astype(np.float64)
@@ -136,7 +143,7 @@ def _write(c: Consumer, w_like: np.ndarray, m: np.ndarray | None, bias: np.ndarr
 
 
 def _bias_values(graph: Graph, c: Consumer, pruned: ModelProto, mean: np.ndarray, values: Values) -> None:
-    m_orig = c.form.matrix(graph.const(c.form.weight).astype(np.float64))
+    m_orig = c.form.matrix(ir.constant(graph, c.form.weight).astype(np.float64))
     removed = m_orig[c.removed_in][:, :, c.kept_out].sum(axis=1)  # [R, N]
     delta = mean[c.removed_in] @ removed
     w, b = _current(pruned, c, graph)
@@ -152,8 +159,8 @@ def _least_squares(graph: Graph, found: list[Consumer], pruned: ModelProto, data
     def keep_targets(i: int, values: dict[str, np.ndarray]) -> None:
         for j, c in enumerate(found):
             a = c.form.rows(values[c.form.x], np.random.default_rng((j, i)), per_batch).astype(np.float64)
-            m = c.form.matrix(graph.const(c.form.weight).astype(np.float64))[:, :, c.kept_out]
-            b = graph.const(c.form.bias)[c.kept_out] if c.form.bias else 0.0
+            m = c.form.matrix(ir.constant(graph, c.form.weight).astype(np.float64))[:, :, c.kept_out]
+            b = ir.constant(graph, c.form.bias)[c.kept_out] if c.form.bias else 0.0
             targets[j].append(np.einsum("rck,ckn->rn", a, m) + b)
 
     calib.run_batches(graph.proto, data, sorted({c.form.x for c in found}), keep_targets, "lsq targets")

@@ -70,7 +70,7 @@ def _small_const(graph: Graph, name: str) -> bool:
         n *= d
     if n > MAX_SEED_ELEMENTS:
         return False
-    kind = graph.const(name).dtype.kind
+    kind = ir.constant(graph, name).dtype.kind
     return kind in "iub"
 
 
@@ -95,7 +95,7 @@ def fold_shape_arithmetic(graph: Graph) -> ModelProto | None:
     if not frontier:
         return None
     producers = [node.name for node in (graph.producer(n) for n in frontier) if node is not None]
-    values = evaluate(graph.proto, frontier, {n: tuple(graph.shape(n)) for n in graph.graph_inputs}, producers)
+    values = evaluate(graph.proto, frontier, {n: tuple(graph.shape(n) or ()) for n in graph.graph_inputs}, producers)
     if values is not None:  # sequences and optionals stay computed
         values = {n: v for n, v in values.items() if isinstance(v, np.ndarray)}
     if not values:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,10 +51,10 @@ def zero_consumers(graph: Graph, groups: list[Group], plan: Plan) -> ModelProto:
     removal = collect(graph, groups, plan)
     zeroed = {}
     for name, axes in removal.consumed.items():
-        value = graph.const(name).copy()
+        value = ir.constant(graph, name).copy()
         zero = _zero_of(graph, name)
         for axis, idx in axes.items():
-            index = [slice(None)] * value.ndim
+            index: list[Any] = [slice(None)] * value.ndim
             index[axis] = np.asarray(sorted(idx), dtype=np.int64)
             value[tuple(index)] = 0 if zero is None else np.broadcast_to(zero, value.shape)[tuple(index)]
         zeroed[name] = value

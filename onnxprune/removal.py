@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from . import ir
 from .errors import PlanError
 from .group import Group
 from .ir import Graph
@@ -45,7 +46,7 @@ class Removal:
         return self.spaces.get(space) or self.slices.get(space[0], {}).get(space[1], set())
 
     def new_size(self, graph: Graph, space: tuple[str, int]) -> int:
-        return int(graph.dim(*space)) - len(self.removed(space))
+        return ir.static_dim(graph, *space) - len(self.removed(space))
 
     def new_value(self, graph: Graph, edit) -> int:
         if edit.offset is not None:
@@ -84,6 +85,6 @@ def collect(graph: Graph, groups: list[Group], plan: Plan) -> Removal:
     for g, pg in matched_groups(groups, plan):
         removal.add(g, pg.pruned)
     for space, idx in removal.spaces.items():
-        if len(idx) >= int(graph.dim(*space)):
+        if len(idx) >= ir.static_dim(graph, *space):
             raise PlanError(f"the plan removes every channel of '{space[0]}' along axis {space[1]}")
     return removal

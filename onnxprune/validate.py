@@ -85,7 +85,7 @@ def random_inputs(model: ModelProto, input_shapes: dict[str, tuple[int, ...]], s
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
             feeds[name] = np.ones(shape, dtype=bool)
-        elif dtype == object:  # strings
+        elif dtype.kind == "O":  # strings
             feeds[name] = np.full(shape, "a", dtype=object)
         elif name in highs:
             feeds[name] = rng.integers(0, highs[name], size=shape).astype(dtype)
@@ -109,7 +109,7 @@ def _input_dtype(name: str, elem: int) -> np.dtype:
         dtype = ir.np_dtype(elem)
     except (KeyError, TypeError, ValueError):
         raise BadInputError(f"input '{name}' has element type {elem}, for which no random input can be made") from None
-    if dtype == object:
+    if dtype.kind == "O":
         raise BadInputError(f"input '{name}' is a string tensor; random validation inputs cannot be made for it "
                             "(use --no-validate)")
     return dtype
@@ -227,7 +227,8 @@ def validate_pruned(original_path: str, pruned: ModelProto | str, feeds: dict[st
             before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
         except CheckFailedError as exc:
             _check_original_runs(original_path, feeds, provider)
-            raise CheckFailedError(f"the pruned model is broken (the original runs on the same inputs): {exc}") from None
+            raise CheckFailedError(f"the pruned model is broken (the original runs on the same inputs): {exc}"
+                                   ) from None
         cmp = compare(before.outputs, after.outputs)
         if not cmp.shapes_match:
             shapes = [(n, _shape(a), _shape(b)) for n, a, b in zip(before.names, before.outputs, after.outputs)]

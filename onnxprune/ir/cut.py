@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .edit import copy_model, get_node_attr, initializer_map, replace_initializer, set_node_attr, set_value_dims, to_array
+from .edit import (copy_model, get_node_attr, initializer_map, replace_initializer, set_node_attr, set_value_dims,
+                   to_array)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from .edit import initializer_map, replace_initializer, to_array
+from .graph import Graph
 
 ModelProto = onnx.ModelProto  # the model type, for annotations outside ir/
 
@@ -50,6 +51,24 @@ def set_initializers(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> N
     inits = initializer_map(model)
     for name, value in values.items():
         replace_initializer(inits[name], value)
+
+
+def constant(graph: Graph, name: str) -> np.ndarray:
+    """`graph.const(name)` for a tensor that must be a constant (a weight a plan cuts); KeyError naming it
+    when it is not."""
+    value = graph.const(name)
+    if value is None:
+        raise KeyError(f"tensor '{name}' is not a constant of the model")
+    return value
+
+
+def static_dim(graph: Graph, name: str, axis: int) -> int:
+    """`graph.dim(name, axis)` for an axis that must have a static size (a pruned channel axis); KeyError
+    naming the tensor and axis when it has none."""
+    size = graph.dim(name, axis)
+    if size is None:
+        raise KeyError(f"tensor '{name}' has no static size along axis {axis}")
+    return int(size)
 
 
 def serialize(model: onnx.ModelProto) -> bytes:
