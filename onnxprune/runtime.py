@@ -17,7 +17,7 @@ from .errors import BadInputError, CheckFailedError
 from .ir import ModelProto
 from .options import PROVIDERS  # light constants, shared with the CLI
 
-Model = ModelProto | str  # a model in memory, or the path of its file
+ModelOrPath = ModelProto | str  # a model in memory, or the path of its file
 
 
 def available_providers() -> list[str]:
@@ -35,7 +35,7 @@ class RunResult:
     latency_ms: float | None
 
 
-def session(model: Model, provider: str = "cpu", optimize: bool = True, threads: int = 0) -> Any:
+def session(model: ModelOrPath, provider: str = "cpu", optimize: bool = True, threads: int = 0) -> Any:
     """An `onnxruntime.InferenceSession` of `model` on one provider; CheckFailedError when ONNX Runtime
     cannot load it, BadInputError for a model over 2 GB held in memory (it loads from its file only)."""
     import onnxruntime as ort
@@ -73,14 +73,14 @@ def _bytes_or_path(model: ModelProto) -> bytes:
     raise BadInputError("models over 2 GB are validated from their saved file")
 
 
-def run(model: Model, feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,
+def run(model: ModelOrPath, feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,
         repeats: int = 0, threads: int = 0) -> RunResult:
     """Run once (plus `repeats` timed runs for a median latency)."""
     return run_interleaved([model], feeds, provider, optimize, repeats, threads)[0]
 
 
-def run_interleaved(models: list[Model], feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,
-                    repeats: int = 0, threads: int = 0) -> list[RunResult]:
+def run_interleaved(models: list[ModelOrPath], feeds: dict[str, np.ndarray], provider: str = "cpu",
+                    optimize: bool = True, repeats: int = 0, threads: int = 0) -> list[RunResult]:
     """Run each model once, then time them taking turns `repeats` times (medians), so that drift
     in the machine's load hits every model alike."""
     sessions = [session(m, provider, optimize, threads) for m in models]

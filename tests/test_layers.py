@@ -123,7 +123,7 @@ def _modules() -> list[tuple[str, Path]]:
     return [(_module_name(p), p) for p in sorted(PACKAGE.rglob("*.py"))]
 
 
-@pytest.mark.parametrize("module, path", _modules(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("module, path", _modules(), ids=[m or "onnxprune" for m, _ in _modules()])
 def test_imports_point_down_the_layers(module, path):
     found = problems(module, path.read_text(encoding="utf-8"))
     assert not found, "\n".join(found)
