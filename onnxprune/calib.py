@@ -12,15 +12,14 @@ import os
 import time
 import zipfile
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
-import onnx
 
 from . import ir
 from .errors import BadInputError, CheckFailedError
-from .ir import limits
-from .validate import session
+from .ir import ModelProto, limits
+from .runtime import first_line, session
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ class CalibData:
             yield {k: v[start:start + self.batch] for k, v in self.arrays.items()}
 
 
-def load(path: str, proto: onnx.ModelProto, input_shapes: dict | None = None) -> CalibData:
+def load(path: str, proto: ModelProto, input_shapes: dict | None = None) -> CalibData:
     """Read and check a calibration .npz against the model's inputs; raise BadInputError when it does not fit."""
     return check(_read_npz(path), proto, input_shapes or {}, path)
 
@@ -115,7 +114,7 @@ def sample_shapes(path: str) -> dict[str, tuple[int, ...]]:
     return {k: (1, *shape[1:]) for k, (shape, _) in read_headers(path).items() if shape}
 
 
-def check(arrays: dict[str, np.ndarray], proto: onnx.ModelProto, input_shapes: dict, origin: str = "calibration data"
+def check(arrays: dict[str, np.ndarray], proto: ModelProto, input_shapes: dict, origin: str = "calibration data"
           ) -> CalibData:
     """Names, dtypes, ranks and static dims must match the model's inputs; the sample counts must agree."""
     specs = ir.input_specs(proto)
@@ -127,18 +126,20 @@ def check(arrays: dict[str, np.ndarray], proto: onnx.ModelProto, input_shapes: d
                             f"missing {missing}, unexpected {extra}")
     counts = {n: int(arrays[n].shape[0]) if arrays[n].ndim else 0 for n in names}
     if len(set(counts.values())) != 1 or 0 in counts.values():
-        raise BadInputError(f"{origin}: every array needs the same non-zero number of samples along axis 0; got {counts}")
+        raise BadInputError(f"{origin}: every array needs the same non-zero number of samples along axis 0; "
+                            f"got {counts}")
     batch = None
     for name, elem, dims in specs:
         batch = _check_one(origin, name, arrays[name], elem, input_shapes.get(name, dims), batch)
     data = CalibData(arrays, batch or DEFAULT_BATCH, batch is not None)
     if batch is not None and data.count < batch:
-        raise BadInputError(f"{origin}: the model's batch size is fixed at {batch}, but only {data.count} samples are given")
+        raise BadInputError(f"{origin}: the model's batch size is fixed at {batch}, but only {data.count} samples "
+                            "are given")
     return data
 
 
 def _check_one(origin: str, name: str, arr: np.ndarray, elem: int, dims: tuple, batch: int | None) -> int | None:
-    want = onnx.helper.tensor_dtype_to_np_dtype(elem)
+    want = ir.np_dtype(elem)
     if arr.dtype != want:
         raise BadInputError(f"{origin}: input '{name}' expects dtype {np.dtype(want).name}, the array has "
                             f"{arr.dtype.name} (convert it with .astype(np.{np.dtype(want).name}))")
@@ -172,7 +173,7 @@ def split(data: CalibData, samples: int) -> tuple[CalibData, CalibData | None]:
     return data.take(0, cut), data.take(cut, n)
 
 
-def run_batches(model: onnx.ModelProto, data: CalibData, names: list[str] | None,
+def run_batches(model: ModelProto, data: CalibData, names: list[str] | None,
                 visit: Callable[[int, dict[str, np.ndarray]], None], label: str = "calibration") -> None:
     """Run `model` over the data batch by batch; `visit(batch_index, {name: value})` sees every batch.
 
@@ -186,8 +187,8 @@ def run_batches(model: onnx.ModelProto, data: CalibData, names: list[str] | None
     for i, feeds in enumerate(data.batches()):
         try:
             values = sess.run(out_names, feeds)
-        except Exception as exc:
-            raise CheckFailedError(f"ONNX Runtime failed on {label} batch {i}: {str(exc).splitlines()[0]}") from None
+        except Exception as exc:  # only ONNX Runtime runs inside: its failure to run the batch
+            raise CheckFailedError(f"ONNX Runtime failed on {label} batch {i}: {first_line(exc)}") from None
         visit(i, dict(zip(out_names, values)))
         now = time.perf_counter() - t0
         if now - last > 5 or i + 1 == total:
@@ -209,7 +210,7 @@ class ChannelStats:
         return np.maximum(self.mean_sq - self.mean * self.mean, 0.0)
 
 
-def collect_stats(model: onnx.ModelProto, data: CalibData, spaces: list[tuple[str, int]]
+def collect_stats(model: ModelProto, data: CalibData, spaces: list[tuple[str, int]]
                   ) -> dict[tuple[str, int], ChannelStats]:
     """Mean, E[a^2] and mean |a| per channel of every (tensor, axis), in one batched pass."""
     exposable = ir.top_level_tensors(model)  # a tensor inside an If / Loop / Scan body cannot be an output
@@ -231,7 +232,7 @@ def collect_stats(model: onnx.ModelProto, data: CalibData, spaces: list[tuple[st
     return {k: ChannelStats(s / c, q / c, a / c, c) for k, (s, q, a, c) in sums.items()}
 
 
-def outputs(model: onnx.ModelProto, data: CalibData, label: str) -> tuple[list[str], list[np.ndarray]]:
+def outputs(model: ModelProto, data: CalibData, label: str) -> tuple[list[str], list[np.ndarray]]:
     """The model's outputs over all of `data`, concatenated along the sample axis."""
     parts: list[list[np.ndarray]] = []
     names: list[str] = []
@@ -244,11 +245,11 @@ def outputs(model: onnx.ModelProto, data: CalibData, label: str) -> tuple[list[s
     return names, [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
 
 
-def fidelity(original: onnx.ModelProto, pruned: onnx.ModelProto, data: CalibData) -> dict:
+def fidelity(original: ModelProto, pruned: ModelProto, data: CalibData) -> dict:
     """Per output: mean/min cosine similarity per sample, relative L2 error, top-1 agreement for [N, classes]."""
     names, ref = outputs(original, data, "fidelity (original)")
     _, new = outputs(pruned, data, "fidelity (pruned)")
-    result = {"samples": data.count, "outputs": {}}
+    result: dict[str, Any] = {"samples": data.count, "outputs": {}}
     for name, a, b in zip(names, ref, new):
         if not np.issubdtype(a.dtype, np.floating) or a.shape != b.shape:
             continue

@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import onnx
 
 from . import ir
-from .ir import Graph
+from .ir import Graph, ModelProto
 from .rules import rule_for
+from .validate import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _small_const(graph: Graph, name: str) -> bool:
         n *= d
     if n > MAX_SEED_ELEMENTS:
         return False
-    kind = graph.const(name).dtype.kind
+    kind = ir.constant(graph, name).dtype.kind
     return kind in "iub"
 
 
@@ -87,16 +87,15 @@ def _small(shape) -> bool:
     return n <= MAX_FOLDED_ELEMENTS
 
 
-def fold_shape_arithmetic(graph: Graph) -> onnx.ModelProto | None:
+def fold_shape_arithmetic(graph: Graph) -> ModelProto | None:
     """A copy of the model with shape arithmetic replaced by initializers, or None if nothing folds."""
     if not ir.has_static_inputs(graph.proto):
         return None  # a dynamic dimension: folding would bake one size into the model
     derived, frontier = foldable_tensors(graph)
     if not frontier:
         return None
-    from .validate import evaluate  # ONNX Runtime lives in validate.py
-
-    values = evaluate(graph.proto, frontier, {n: tuple(graph.shape(n)) for n in graph.graph_inputs})
+    producers = [node.name for node in (graph.producer(n) for n in frontier) if node is not None]
+    values = evaluate(graph.proto, frontier, {n: tuple(graph.shape(n) or ()) for n in graph.graph_inputs}, producers)
     if values is not None:  # sequences and optionals stay computed
         values = {n: v for n, v in values.items() if isinstance(v, np.ndarray)}
     if not values:

@@ -11,17 +11,18 @@ import logging
 from collections import defaultdict
 
 import numpy as np
-import onnx
 
 from . import ir
+from .errors import BadInputError, CheckFailedError
 from .fold import _small, _small_const
-from .ir import Graph, Node
+from .ir import Graph, ModelProto, Node
 from .rules import rule_for
+from .runtime import run
 
 log = logging.getLogger(__name__)
 
 
-def fold_body_arithmetic(graph: Graph) -> onnx.ModelProto | None:
+def fold_body_arithmetic(graph: Graph) -> ModelProto | None:
     """A copy of the model with the shape arithmetic of its bodies folded, or None if none folds."""
     if not ir.has_static_inputs(graph.proto):
         return None
@@ -65,14 +66,13 @@ def _fold_one(graph: Graph, scope: tuple, nodes: list[Node]) -> tuple[dict, set[
                       and _small(graph.shape(name)) and not graph.body_users(name))
     if not frontier:
         return None
-    from .validate import run  # ONNX Runtime lives in validate.py
-
     probe = ir.probe_model(graph.proto, scope, [n.local for n in picked], inputs, frontier)
     feeds = {name: np.zeros(shape, np.float32) for name, shape in inputs.items()}
     try:
         values = dict(zip(frontier, run(probe, feeds, optimize=False).outputs))
-    except Exception as exc:  # best effort: a body that does not fold stays as it is
-        log.info("shape arithmetic of a body not folded: %s", exc)
+    except (CheckFailedError, BadInputError) as exc:  # ONNX Runtime cannot run it: the body stays as it is
+        names = ", ".join(f"'{n.name}'" for n in picked[:5]) + (" ..." if len(picked) > 5 else "")
+        log.info("shape arithmetic of a body not folded (nodes %s): %s", names, exc)
         return None
     log.info("folded %d shape-arithmetic tensors of a body into constants", len(values))
     return values, derived

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-import onnx
 
 from . import ir
-from .apply import apply_plan, collect
+from .apply import apply_plan
 from .errors import CheckFailedError
 from .group import Group
-from .ir import Graph
+from .ir import Graph, ModelProto
 from .planner import Plan
+from .removal import collect
 from .rules import rule_for
-from .validate import Comparison, compare, random_inputs, run
+from .runtime import run
+from .validate import Comparison, compare, random_inputs
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +46,15 @@ class OracleResult:
     detail: str
 
 
-def zero_consumers(graph: Graph, groups: list[Group], plan: Plan) -> onnx.ModelProto:
+def zero_consumers(graph: Graph, groups: list[Group], plan: Plan) -> ModelProto:
     """Copy of the model with every "in" slice of the plan's removed channels set to zero."""
     removal = collect(graph, groups, plan)
     zeroed = {}
     for name, axes in removal.consumed.items():
-        value = graph.const(name).copy()
+        value = ir.constant(graph, name).copy()
         zero = _zero_of(graph, name)
         for axis, idx in axes.items():
-            index = [slice(None)] * value.ndim
+            index: list[Any] = [slice(None)] * value.ndim
             index[axis] = np.asarray(sorted(idx), dtype=np.int64)
             value[tuple(index)] = 0 if zero is None else np.broadcast_to(zero, value.shape)[tuple(index)]
         zeroed[name] = value

@@ -5,7 +5,6 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-
 from . import paths
 from .group import Group
 from .ir import Graph

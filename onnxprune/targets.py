@@ -1,7 +1,7 @@
 """Prune to a target: keep a fraction of the parameters or MACs, found by bisection.
 
 Counting a candidate plan never touches the model: the plan's removed indices
-(apply.collect) give the new size of every sliced initializer axis and every
+(removal.collect) give the new size of every sliced initializer axis and every
 channel space; parameters are the float initializers' new element counts, and
 MACs are the rules' own `macs` asked through a view of the graph with those
 new shapes. Bisection runs on the planner's ratio (local or global mode), so
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .apply import collect
+from .removal import collect
 from .errors import BadInputError
 from .group import Group
 from .ir import Graph, Shape

@@ -1,31 +1,36 @@
-"""Run models in ONNX Runtime: random inputs, outputs, latency, comparison, checker."""
+"""Validation of a pruned model: checker, random inputs, output comparison with the original, latency.
+
+Sessions and runs live in runtime.py; `run`, `run_interleaved`, `session`, `RunResult` and
+`available_providers` are re-exported here for the callers that import them from this module.
+"""
 from __future__ import annotations
 
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 
 from . import ir
 from .errors import BadInputError, CheckFailedError
+from .ir import ModelProto
 from .options import PROVIDERS  # light constants, shared with the CLI
 from .rules import rule_for
+from .runtime import RunResult, available_providers, run, run_interleaved, session
+
+__all__ = ["PROVIDERS", "Comparison", "RunResult", "available_providers", "check_like_original", "check_model",
+           "compare", "evaluate", "file_size", "index_ranges", "random_inputs", "run", "run_interleaved", "session",
+           "validate_pruned"]
 
 log = logging.getLogger(__name__)
 
-
-def available_providers() -> list[str]:
-    import onnxruntime as ort
-
-    have = set(ort.get_available_providers())
-    return [short for short, full in PROVIDERS.items() if full in have]
+# What makes a model "not evaluable" rather than a bug: ONNX Runtime cannot load or run it
+# (CheckFailedError, from runtime.py), or no random input can be made for it (BadInputError).
+NOT_EVALUABLE = (CheckFailedError, BadInputError)
 
 
-def check_model(model: onnx.ModelProto | str) -> None:
+def check_model(model: ModelProto | str) -> None:
     """onnx.checker with full checks (shape inference included); a model over 2 GB is checked from
     its file. Raises CheckFailedError."""
     try:
@@ -34,7 +39,7 @@ def check_model(model: onnx.ModelProto | str) -> None:
         raise CheckFailedError(f"pruned model fails onnx.checker: {exc}") from None
 
 
-def check_like_original(pruned: onnx.ModelProto | str, original_path: str) -> str | None:
+def check_like_original(pruned: ModelProto | str, original_path: str) -> str | None:
     """`check_model` on the pruned model. An original that fails the checker itself (ONNX Runtime
     writes its SimplifiedLayerNormalization in the default domain) is run by ONNX Runtime all the
     same: the pruned model may then fail with the original's own first error, and no other.
@@ -57,7 +62,7 @@ def _checker_error(exc: Exception) -> str:
     return re.sub(r",? node name: [^)]*", "", str(exc).split(":", 1)[-1]).strip()
 
 
-def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]], seed: int = 0,
+def random_inputs(model: ModelProto, input_shapes: dict[str, tuple[int, ...]], seed: int = 0,
                   int_high: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Seeded random feeds: floats ~ N(0,1); integer inputs in [0, high) (token ids) or ones (masks)."""
     rng = np.random.default_rng(seed)
@@ -65,7 +70,7 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
     highs = index_ranges(model)
     highs.update(int_high or {})
     for name, elem, dims in ir.input_specs(model):
-        if elem == onnx.TensorProto.UNDEFINED:
+        if not ir.is_tensor_type(elem):
             raise BadInputError(f"input '{name}' is a sequence, map or optional, not a tensor: validation feeds "
                                 "random tensors only; run with --no-validate")
         shape = input_shapes.get(name)
@@ -80,7 +85,7 @@ def random_inputs(model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
             feeds[name] = np.ones(shape, dtype=bool)
-        elif dtype == object:  # strings
+        elif dtype.kind == "O":  # strings
             feeds[name] = np.full(shape, "a", dtype=object)
         elif name in highs:
             feeds[name] = rng.integers(0, highs[name], size=shape).astype(dtype)
@@ -101,95 +106,22 @@ def _check_input_size(name: str, shape: tuple, given: bool) -> None:
 
 def _input_dtype(name: str, elem: int) -> np.dtype:
     try:
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        dtype = ir.np_dtype(elem)
     except (KeyError, TypeError, ValueError):
         raise BadInputError(f"input '{name}' has element type {elem}, for which no random input can be made") from None
-    if dtype == object:
+    if dtype.kind == "O":
         raise BadInputError(f"input '{name}' is a string tensor; random validation inputs cannot be made for it "
                             "(use --no-validate)")
     return dtype
 
 
-def index_ranges(model: onnx.ModelProto) -> dict[str, int]:
+def index_ranges(model: ModelProto) -> dict[str, int]:
     """Upper bounds of index-valued tensors (token ids into an embedding table), from the rules."""
     graph = ir.Graph(model, {})
     ranges: dict[str, int] = {}
     for node in graph.nodes:
         ranges.update(rule_for(node).index_ranges(node, graph))
     return ranges
-
-
-@dataclass
-class RunResult:
-    outputs: list[np.ndarray]
-    names: list[str]
-    latency_ms: float | None
-
-
-def session(model: onnx.ModelProto | str, provider: str = "cpu", optimize: bool = True, threads: int = 0):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4  # errors come back as exceptions; ONNX Runtime need not print them too
-    # Original and pruned are timed in turn in one process: spinning pool threads of one session
-    # would take the cores of the other.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if not optimize:
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    if threads:
-        opts.intra_op_num_threads = threads
-    full = PROVIDERS[provider]
-    source = _path_source(model) if isinstance(model, str) else _bytes_or_path(model)
-    try:
-        return ort.InferenceSession(source, opts, providers=[full])
-    except Exception as exc:
-        raise CheckFailedError(f"ONNX Runtime ({provider}) cannot load the model: {_first_line(exc)}") from None
-
-
-def _path_source(path: str):
-    """ONNX Runtime opens UTF-8 paths only: a file name that is not UTF-8 is handed over as its bytes."""
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        with open(path, "rb") as f:
-            return f.read()
-
-
-def _bytes_or_path(model: onnx.ModelProto):
-    if not ir.is_large(model):
-        return model.SerializeToString()
-    raise BadInputError("models over 2 GB are validated from their saved file")
-
-
-def run(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,
-        repeats: int = 0, threads: int = 0) -> RunResult:
-    """Run once (plus `repeats` timed runs for a median latency)."""
-    return run_interleaved([model], feeds, provider, optimize, repeats, threads)[0]
-
-
-def run_interleaved(models: list, feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,
-                    repeats: int = 0, threads: int = 0) -> list[RunResult]:
-    """Run each model once, then time them taking turns `repeats` times (medians), so that drift
-    in the machine's load hits every model alike."""
-    sessions = [session(m, provider, optimize, threads) for m in models]
-    times: list[list[float]] = [[] for _ in models]
-    try:
-        outputs = [s.run(None, feeds) for s in sessions]  # also the warm-up
-        for _ in range(repeats):
-            for s, t in zip(sessions, times):
-                t0 = time.perf_counter()
-                s.run(None, feeds)
-                t.append((time.perf_counter() - t0) * 1000)
-    except Exception as exc:
-        raise CheckFailedError(f"ONNX Runtime ({provider}) failed to run the model: {_first_line(exc)}") from None
-    return [RunResult(out, [o.name for o in s.get_outputs()], float(np.median(t)) if t else None)
-            for out, s, t in zip(outputs, sessions, times)]
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @dataclass
@@ -274,7 +206,7 @@ def file_size(path: str) -> int:
     return size + (os.path.getsize(data) if os.path.exists(data) else 0)
 
 
-def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: dict[str, np.ndarray],
+def validate_pruned(original_path: str, pruned: ModelProto | str, feeds: dict[str, np.ndarray],
                     providers: list[str], repeats: int = 10, threads: int = 0) -> dict:
     """Run original and pruned on the same feeds on each provider; raise CheckFailedError on a broken model.
 
@@ -295,7 +227,8 @@ def validate_pruned(original_path: str, pruned: onnx.ModelProto | str, feeds: di
             before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
         except CheckFailedError as exc:
             _check_original_runs(original_path, feeds, provider)
-            raise CheckFailedError(f"the pruned model is broken (the original runs on the same inputs): {exc}") from None
+            raise CheckFailedError(f"the pruned model is broken (the original runs on the same inputs): {exc}"
+                                   ) from None
         cmp = compare(before.outputs, after.outputs)
         if not cmp.shapes_match:
             shapes = [(n, _shape(a), _shape(b)) for n, a, b in zip(before.names, before.outputs, after.outputs)]
@@ -336,17 +269,22 @@ def _check_original_runs(original_path: str, feeds: dict[str, np.ndarray], provi
                             "--no-validate skips validation)") from None
 
 
-def evaluate(model: onnx.ModelProto, names: list[str], input_shapes: dict[str, tuple[int, ...]]) -> dict | None:
-    """Values of intermediate tensors `names` for seeded random inputs, or None when the model cannot run."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    for name in names:
-        probe.graph.output.add().name = name
+def evaluate(model: ModelProto, names: list[str], input_shapes: dict[str, tuple[int, ...]],
+             nodes: list[str] | None = None) -> dict | None:
+    """Values of intermediate tensors `names` for seeded random inputs, or None when the model cannot be
+    evaluated: no random input can be made for it, or ONNX Runtime cannot load or run it. Any other
+    exception is a bug and propagates. `nodes` (the names of the nodes computing `names`) go into the log."""
+    probe = ir.with_outputs(model, names)
     try:
         feeds = random_inputs(model, input_shapes)
         outputs = run(probe, feeds, optimize=False).outputs
-    except Exception as exc:  # best effort: an unfoldable model stays as it is
-        log.info("shape arithmetic not folded: the model does not run on random inputs: %s", exc)
+    except NOT_EVALUABLE as exc:  # an unfoldable model stays as it is
+        where = _listed("nodes", nodes) if nodes else _listed("tensors", names)
+        log.info("shape arithmetic not folded (%s): the model does not run on random inputs: %s", where, exc)
         return None
     return dict(zip(names, outputs))
+
+
+def _listed(what: str, names: list[str], most: int = 5) -> str:
+    shown = ", ".join(f"'{n}'" for n in names[:most])
+    return f"{what} {shown}{' ...' if len(names) > most else ''}"

@@ -186,3 +186,32 @@ def test_bias_compensation_of_stacked_layers_uses_each_layers_own_statistics(tmp
     calib.run_batches(pruned, data, ["y1"], lambda _, v: after.append(v["y1"]))
     err = np.concatenate(after).astype(np.float64) - acts["y1"]
     assert np.abs(err.reshape(-1, 8).mean(0)).max() < 1e-5 < np.abs(err).max()
+
+
+def test_a_tied_weight_is_left_as_pruned_and_named(tmp_path, monkeypatch, caplog):
+    """w2 is read by two MatMuls (a weight shared by two layers): a refit or bias fitted on one
+    reader's inputs would be wrong for the other, so only w3, read once, is compensated."""
+    import logging
+
+    from onnxprune.ir import limits
+
+    monkeypatch.setattr(limits, "PRIVATE_CONSTANT_MAX", 16)  # w2 (24 values) stays shared at load
+    nodes = [node("MatMul", ["x", "w1"], "h"), node("Relu", ["h"], "r"), node("Sigmoid", ["h"], "s"),
+             node("MatMul", ["r", "w2"], "y1"), node("MatMul", ["s", "w2"], "y2"), node("MatMul", ["r", "w3"], "y3")]
+    model = make_model(nodes, {"x": ["N", 6]}, {"y1": ["N", 3], "y2": ["N", 3], "y3": ["N", 3]},
+                       {"w1": weight(6, 8), "w2": weight(8, 3), "w3": weight(8, 3)})
+    analysis = analyze(save(model, tmp_path))
+    assert [n.name for n, _ in analysis.graph.consumers("w2")] == ["MatMul_y1", "MatMul_y2"]
+    plan = _plan(analysis, "h", [2, 5])
+    with caplog.at_level(logging.INFO, logger="onnxprune.compensate"):
+        found = compensate.consumers(analysis.graph, analysis.groups, plan)
+    assert [c.form.weight for c in found] == ["w3"]
+    assert "'w2' is a tied weight, read by MatMul node 'MatMul_y1', MatMul node 'MatMul_y2'" in caplog.text
+    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    before = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    data = _data((6,), 64, seed=5)
+    stats = calib.collect_stats(analysis.graph.proto, data, compensate.stat_spaces(found))
+    compensate.compensate(analysis.graph, found, pruned, data, stats, "lsq")
+    after = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
+    assert np.array_equal(after["w2"], before["w2"])  # the tied weight is as pruned
+    assert not np.array_equal(after["w3"], before["w3"])  # its untied neighbour was refit

@@ -76,3 +76,57 @@ def test_pruned_non_finite_where_the_original_is_finite_is_still_an_error(tmp_pa
         validate_pruned(save(original, tmp_path), broken, feeds, ["cpu"], repeats=0)
     result = validate_pruned(save(original, tmp_path), original, feeds, ["cpu"], repeats=0)
     assert "notes" not in result and result["providers"]["cpu"]["relative_change"] == 0.0
+
+
+def _shape_arithmetic_model():
+    """x [2, 3, 4] -> Reshape(x, Concat(Shape(x)[0], [-1])) -> y [2, 12]: shape arithmetic that folds."""
+    nodes = [node("Shape", ["x"], "sh"), node("Gather", ["sh", "zero"], "n", axis=0),
+             node("Unsqueeze", ["n", "axes"], "n1"), node("Concat", ["n1", "minus_one"], "target", axis=0),
+             node("Reshape", ["x", "target"], "y")]
+    inits = {"zero": np.array(0, np.int64), "axes": np.array([0], np.int64), "minus_one": np.array([-1], np.int64)}
+    return make_model(nodes, {"x": [2, 3, 4]}, {"y": [2, 12]}, inits)
+
+
+def test_evaluate_gives_intermediate_values():
+    from onnxprune.validate import evaluate
+
+    values = evaluate(_shape_arithmetic_model(), ["target"], {})
+    assert values is not None and values["target"].tolist() == [2, -1]
+
+
+def test_evaluate_of_a_model_onnx_runtime_cannot_run_is_none_and_says_why(caplog):
+    import logging
+
+    from onnxprune.validate import evaluate
+
+    with caplog.at_level(logging.INFO, logger="onnxprune.validate"):
+        assert evaluate(_shape_arithmetic_model(), ["no_such_tensor"], {}, ["Concat_target"]) is None
+    assert "shape arithmetic not folded (nodes 'Concat_target')" in caplog.text
+    assert "ONNX Runtime (cpu) cannot load the model" in caplog.text
+
+
+def test_a_bug_while_evaluating_propagates(monkeypatch):
+    """A programming error is not "cannot be evaluated": it must not be logged away as an unfoldable model."""
+    from onnxprune import validate
+
+    def broken(*args, **kwargs):
+        raise KeyError("bug")
+
+    monkeypatch.setattr(validate, "run", broken)
+    with pytest.raises(KeyError, match="bug"):
+        validate.evaluate(_shape_arithmetic_model(), ["target"], {})
+
+
+def test_a_bug_while_folding_propagates(tmp_path, monkeypatch):
+    from onnxprune import ir, validate
+    from onnxprune.fold import fold_shape_arithmetic
+
+    graph = ir.load(save(_shape_arithmetic_model(), tmp_path))
+    assert fold_shape_arithmetic(graph) is not None  # the model folds: the bug below is reached
+
+    def broken(*args, **kwargs):
+        raise AttributeError("bug")
+
+    monkeypatch.setattr(validate, "random_inputs", broken)
+    with pytest.raises(AttributeError, match="bug"):
+        fold_shape_arithmetic(graph)

@@ -3,25 +3,31 @@
 `Graph` is a read-only view of a model for the analysis: nodes with decoded
 attributes, producer/consumer links, constant values (decoded lazily) and
 static shapes. New models are built by `apply.py` (and fold / compensate)
-with the helpers of `edit.py`.
+with the helpers of `edit.py` and `cut.py`; `values.py` reads and writes
+initializers as arrays. Outside ir/, a model is only named (`ModelProto`) and
+handed to these functions.
 """
 from . import integrity, limits
-from .annotate import downstream, refresh as refresh_annotations
-from .edit import (add_after, add_initializer, as_identity, copy_model, fold_in_graph, get_node_attr, initializer_map, probe_model,
-                   replace_initializer,
-                   replace_with_constants, reshare_clones, set_initializer, set_node_attr, set_node_input, set_value_dims, to_array,
-                   with_outputs)
+from .annotate import downstream
+from .annotate import refresh as refresh_annotations
+from .cut import AttrEdit, Cut, cut_model
+from .edit import (add_after, add_initializer, as_identity, copy_model, fold_in_graph, get_node_attr, initializer_map,
+                   probe_model, replace_initializer, replace_with_constants, reshare_clones, set_initializer,
+                   set_node_attr, set_node_input, set_value_dims, to_array, with_outputs)
 from .graph import Graph, Node, Shape, numel, opset_of
 from .load import load, normalise, read_model
 from .save import is_large, remove_saved, save
 from .scopes import top_level_tensors
 from .shapes import (has_static_inputs, infer_shapes, input_specs, register_shape_hook, set_node_shapes,
                      standard_op_shapes, with_input_shapes)
+from .values import (ModelProto, constant, initializer_reader, initializer_shapes, is_tensor_type, np_dtype,
+                     serialize, set_initializers, static_dim)
 
-__all__ = ["Graph", "Node", "Shape", "add_after", "add_initializer", "as_identity", "copy_model", "downstream", "fold_in_graph",
-           "get_node_attr", "has_static_inputs", "infer_shapes", "initializer_map", "input_specs", "integrity",
-           "is_large", "limits", "load", "normalise", "numel", "opset_of", "probe_model", "read_model",
-           "refresh_annotations", "register_shape_hook", "remove_saved", "replace_initializer",
-           "replace_with_constants", "reshare_clones", "save", "set_initializer", "set_node_attr", "set_node_input",
-           "set_node_shapes", "set_value_dims", "standard_op_shapes", "to_array", "top_level_tensors",
-           "with_input_shapes", "with_outputs"]
+__all__ = ["AttrEdit", "Cut", "Graph", "ModelProto", "Node", "Shape", "add_after", "add_initializer", "as_identity",
+           "constant", "copy_model", "cut_model", "downstream", "fold_in_graph", "get_node_attr", "has_static_inputs",
+           "infer_shapes", "initializer_map", "initializer_reader", "initializer_shapes", "input_specs", "integrity",
+           "is_large", "is_tensor_type", "limits", "load", "normalise", "np_dtype", "numel", "opset_of", "probe_model",
+           "read_model", "refresh_annotations", "register_shape_hook", "remove_saved", "replace_initializer",
+           "replace_with_constants", "reshare_clones", "save", "serialize", "set_initializer", "set_initializers",
+           "set_node_attr", "set_node_input", "set_node_shapes", "set_value_dims", "standard_op_shapes", "static_dim",
+           "to_array", "top_level_tensors", "with_input_shapes", "with_outputs"]

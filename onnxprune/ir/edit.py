@@ -96,14 +96,16 @@ def get_node_attr(proto: onnx.ModelProto, node_index: int, name: str, default: A
                   scope: tuple = ()) -> Any:
     for a in scopes.resolve(proto.graph, scope).node[node_index].attribute:
         if a.name == name:
-            return list(onnx.helper.get_attribute_value(a)) if a.ints or a.floats else onnx.helper.get_attribute_value(a)
+            value = onnx.helper.get_attribute_value(a)
+            return list(value) if a.ints or a.floats else value
     return default
 
 
 def set_value_dims(proto: onnx.ModelProto, name_to_dims: dict[str, dict[int, int]]) -> None:
     """Set dims of value_info / graph outputs for the given tensors (axis -> new size), in every
     body too (a body declares its inputs' and outputs' shapes)."""
-    annotations = [vi for _, g in scopes.walk(proto.graph) for vi in list(g.value_info) + list(g.output) + list(g.input)]
+    annotations = [vi for _, g in scopes.walk(proto.graph)
+                   for vi in list(g.value_info) + list(g.output) + list(g.input)]
     for vi in annotations:
         edits = name_to_dims.get(vi.name)
         if not edits or not vi.type.tensor_type.HasField("shape"):
@@ -157,8 +159,10 @@ def probe_model(proto: onnx.ModelProto, scope: tuple, nodes: list[int], inputs: 
     inits = initializer_map(proto)
     reads = {x for n in picked for x in tensors_read(n)}
     graph = onnx.helper.make_graph(
-        picked, "probe", [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, list(d)) for n, d in inputs.items()],
-        [onnx.ValueInfoProto(name=n) for n in outputs], [inits[n] for n in sorted(reads) if n in inits and n not in inputs])
+        picked, "probe",
+        [onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, list(d)) for n, d in inputs.items()],
+        [onnx.ValueInfoProto(name=n) for n in outputs],
+        [inits[n] for n in sorted(reads) if n in inits and n not in inputs])
     model = onnx.helper.make_model(graph, opset_imports=list(proto.opset_import))
     model.ir_version = proto.ir_version
     model.functions.extend(proto.functions)

@@ -15,7 +15,7 @@ from .graph import opset_of
 log = logging.getLogger(__name__)
 
 # bytes per element of the raw_data of each element type (sub-byte types: see _raw_bytes)
-_ITEMSIZE = {
+_ITEMSIZE: dict[int, int] = {
     onnx.TensorProto.FLOAT: 4, onnx.TensorProto.UINT8: 1, onnx.TensorProto.INT8: 1, onnx.TensorProto.UINT16: 2,
     onnx.TensorProto.INT16: 2, onnx.TensorProto.INT32: 4, onnx.TensorProto.INT64: 8, onnx.TensorProto.BOOL: 1,
     onnx.TensorProto.FLOAT16: 2, onnx.TensorProto.DOUBLE: 8, onnx.TensorProto.UINT32: 4, onnx.TensorProto.UINT64: 8,

@@ -185,7 +185,7 @@ def _one_standard_node(proto_node: onnx.NodeProto, shapes: dict[str, Shape], typ
             opset_imports=[onnx.helper.make_opsetid("", opset)])
     except Exception:  # an op without a schema, or one ONNX cannot infer alone: the next whole pass decides
         return None
-    result = []
+    result: list[tuple[tuple, int] | None] = []
     for name in proto_node.output:
         t = out.get(name)
         if t is None or not t.tensor_type.HasField("shape"):
@@ -230,7 +230,8 @@ def _skeleton(proto: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) 
     known = {i.name for i in src.input}
     unknown = set(input_shapes) - known
     if unknown:
-        raise BadInputError(f"--input-shape names {sorted(unknown)}, but the model's inputs are {sorted(known - init_names)}")
+        raise BadInputError(f"--input-shape names {sorted(unknown)}, but the model's inputs are "
+                            f"{sorted(known - init_names)}")
     for inp in src.input:
         vi = g.input.add()
         vi.CopyFrom(inp)
