@@ -98,7 +98,7 @@ class PruneConfig:
         "--seed", metavar="N", parse=integer, check=_seed,
         help="seed for random inputs and the random criterion"))
     latency_repeats: int = field(default=10, metadata=option(
-        check=at_least(1), help="timed runs per provider when validating (default 10)"))
+        python_only=True, check=at_least(1), help="timed runs per provider when validating (default 10)"))
     inexact: bool = field(default=False, metadata=option(
         "--inexact", action="store_true",
         help="also prune inexact groups (normalisation over the pruned axis, e.g. a transformer's "

@@ -103,13 +103,18 @@ class Option:
         flags = ", ".join(self.flags)
         if self.action in ("store_true", "store_false") or self.python_only:
             return flags
-        return f"{flags} {self.metavar or self.dest.upper()}"
+        return f"{flags} {self.metavar or '|'.join(self.choices or ()) or self.dest.upper()}"
 
 
-def option(flag: str | tuple[str, ...] | None = None, *, help: str, **spec: Any) -> dict[str, Option]:
+def option(flag: str | tuple[str, ...] | None = None, *, help: str, python_only: bool = False,
+           **spec: Any) -> dict[str, Option]:
     """Field metadata: `field(default=0.3, metadata=option("--ratio", help=..., check=in_range(0, 1)))`.
-    `flag=None` marks a Python-only field."""
+    A field without a flag says so: `option(python_only=True, help=...)`."""
     flags = () if flag is None else (flag,) if isinstance(flag, str) else tuple(flag)
+    if bool(flags) == python_only:
+        raise TypeError(f"option({flag!r}): give a flag, or python_only=True, not both or neither")
+    if not help:
+        raise TypeError(f"option({flag!r}) needs help text")
     return {"option": Option(flags=flags, help=help, **spec)}
 
 
@@ -267,7 +272,7 @@ def markdown_table(config_cls: type | None = None) -> str:
         flag = "(Python only)" if spec.python_only else f"`{spec.usage()}`"
         field = "(CLI only)" if spec in CLI_ONLY else f"`{spec.dest}`"
         commands = "" if spec.python_only else ", ".join(spec.commands)
-        text = spec.help.replace("|", "\\|") + (" (repeatable)" if spec.action == "append" and
-                                               "repeat" not in spec.help else "")
-        rows.append(f"| {flag} | {field} | {commands} | {text} |")
+        repeat = " (repeatable)" if spec.action == "append" and "repeat" not in spec.help else ""
+        cells = [cell.replace("|", "\\|") for cell in (flag, field, commands, spec.help + repeat)]
+        rows.append(f"| {' | '.join(cells)} |")
     return "\n".join(rows) + "\n"
