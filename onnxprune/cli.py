@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+from importlib import import_module
 
 from . import __version__
 from . import paths
@@ -97,6 +98,34 @@ def _written(args: argparse.Namespace, command: str) -> dict[str, str | None]:
     return {spec.flag: getattr(args, spec.dest) for spec in CLI_ONLY if spec.writes and spec.offered_by(command)}
 
 
+def _write_reports(args: argparse.Namespace, report, plan_out: str | None) -> None:
+    """The file of each report flag given (options.CLI_ONLY, `report=`). All or nothing: when one
+    cannot be written, the model, the plan and the reports already written are removed."""
+    from .ir import remove_saved
+    written: list[str] = []
+    try:
+        for spec in CLI_ONLY:
+            path = getattr(args, spec.dest, None)
+            if spec.report and path:
+                _writer(spec.report)(report, path)
+                written.append(path)
+    except OutputWriteError:
+        remove_saved(report.output)
+        for path in (plan_out, *written):
+            if path and os.path.exists(path):
+                os.remove(path)
+        raise
+
+
+def _writer(name: str):
+    """'module:Attr.attr' -> the function it names (loaded only when its flag is given)."""
+    module, _, attrs = name.partition(":")
+    found = import_module(module)
+    for attr in attrs.split("."):
+        found = getattr(found, attr)
+    return found
+
+
 def _run(argv: list[str]) -> int:
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else "prune"
     args = build_parsers()[command].parse_args(argv[1:] if command != "prune" else argv)
@@ -105,7 +134,6 @@ def _run(argv: list[str]) -> int:
         return _analyze(args)
     config = _config(args, command)
     from .api import check_paths, default_output, prune, verify
-    from .ir import remove_saved
     from .report import format_text
     if command == "verify":
         result = verify(args.model, config)
@@ -114,14 +142,7 @@ def _run(argv: list[str]) -> int:
     output = default_output(args.model) if args.output is None else args.output
     check_paths(args.model, output, config, **_written(args, command))  # before any work
     report = prune(args.model, args.output, config)
-    if args.report_json:
-        try:
-            report.save_json(args.report_json)
-        except OutputWriteError:  # all or nothing: no model without its report
-            remove_saved(report.output)
-            if config.plan_out and os.path.exists(config.plan_out):
-                os.remove(config.plan_out)
-            raise
+    _write_reports(args, report, config.plan_out)
     if not args.quiet:
         print(format_text(report))
     return 0

@@ -53,6 +53,7 @@ class Option:
     commands: tuple[str, ...] = PLANNING
     exclusive: str | None = None
     writes: bool = False  # names an output file, checked before any work
+    report: str | None = None  # a report file: 'module:function' called as function(report, path) after pruning
     default: Any = None
 
     @property
@@ -248,14 +249,18 @@ def shape_dict(pairs: list[tuple[str, tuple[int, ...]]]) -> dict[str, tuple[int,
 
 
 # -- flags only the command line has -----------------------------------------------------------
-# The one place for them. Each is read from the parsed arguments in cli.py; `writes=True` ones are
-# also checked before any work (with -o and --plan-out). --help and --version are argparse's own.
+# The one place for them (--help and --version are argparse's own). `writes=True` ones are checked
+# before any work, with -o and --plan-out; a `report=` flag's writer runs after a successful prune,
+# all or nothing. A new report file is one line here, e.g.
+#   Option("report_html", ("--report-html",), "write the report as one HTML page", metavar="FILE",
+#          commands=PRUNE, writes=True, report="onnxprune.report_html:save_html"),
+# then `python tools/gen_options_table.py` for the README.
 
 CLI_ONLY = (
     Option("output", ("-o", "--output"), "output .onnx (default: MODEL.pruned.onnx beside the input)",
            metavar="OUT", commands=PRUNE),
     Option("report_json", ("--report-json",), "write the full report as JSON", metavar="FILE", commands=PRUNE,
-           writes=True),
+           writes=True, report="onnxprune.report:PruneReport.save_json"),
     Option("json", ("--json",), "write the groups as JSON", metavar="FILE", commands=("analyze",), writes=True),
     Option("verbose", ("-v", "--verbose"), "log every step in detail", action="store_true", commands=COMMANDS,
            default=False),

@@ -206,3 +206,31 @@ def test_the_table_has_a_row_per_option_and_escapes_pipes():
 def test_a_stale_table_is_found():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert gen_options_table.with_table(text, markdown_table().replace("(default 0.3)", "(default 0.4)")) != text
+
+
+# -- a new CLI-only report flag is one Option in options.CLI_ONLY ------------------------------------
+
+@pytest.fixture
+def with_report_copy(monkeypatch):
+    """--report-copy FILE: a second JSON report, declared the way --report-html would be."""
+    from onnxprune import options
+
+    extra = options.Option("report_copy", ("--report-copy",), "write the report again", metavar="FILE",
+                           commands=options.PRUNE, writes=True, report="onnxprune.report:PruneReport.save_json")
+    monkeypatch.setattr(options, "CLI_ONLY", (*options.CLI_ONLY, extra))
+    monkeypatch.setattr(cli, "CLI_ONLY", options.CLI_ONLY)
+
+
+def test_a_report_flag_is_offered_documented_checked_and_written(with_report_copy, tmp_path, capsys):
+    from helpers import save
+    from planner_models import conv_chain
+
+    assert "| `--report-copy FILE` | (CLI only) | prune | write the report again |" in markdown_table()
+    assert "--report-copy" not in cli.build_parsers()["verify"].format_help()
+    model = save(conv_chain((16, 16)), tmp_path)
+    out, first, copy = tmp_path / "o.onnx", tmp_path / "r.json", tmp_path / "copy.json"
+    assert cli.main([model, "-o", str(out), "--report-copy", model, "--no-validate", "-q"]) == 2  # before work
+    assert "--report-copy" in capsys.readouterr().err and not out.exists()
+    assert cli.main([model, "-o", str(out), "--report-json", str(first), "--report-copy", str(copy),
+                     "--no-validate", "-q"]) == 0
+    assert copy.read_text() == first.read_text() and out.exists()
