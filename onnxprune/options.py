@@ -87,7 +87,6 @@ class Option:
             except ValueError as exc:
                 raise BadInputError(f"{self.flag} {exc}") from None
 
-        typed.__name__ = self.dest  # argparse names the type in some messages
         return typed
 
     def value_from(self, parsed: Any) -> Any:
