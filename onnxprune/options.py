@@ -180,7 +180,8 @@ def at_least(low: int) -> Check:
     def check(value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"must be an integer, got {literal(value)}"
-        return None if value >= low else f"must be at least {low}, got {literal(value)}"
+        wanted = "a positive integer" if low == 1 else f"at least {low}"
+        return None if value >= low else f"must be {wanted}, got {literal(value)}"
 
     return check
 

@@ -108,7 +108,7 @@ BAD = [
     ("ratio", 2, "2", "must be in [0, 1), got 2"),
     ("ratio", float("nan"), "nan", "must be in [0, 1), got nan"),
     ("max_ratio", 1.0, "1", "must be in (0, 1), got 1"),
-    ("round_to", 0, "0", "must be at least 1, got 0"),
+    ("round_to", 0, "0", "must be a positive integer, got 0"),
     ("target_params", 0.0, "0", "must be in (0, 1], got 0"),
     ("target_macs", 1.5, "1.5", "must be in (0, 1], got 1.5"),
     ("calib_samples", 1, "1", "must be at least 2, got 1"),
@@ -119,7 +119,7 @@ BAD = [
     ("compensate", "full", None, "must be one of none, bias, lsq, got 'full'"),
     ("ratio_for", [("Conv*", 1.0)], None, "Conv*=1: the ratio must be in [0, 1)"),
     ("input_shapes", {"x": (1, 0)}, None, "gives 'x' the shape (1, 0): dimensions must be positive integers"),
-    ("latency_repeats", 0, None, "must be at least 1, got 0"),
+    ("latency_repeats", 0, None, "must be a positive integer, got 0"),
 ]
 
 
