@@ -178,7 +178,7 @@ def test_plan_in_applies_the_saved_plan_exactly(tmp_path):
     plan.save(path, analysis.groups)
     again = plan_for(analysis, PruneConfig(plan_in=path, ratio=0.7))
     assert again.groups == plan.groups
-    with pytest.raises(BadInputError, match="--plan-in"):
+    with pytest.raises(BadInputError, match="plan_in"):
         PruneConfig(plan_in=path, round_to=16).check()
 
 
