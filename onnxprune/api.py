@@ -51,6 +51,11 @@ class Analysis:
         """The groups that can lose channels (not frozen)."""
         return [g for g in self.groups if g.prunable]
 
+    @property
+    def model(self) -> Model:
+        """The analysed model: the input, checked and normalised (a copy; read it, do not edit it)."""
+        return Model(self.graph.proto)
+
     def plan(self, config: PruneConfig | None = None, stats: dict | None = None) -> Plan:
         """A plan from `config` (default PruneConfig()): the saved plan if `plan_in` is set, else
         scored by its importance criterion; `stats` are calibration statistics for activation criteria."""
