@@ -69,9 +69,12 @@ class Analysis:
         ir.reshare_clones(pruned)
         return Model(pruned)
 
-    def verify(self, plan: Plan, seed: int = 0, provider: str = "cpu") -> OracleResult:
-        """The dead-channel oracle for the exact groups of `plan` on seeded random inputs."""
-        return run_oracle(self.graph, self.groups, plan, self.input_shapes, seed, provider)
+    def verify(self, plan: Plan, seed: int = 0, input_shapes: dict | None = None,
+               provider: str = "cpu") -> OracleResult:
+        """The dead-channel oracle for the exact groups of `plan` on seeded random inputs;
+        `input_shapes` sizes dynamic inputs for those (default: the shapes the analysis used)."""
+        shapes = self.input_shapes if input_shapes is None else input_shapes
+        return run_oracle(self.graph, self.groups, plan, shapes, seed, provider)
 
 
 def analyze(model: ModelSource, input_shapes: dict | None = None, shape_hint: dict | None = None) -> Analysis:
