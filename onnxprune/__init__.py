@@ -23,7 +23,7 @@ from .errors import BadInputError, CheckFailedError, ModelLoadError, OnnxPruneEr
 __version__ = "0.1.0"
 
 _LAZY = {"Analysis": "api", "PruneConfig": "api", "analyze": "api", "prune": "api", "verify": "api",
-         "available_providers": "validate", "Model": "ir.model", "TensorSpec": "ir.model",
+         "available_providers": "testing", "Model": "ir.model", "TensorSpec": "ir.model",
          "OracleResult": "oracle", "Plan": "planner", "PlanGroup": "planner", "ModelStats": "report",
          "PruneReport": "report"}
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .oracle import OracleResult
     from .planner import Plan, PlanGroup
     from .report import ModelStats, PruneReport
-    from .validate import available_providers
+    from .testing import available_providers
 
 
 def __getattr__(name: str) -> Any:
