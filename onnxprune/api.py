@@ -53,7 +53,7 @@ class Analysis:
 
     @property
     def model(self) -> Model:
-        """The analysed model: the input, checked and normalised (a copy; read it, do not edit it)."""
+        """The analysed model: a checked, normalised copy of the input, shared with `graph` (read it, do not edit it)."""
         return Model(self.graph.proto)
 
     def plan(self, config: PruneConfig | None = None, stats: dict | None = None) -> Plan:
@@ -134,7 +134,9 @@ def _effective_shapes(proto, given: dict, hint: dict) -> dict:
 
 
 def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None) -> Plan:
-    """(Internal; callers use `Analysis.plan`.) A plan from a checked config: the saved plan if `plan_in` is set, else scored by `importance`."""
+    """A plan from a checked config: the saved plan if `plan_in` is set, else scored by `importance`.
+
+    Internal (the CLI's pipeline); callers use `Analysis.plan`, which checks the config first."""
     if config.plan_in:
         return Plan.load(config.plan_in)
     rng = np.random.default_rng(config.seed)

@@ -11,10 +11,9 @@ returned as `Model`.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Iterable, Mapping, Union
 
 import numpy as np
-import onnx
 
 from . import apply as _apply, importance as _importance, oracle as _oracle, planner as _planner
 from . import report as _report, validate as _validate
@@ -25,7 +24,10 @@ from .planner import Plan, PlanGroup, PlanOptions
 from .report import ModelStats
 from .validate import Comparison, RunResult
 
-ModelLike = Union[Model, onnx.ModelProto]
+if TYPE_CHECKING:
+    import onnx
+
+ModelLike = Union[Model, "onnx.ModelProto"]
 
 TOLERANCE: float = _oracle.TOLERANCE
 """The oracle's bound on the relative output difference of float32 models."""
