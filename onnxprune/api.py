@@ -3,55 +3,95 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from . import activation, calib, compensate, ir, paths
 from .apply import apply_plan
 from .depgraph import build_groups
-from .errors import CheckFailedError, OutputWriteError
+from .errors import BadInputError, CheckFailedError, OnnxPruneError, OutputWriteError
 from .fold import fold_shape_arithmetic
 from .fold_bodies import fold_body_arithmetic
 from .group import Group
 from .config import PruneConfig
 from .importance import root_scores, unit_scores
-from .ir import Graph
+from .ir import Graph, Model
+from .ir.model import IN_MEMORY, read_checked
 from .oracle import OracleResult, run_oracle
 from .planner import Plan, Planner
 from .targets import CostModel, plan_for_target
 from .report import PruneReport, frozen_reasons, group_rows, model_stats, nothing_pruned_reason
 from .validate import available_providers, check_like_original, file_size, random_inputs, validate_pruned
 
+if TYPE_CHECKING:
+    from .ir import ModelProto
+
 log = logging.getLogger(__name__)
+
+ModelSource = Union[str, "os.PathLike[str]", Model, "ModelProto"]  # what analyze / prune / verify take
 
 MAX_FOLD_ROUNDS = 32  # stops at the first round that folds nothing
 
 
 @dataclass
 class Analysis:
+    """What `analyze` found: the read-only `graph`, its `groups` (pruning units and frozen spaces)
+    and the fixed shapes of dynamic inputs that were used. Plan, apply and verify from here."""
+
     graph: Graph
     groups: list[Group]
     input_shapes: dict = field(default_factory=dict)  # the fixed shapes of dynamic inputs that were used
 
     @property
     def prunable(self) -> list[Group]:
+        """The groups that can lose channels (not frozen)."""
         return [g for g in self.groups if g.prunable]
 
+    @property
+    def model(self) -> Model:
+        """The analysed model: a checked, normalised copy of the input, shared with `graph` (read it, do not edit it)."""
+        return Model(self.graph.proto)
 
-def analyze(model_path: str, input_shapes: dict | None = None, shape_hint: dict | None = None) -> Analysis:
-    """Load a model and find its groups and frozen spaces; writes nothing.
+    def plan(self, config: PruneConfig | None = None, stats: dict | None = None) -> Plan:
+        """A plan from `config` (default PruneConfig()): the saved plan if `plan_in` is set, else
+        scored by its importance criterion; `stats` are calibration statistics for activation criteria."""
+        config = config or PruneConfig()
+        config.check()
+        return plan_for(self, config, stats)
 
-    `shape_hint` (e.g. the sample shapes of calibration data) fixes dynamic inputs that
-    `input_shapes` leaves open.
+    def apply(self, plan: Plan) -> Model:
+        """The pruned model (a new one: the analysed model is not changed), sharing constants as the input did."""
+        pruned = apply_plan(self.graph, self.groups, plan)
+        ir.reshare_clones(pruned)
+        return Model(pruned)
+
+    def verify(self, plan: Plan, seed: int = 0, input_shapes: dict | None = None,
+               provider: str = "cpu") -> OracleResult:
+        """The dead-channel oracle for the exact groups of `plan` on seeded random inputs;
+        `input_shapes` sizes dynamic inputs for those (default: the shapes the analysis used)."""
+        shapes = self.input_shapes if input_shapes is None else input_shapes
+        return run_oracle(self.graph, self.groups, plan, shapes, seed, provider)
+
+
+def analyze(model: ModelSource, input_shapes: dict | None = None, shape_hint: dict | None = None) -> Analysis:
+    """Load a model (a path, an onnx.ModelProto or a Model) and find its groups and frozen spaces.
+
+    Writes nothing and leaves a given model object unchanged (the analysis works on a checked,
+    normalised copy). `input_shapes` fixes dynamic inputs (name -> dims); `shape_hint` (e.g. the
+    sample shapes of calibration data) fixes those that `input_shapes` leaves open.
     """
-    graph = ir.load(model_path, input_shapes or {})
-    shapes = _effective_shapes(graph, input_shapes or {}, shape_hint or {})
-    if ir.has_static_inputs(graph.proto):
-        graph = _folded(graph)  # the shape arithmetic becomes constants of the pruned model too
+    given = dict(input_shapes or {})
+    proto = read_checked(model)
+    inferred = ir.infer_shapes(proto, given)
+    shapes = _effective_shapes(proto, given, shape_hint or {})
+    if ir.has_static_inputs(proto):
+        graph = _folded(Graph(proto, inferred))  # the shape arithmetic becomes constants of the pruned model too
     else:
-        graph.shapes.update(static_shapes(graph.proto, shapes))
+        graph = Graph(proto, {**inferred, **static_shapes(proto, shapes)})
     return Analysis(graph, build_groups(graph), shapes)
 
 
@@ -82,9 +122,9 @@ def _folded(graph: Graph) -> Graph:
     return graph
 
 
-def _effective_shapes(graph: Graph, given: dict, hint: dict) -> dict:
+def _effective_shapes(proto, given: dict, hint: dict) -> dict:
     shapes = dict(given)
-    for name, _, dims in ir.input_specs(graph.proto):
+    for name, _, dims in ir.input_specs(proto):
         dynamic = any(not isinstance(d, int) or d <= 0 for d in dims)
         fits = name in hint and len(hint[name]) == len(dims) and all(
             not isinstance(d, int) or d <= 0 or d == h for d, h in zip(dims, hint[name]))
@@ -94,7 +134,9 @@ def _effective_shapes(graph: Graph, given: dict, hint: dict) -> dict:
 
 
 def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None) -> Plan:
-    """A plan from the config: the saved plan if `plan_in` is set, else scored by `importance`."""
+    """A plan from a checked config: the saved plan if `plan_in` is set, else scored by `importance`.
+
+    Internal (the CLI's pipeline); callers use `Analysis.plan`, which checks the config first."""
     if config.plan_in:
         return Plan.load(config.plan_in)
     rng = np.random.default_rng(config.seed)
@@ -157,8 +199,32 @@ def default_output(model_path: str) -> str:
     return f"{root}.pruned{ext or '.onnx'}"
 
 
-def prune(model_path: str, output_path: str | None = None, config: PruneConfig | None = None) -> PruneReport:
-    """Prune `model_path`, validate, write `output_path` (default MODEL.pruned.onnx), return the report."""
+def prune(model: ModelSource, output_path: str | None = None, config: PruneConfig | None = None) -> PruneReport:
+    """Prune `model` (a path, an onnx.ModelProto or a Model), validate, write `output_path`, return the report.
+
+    A path's default output is MODEL.pruned.onnx; the input is never overwritten. A model object
+    needs `output_path`; it is written to a temporary file first, so that it is checked and
+    validated exactly as a file is, and left unchanged.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        return _prune_file(os.fspath(model), output_path, config)
+    if output_path is None:
+        raise BadInputError("prune() of a model object needs output_path (only a model file has a default, "
+                            "MODEL.pruned.onnx)")
+    with tempfile.TemporaryDirectory(prefix="onnxprune-") as tmp:
+        source = os.path.join(tmp, "model.onnx")
+        Model.of(model).save(source)
+        try:
+            report = _prune_file(source, output_path, config)
+        except OnnxPruneError as exc:
+            if source not in str(exc):
+                raise
+            raise type(exc)(str(exc).replace(f"'{source}'", IN_MEMORY).replace(source, IN_MEMORY)) from None
+    report.model = IN_MEMORY
+    return report
+
+
+def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | None) -> PruneReport:
     config = config or PruneConfig()
     config.check()
     output_path = default_output(model_path) if output_path is None else output_path
@@ -269,14 +335,15 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
                                              config.round_to, config.inexact, config.plan_in))
 
 
-def verify(model_path: str, config: PruneConfig | None = None) -> OracleResult:
+def verify(model: ModelSource, config: PruneConfig | None = None) -> OracleResult:
     """Run the dead-channel oracle for the plan the config gives (exact groups only)."""
     config = config or PruneConfig()
     config.check()
-    analysis = analyze(model_path, config.input_shapes, calib.sample_shapes(config.calib) if config.calib else None)
+    analysis = analyze(model, config.input_shapes, calib.sample_shapes(config.calib) if config.calib else None)
     cal = calibrate(analysis, config) if config.criterion in activation.CRITERIA else None
     plan = plan_for(analysis, config, cal.stats if cal else None)
     return run_oracle(analysis.graph, analysis.groups, plan, analysis.input_shapes, config.seed)
 
 
-__all__ = ["Analysis", "PruneConfig", "PruneReport", "analyze", "available_providers", "prune", "verify"]
+__all__ = ["Analysis", "Model", "ModelSource", "OracleResult", "Plan", "PruneConfig", "PruneReport", "analyze",
+           "available_providers", "prune", "verify"]

@@ -167,3 +167,17 @@ class PruneConfig:
                            round_to=self.round_to,
                            ratio_for=group_ratios(analysis.groups, analysis.graph, self.ratio_for),
                            ignored=ignored_groups(analysis.groups, analysis.graph, self.ignore))
+
+
+def markdown_table() -> str:
+    """The README's option table: every flag, its PruneConfig field, its commands and its help."""
+    from .options import CLI_ONLY  # looked up at call time: tests add a flag to it
+    rows = ["| flag | `PruneConfig` field | commands | what it does |", "|---|---|---|---|"]
+    for spec in [*options_of(PruneConfig), *CLI_ONLY]:
+        flag = "(Python only)" if spec.python_only else f"`{spec.usage()}`"
+        field = "(CLI only)" if spec in CLI_ONLY else f"`{spec.dest}`"
+        commands = "" if spec.python_only else ", ".join(spec.commands)
+        repeat = " (repeatable)" if spec.action == "append" and "repeat" not in spec.help else ""
+        cells = [cell.replace("|", "\\|") for cell in (flag, field, commands, spec.help + repeat)]
+        rows.append(f"| {' | '.join(cells)} |")
+    return "\n".join(rows) + "\n"

@@ -266,18 +266,3 @@ CLI_ONLY = (
            default=False),
     Option("quiet", ("-q", "--quiet"), "only errors", action="store_true", commands=COMMANDS, default=False),
 )
-
-
-def markdown_table(config_cls: type | None = None) -> str:
-    """The README's option table: every flag, its PruneConfig field, its commands and its help."""
-    if config_cls is None:
-        from .config import PruneConfig as config_cls
-    rows = ["| flag | `PruneConfig` field | commands | what it does |", "|---|---|---|---|"]
-    for spec in [*options_of(config_cls), *CLI_ONLY]:
-        flag = "(Python only)" if spec.python_only else f"`{spec.usage()}`"
-        field = "(CLI only)" if spec in CLI_ONLY else f"`{spec.dest}`"
-        commands = "" if spec.python_only else ", ".join(spec.commands)
-        repeat = " (repeatable)" if spec.action == "append" and "repeat" not in spec.help else ""
-        cells = [cell.replace("|", "\\|") for cell in (flag, field, commands, spec.help + repeat)]
-        rows.append(f"| {' | '.join(cells)} |")
-    return "\n".join(rows) + "\n"

@@ -5,7 +5,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.planner import slices_json
+from onnxprune.testing import slices_json
 
 
 def dims(model: onnx.ModelProto) -> dict[str, list[int]]:

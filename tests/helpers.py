@@ -8,10 +8,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune import analyze
-from onnxprune.apply import apply_plan
-from onnxprune.importance import root_scores, unit_scores
-from onnxprune.oracle import run_oracle
-from onnxprune.planner import make_plan
+from onnxprune.testing import make_plan, weight_scores
 
 # the current test's generator: conftest.py reseeds it from each test's node id before the test runs
 _rng = np.random.default_rng(1234)
@@ -83,14 +80,14 @@ def prune_with_oracle(model: onnx.ModelProto, tmp_path: Path, ratio: float = 0.5
     """
     path = save(model, tmp_path)
     analysis = analyze(path, input_shapes or {})
-    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, importance)) for g in analysis.prunable}
-    plan = make_plan(analysis.groups, scores, ratio)
+    scores = weight_scores(analysis, importance)
+    plan = make_plan(analysis, scores, ratio)
     assert len(plan.groups) >= min_groups, (
         f"expected >= {min_groups} pruned groups, got {len(plan.groups)}; frozen: "
         f"{[g.frozen_reason for g in analysis.groups if g.frozen_reason]}")
-    result = run_oracle(analysis.graph, analysis.groups, plan, input_shapes)
+    result = analysis.verify(plan, input_shapes=input_shapes)
     assert result.passed, result.detail
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    pruned = analysis.apply(plan).proto
     onnx.checker.check_model(pruned, full_check=True)
     return analysis, plan, pruned
 

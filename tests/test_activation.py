@@ -2,8 +2,7 @@
 import numpy as np
 from helpers import make_model, node, rng, save, weight
 
-from onnxprune import activation, analyze, calib
-from onnxprune.api import PruneConfig, plan_for
+from onnxprune import PruneConfig, activation, analyze, calib
 
 
 def _model():
@@ -50,9 +49,9 @@ def test_dead_channel_scores_zero_although_its_weights_are_largest(tmp_path):
 def test_act_plan_removes_the_dead_channel_that_magnitude_keeps(tmp_path):
     analysis, stats = _setup(tmp_path)
     gid = next(g.id for g in analysis.prunable if g.root[0] == "h")
-    act = plan_for(analysis, PruneConfig(ratio=0.25, importance="act", calib="given", compensate="bias",
+    act = analysis.plan(PruneConfig(ratio=0.25, importance="act", calib="given", compensate="bias",
                                          round_to=1), stats)
-    mag = plan_for(analysis, PruneConfig(ratio=0.25, importance="l1", round_to=1))
+    mag = analysis.plan(PruneConfig(ratio=0.25, importance="l1", round_to=1))
     pruned_act = next(pg.pruned for pg in act.groups if pg.id == gid)
     pruned_mag = next(pg.pruned for pg in mag.groups if pg.id == gid)
     assert set(pruned_act) == {0, 1}

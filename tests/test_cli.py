@@ -180,7 +180,7 @@ def test_no_validate_and_providers(model_path, tmp_path, capsys):
 
 
 def test_cuda_provider_is_skipped_with_a_note_when_absent(model_path, tmp_path, capsys):
-    from onnxprune.validate import available_providers
+    from onnxprune import available_providers
     if "cuda" in available_providers():
         pytest.skip("CUDA provider present: covered by test_cuda.py")
     code, out, _ = _run([model_path, "-o", tmp_path / "a.onnx", "--providers", "cpu,cuda"], capsys)

@@ -14,7 +14,7 @@ import pytest
 
 import zoo
 from onnxprune import cli
-from onnxprune.validate import random_inputs, run
+from onnxprune.testing import random_inputs, run_model
 
 pytestmark = [pytest.mark.zoo, pytest.mark.skipif(zoo.zoo_dir() is None, reason="shared model zoo not found")]
 
@@ -31,9 +31,9 @@ def test_default_command_writes_a_valid_smaller_model(name, zoo_cache, tmp_path,
     onnx.checker.check_model(pruned, full_check=True)
     original = onnx.load(str(source))
     feeds = random_inputs(original, {}, int_high=zoo.meta(name).get("int_high"))
-    reference = run(original, feeds).outputs
+    reference = run_model(original, feeds).outputs
     for optimize in (True, False):
-        outputs = run(pruned, feeds, optimize=optimize).outputs
+        outputs = run_model(pruned, feeds, optimize=optimize).outputs
         assert [o.shape for o in outputs] == [r.shape for r in reference]
         assert all(np.all(np.isfinite(o)) for o in outputs if o.dtype.kind == "f")
     data = json.loads(report.read_text())

@@ -4,22 +4,18 @@ import onnx
 import pytest
 from helpers import make_model, node, rng, save, weight
 
-from onnxprune import analyze, calib, compensate
-from onnxprune.apply import apply_plan
-from onnxprune.oracle import TOLERANCE, zero_consumers
-from onnxprune.planner import Plan, PlanGroup
-from onnxprune.validate import compare, run
+from onnxprune import Plan, analyze, calib, compensate
+from onnxprune.testing import TOLERANCE, compare, plan_removing, run_model, zero_consumers
 
 
 def _plan(analysis, root_tensor: str, pruned) -> Plan:
-    g = next(g for g in analysis.groups if g.root[0] == root_tensor)
-    return Plan((PlanGroup(g.id, g.root, g.exact, g.size, tuple(pruned)),))
+    return plan_removing(analysis, {root_tensor: pruned})
 
 
 def _prune(path: str, root_tensor: str, pruned, data, mode: str) -> onnx.ModelProto:
     analysis = analyze(path)
     plan = _plan(analysis, root_tensor, pruned)
-    model = apply_plan(analysis.graph, analysis.groups, plan)
+    model = analysis.apply(plan).proto
     found = compensate.consumers(analysis.graph, analysis.groups, plan)
     assert found, "the plan has a linear consumer to compensate"
     stats = calib.collect_stats(analysis.graph.proto, data, compensate.stat_spaces(found))
@@ -29,7 +25,7 @@ def _prune(path: str, root_tensor: str, pruned, data, mode: str) -> onnx.ModelPr
 
 
 def _error(original, pruned, x) -> float:
-    return compare(run(original, {"x": x}).outputs, run(pruned, {"x": x}).outputs).relative
+    return compare(run_model(original, {"x": x}).outputs, run_model(pruned, {"x": x}).outputs).relative
 
 
 def _dense(op: str, constant=(2, 5)):
@@ -118,7 +114,7 @@ def test_conv_form_rows_reproduce_the_conv(tmp_path, attrs):
     graph = load(save(model, tmp_path))
     form = rule_for(graph.nodes[0]).linear_form(graph.nodes[0], graph)
     x = rng().standard_normal((2, 4, 7, 8)).astype(np.float32)
-    y = run(model, {"x": x}).outputs[0]
+    y = run_model(model, {"x": x}).outputs[0]
     rows = form.rows(x, np.random.default_rng(0), 10 ** 6)
     got = np.einsum("rck,ckn->rn", rows, form.matrix(graph.const("w"))) + graph.const("b")
     np.testing.assert_allclose(got, y.transpose(0, 2, 3, 1).reshape(-1, 5), rtol=1e-4, atol=1e-5)
@@ -135,7 +131,7 @@ def test_compensation_keeps_the_dead_channel_oracle(tmp_path, mode, build, root,
     """Consumers already zero on the removed channels: pruning with compensation changes nothing."""
     model = build()
     analysis = analyze(save(model, tmp_path))
-    zeroed = zero_consumers(analysis.graph, analysis.groups, _plan(analysis, root, pruned))
+    zeroed = zero_consumers(analysis, _plan(analysis, root, pruned)).proto
     path = save(zeroed, tmp_path, "zeroed.onnx")
     data = _data(shape, 48)
     x = rng().standard_normal((6, *shape)).astype(np.float32)
@@ -164,14 +160,12 @@ def test_bias_compensation_of_stacked_layers_uses_each_layers_own_statistics(tmp
     model = make_model(nodes, {"x": [4, 5, 8]}, {"y": [4, 5, 8]}, inits)
     path = save(model, tmp_path)
     analysis = analyze(path)
-    groups = {g.root[0]: g for g in analysis.groups}
-    plan = Plan(tuple(PlanGroup(groups[r].id, groups[r].root, groups[r].exact, groups[r].size, p)
-                      for r, p in (("h1", (0, 3, 9, 12)), ("h2", (1, 2, 7, 15)))))
+    plan = plan_removing(analysis, {"h1": (0, 3, 9, 12), "h2": (1, 2, 7, 15)})
     found = compensate.consumers(analysis.graph, analysis.groups, plan)
     assert [c.form.bias for c in found] == ["c1", "c2"]
     data = calib.CalibData({"x": rng.standard_normal((32, 5, 8)).astype(np.float32)}, 4, True)
     stats = calib.collect_stats(analysis.graph.proto, data, compensate.stat_spaces(found))
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    pruned = analysis.apply(plan).proto
     compensate.compensate(analysis.graph, found, pruned, data, stats, "bias")
     onnx.checker.check_model(pruned, full_check=True)
 

@@ -3,8 +3,7 @@ import onnx
 import pytest
 
 import build_example
-from onnxprune import PruneConfig, prune
-from onnxprune.validate import available_providers
+from onnxprune import PruneConfig, available_providers, prune
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
     "cuda" not in available_providers(),

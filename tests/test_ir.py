@@ -11,7 +11,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune import ModelLoadError, PruneConfig, analyze, ir, prune
 from onnxprune.errors import BadInputError
-from onnxprune.validate import random_inputs, run
+from onnxprune.testing import random_inputs, run_model
 
 C, HW = 8, 4
 
@@ -33,7 +33,7 @@ def _sha(path) -> str:
 
 
 def _outputs(model_or_path, feeds):
-    return run(model_or_path, feeds, optimize=False).outputs
+    return run_model(model_or_path, feeds, optimize=False).outputs
 
 
 def test_constant_nodes_and_identity_of_initializer_become_weights(tmp_path):
@@ -219,7 +219,7 @@ def test_dynamic_batch_with_a_divided_target_prunes_given_input_shapes(tmp_path)
     model = _computed_reshape("N", div=True)
     analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, input_shapes={"x": (2, 3, HW, HW)})
     assert pruned.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
-    (y,) = run(pruned, {"x": np.ones((5, 3, HW, HW), np.float32)}).outputs
+    (y,) = run_model(pruned, {"x": np.ones((5, 3, HW, HW), np.float32)}).outputs
     assert y.shape[0] == 5
 
 

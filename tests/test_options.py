@@ -14,7 +14,8 @@ import gen_options_table
 from onnxprune import cli
 from onnxprune.config import PruneConfig
 from onnxprune.errors import BadInputError
-from onnxprune.options import CLI_ONLY, OptionError, markdown_table, option, options_of
+from onnxprune.config import markdown_table
+from onnxprune.options import CLI_ONLY, OptionError, option, options_of
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = options_of(PruneConfig)

@@ -6,7 +6,7 @@ import onnx
 from helpers import make_model, node, save, weight
 
 from onnxprune import analyze, cli
-from onnxprune.oracle import TOLERANCE, tolerance_for
+from onnxprune.testing import TOLERANCE, tolerance_for
 
 
 def _mlp(dtype) -> onnx.ModelProto:
@@ -18,8 +18,8 @@ def _mlp(dtype) -> onnx.ModelProto:
 
 
 def test_float16_weights_get_a_float16_tolerance(tmp_path):
-    half = analyze(save(_mlp(np.float16), tmp_path, "half.onnx")).graph
-    single = analyze(save(_mlp(np.float32), tmp_path, "single.onnx")).graph
+    half = analyze(save(_mlp(np.float16), tmp_path, "half.onnx"))
+    single = analyze(save(_mlp(np.float32), tmp_path, "single.onnx"))
     assert tolerance_for(single, ["w1", "w2"]) == TOLERANCE
     assert tolerance_for(half, ["w1", "w2"]) == 4 * 2.0 ** -10
 

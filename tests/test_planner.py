@@ -6,28 +6,24 @@ import pytest
 from helpers import save
 from planner_models import conv_chain, pruned_counts
 
-from onnxprune import BadInputError, PruneConfig, analyze
-from onnxprune.api import plan_for
-from onnxprune.apply import apply_plan
+from onnxprune import BadInputError, PruneConfig, analyze, planner
 from onnxprune.group import Group, Space
-from onnxprune.ir import Graph, infer_shapes
-from onnxprune.oracle import run_oracle
-from onnxprune.planner import RATIO_SLACK, Plan, PlanOptions, _UnitTable, local_count, normalised, proportional_counts
-from onnxprune.report import model_stats
+from onnxprune.planner import RATIO_SLACK, Plan, PlanOptions, local_count, normalised, proportional_counts
 from onnxprune.targets import CostModel
+from onnxprune.testing import model_stats
 
 
 def _plan(tmp_path: Path, model, **config):
     """Analyse and plan; round_to defaults to 1 here so that small test groups prune exactly."""
     config.setdefault("round_to", 1)
     analysis = analyze(save(model, tmp_path))
-    return analysis, plan_for(analysis, PruneConfig(**config))
+    return analysis, analysis.plan(PruneConfig(**config))
 
 
 def _kept_fraction(analysis, plan, metric: str) -> float:
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
-    before = model_stats(analysis.graph)
-    after = model_stats(Graph(pruned, infer_shapes(pruned, {})))
+    pruned = analysis.apply(plan).proto
+    before = model_stats(analysis)
+    after = model_stats(pruned)
     return getattr(after, metric) / getattr(before, metric)
 
 
@@ -43,7 +39,7 @@ def test_global_ranking_takes_the_quiet_group_first(tmp_path):
     counts = pruned_counts(analysis, plan)
     assert counts == {"Conv_a0": 8}, counts  # 8 of the 32 units, all from the group with quiet filters
     assert plan.meta["global"] is True and plan.meta["normalisation"] == "mean"
-    assert run_oracle(analysis.graph, analysis.groups, plan).passed
+    assert analysis.verify(plan).passed
 
 
 def test_global_ranking_respects_max_ratio(tmp_path):
@@ -78,7 +74,7 @@ def test_round_to_keeps_a_multiple_of_n_channels(tmp_path, ratio):
     for pg in plan.groups:
         kept = sizes[pg.id] - len(pg.pruned)
         assert kept > 0 and kept % 8 == 0, (pg.id, kept)
-    assert run_oracle(analysis.graph, analysis.groups, plan).passed
+    assert analysis.verify(plan).passed
 
 
 def test_round_to_rounds_the_kept_count_up(tmp_path):
@@ -95,9 +91,11 @@ def _paired_group(size: int = 12) -> Group:
 @pytest.mark.parametrize("round_to, n_units, kept_roots", [(4, 3, 8), (3, 3, 6), (5, 3, 10), (1, 3, 6)])
 def test_round_to_counts_roots_of_coupled_units(round_to, n_units, kept_roots):
     group = _paired_group()  # 6 units of 2 coupled roots each
-    units = _UnitTable(group).choose(np.arange(6.0), n_units, round_to)
-    assert group.size - len(group.roots_of_units(units)) == kept_roots
-    assert list(units) == list(range(len(units)))  # the lowest-scoring units
+    ratio = n_units / group.unit_count
+    plan = planner.make_plan([group], {group.id: np.arange(6.0)}, ratio, PlanOptions(ratio=ratio, round_to=round_to))
+    (pruned,) = [pg.pruned for pg in plan.groups]
+    assert group.size - len(pruned) == kept_roots
+    assert list(pruned) == list(range(len(pruned)))  # the lowest-scoring units: roots 2u and 2u + 1
 
 
 # -- targets --------------------------------------------------------------------
@@ -120,9 +118,9 @@ def test_cost_model_matches_the_applied_model(tmp_path):
     analysis = analyze(save(conv_chain((20, 24, 12)), tmp_path))
     cost = CostModel(analysis.graph, analysis.groups)
     for config in (PruneConfig(ratio=0.4, round_to=1), PruneConfig(ratio=0.6, round_to=4, global_ranking=True)):
-        plan = plan_for(analysis, config)
-        pruned = apply_plan(analysis.graph, analysis.groups, plan)
-        after = model_stats(Graph(pruned, infer_shapes(pruned, {})))
+        plan = analysis.plan(config)
+        pruned = analysis.apply(plan).proto
+        after = model_stats(pruned)
         counts = cost.counts(plan)
         assert (counts.params, counts.macs) == (after.params, after.macs)
 
@@ -139,11 +137,11 @@ def test_cost_model_counts_a_shared_constant_once(tmp_path):
                         node("Conv", ["r2", "w3"], "y")], {"x": [1, 3, 8, 8]}, {"y": [1, 4, 8, 8]}, inits)
     analysis = analyze(save(model, tmp_path))
     cost = CostModel(analysis.graph, analysis.groups)
-    assert cost.before.params == model_stats(analysis.graph).params == sum(
+    assert cost.before.params == model_stats(analysis).params == sum(
         int(np.prod(t.dims)) for t in model.graph.initializer)
-    plan = plan_for(analysis, PruneConfig(ratio=0.5, round_to=1))
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
-    assert cost.counts(plan).params == model_stats(Graph(pruned, infer_shapes(pruned, {}))).params
+    plan = analysis.plan(PruneConfig(ratio=0.5, round_to=1))
+    pruned = analysis.apply(plan).proto
+    assert cost.counts(plan).params == model_stats(pruned).params
 
 
 # -- patterns -------------------------------------------------------------------
@@ -176,7 +174,7 @@ def test_plan_in_applies_the_saved_plan_exactly(tmp_path):
     analysis, plan = _plan(tmp_path, model, ratio=0.25, global_ranking=True, round_to=4)
     path = str(tmp_path / "plan.json")
     plan.save(path, analysis.groups)
-    again = plan_for(analysis, PruneConfig(plan_in=path, ratio=0.7))
+    again = analysis.plan(PruneConfig(plan_in=path, ratio=0.7))
     assert again.groups == plan.groups
     with pytest.raises(BadInputError, match="plan_in"):
         PruneConfig(plan_in=path, round_to=16).check()
@@ -210,7 +208,7 @@ def test_plan_json_names_a_shared_constants_copy_by_its_consumer(tmp_path):
     from helpers import make_model, node, save, weight
 
     from onnxprune import analyze
-    from onnxprune.planner import make_plan
+    from onnxprune.testing import make_plan
 
     inits = {"w1": weight(8, 3, 1, 1), "w2": weight(8, 8, 1, 1), "b": np.zeros(8, np.float32),
              "w3": weight(2, 8, 1, 1)}
@@ -218,7 +216,7 @@ def test_plan_json_names_a_shared_constants_copy_by_its_consumer(tmp_path):
                         node("Conv", ["r", "w2", "b"], "c"), node("Relu", ["c"], "s"),
                         node("Conv", ["s", "w3"], "y")], {"x": [1, 3, 4, 4]}, {"y": [1, 2, 4, 4]}, inits)
     analysis = analyze(save(model, tmp_path))
-    plan = make_plan(analysis.groups, {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}, 0.5)
+    plan = make_plan(analysis, {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}, 0.5)
     names = analysis.graph.input_coordinates()
     assert names == {"b": ("b", "Conv_a", 2), "b__1": ("b", "Conv_c", 2)}
     internal = {s["tensor"] for g in plan.to_json(analysis.groups)["groups"] for s in g["slices"]}

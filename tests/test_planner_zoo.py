@@ -3,10 +3,7 @@ import pytest
 
 import zoo
 from onnxprune import PruneConfig, analyze
-from onnxprune.api import plan_for
-from onnxprune.apply import apply_plan
-from onnxprune.ir import Graph, infer_shapes
-from onnxprune.report import model_stats
+from onnxprune.testing import model_stats
 
 pytestmark = [pytest.mark.zoo, pytest.mark.skipif(zoo.zoo_dir() is None, reason="shared zoo not present")]
 
@@ -15,7 +12,7 @@ pytestmark = [pytest.mark.zoo, pytest.mark.skipif(zoo.zoo_dir() is None, reason=
 @pytest.mark.parametrize("metric", ["params", "macs"])
 def test_target_half_lands_within_one_percent(zoo_cache, name, metric):
     analysis = analyze(str(zoo.write_filled(name, zoo_cache)))
-    plan = plan_for(analysis, PruneConfig(**{f"target_{metric}": 0.5}))
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)  # counted on the applied model, not the estimate
-    before, after = model_stats(analysis.graph), model_stats(Graph(pruned, infer_shapes(pruned, {})))
+    plan = analysis.plan(PruneConfig(**{f"target_{metric}": 0.5}))
+    pruned = analysis.apply(plan).proto  # counted on the applied model, not the estimate
+    before, after = model_stats(analysis), model_stats(pruned)
     assert abs(getattr(after, metric) / getattr(before, metric) - 0.5) <= 0.01

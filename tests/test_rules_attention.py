@@ -321,9 +321,7 @@ def test_heads_count_computed_by_mul_of_the_batch_freezes(tmp_path):
     pruned head count by itself; it cannot be traced to a constant either, so the heads freeze
     (before, the group was pruned and the pruned model failed in its Reshape)."""
     from onnxprune import analyze
-    from onnxprune.oracle import run_oracle
-    from onnxprune.planner import make_plan
-    from onnxprune.validate import random_inputs, run
+    from onnxprune.testing import make_plan, random_inputs, run_model
     from helpers import save
 
     analysis = analyze(save(encoder_layers(mul_heads=True), tmp_path), ONE)
@@ -331,16 +329,14 @@ def test_heads_count_computed_by_mul_of_the_batch_freezes(tmp_path):
     assert heads and all(g.frozen_reason for g in heads), [g.frozen_reason for g in heads]
     assert any("cannot be traced to a constant" in g.frozen_reason for g in heads)
     scores = {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}
-    plan = make_plan(analysis.groups, scores, 0.5)
-    assert run_oracle(analysis.graph, analysis.groups, plan, ONE).passed
+    plan = make_plan(analysis, scores, 0.5)
+    assert analysis.verify(plan, input_shapes=ONE).passed
     pruned = apply_plan_for(analysis, plan)
-    run(pruned, random_inputs(pruned, ONE))  # the pruned model runs
+    run_model(pruned, random_inputs(pruned, ONE))  # the pruned model runs
 
 
 def apply_plan_for(analysis, plan):
-    from onnxprune.apply import apply_plan
-
-    return apply_plan(analysis.graph, analysis.groups, plan)
+    return analysis.apply(plan).proto
 
 
 def test_heads_target_shared_by_two_layers_is_not_rewritten_for_one(tmp_path):
@@ -348,8 +344,7 @@ def test_heads_target_shared_by_two_layers_is_not_rewritten_for_one(tmp_path):
     layer 0 would resize layer 1's heads too (before, pruning layer 0 alone left layer 1 broken):
     the heads of each layer freeze with the reason, the rest is pruned and runs."""
     from onnxprune import analyze
-    from onnxprune.oracle import run_oracle
-    from onnxprune.planner import make_plan
+    from onnxprune.testing import make_plan
     from helpers import save
 
     analysis = analyze(save(encoder_layers(mul_heads=False), tmp_path), ONE)
@@ -359,9 +354,9 @@ def test_heads_target_shared_by_two_layers_is_not_rewritten_for_one(tmp_path):
         assert g.frozen_reason and "outside this group" in g.frozen_reason, g.frozen_reason
         assert "heads_target" in g.frozen_reason or "c_h" in g.frozen_reason
     scores = {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}
-    plan = make_plan(analysis.groups, scores, 0.5)
+    plan = make_plan(analysis, scores, 0.5)
     one_layer = type(plan)(tuple(pg for pg in plan.groups if pg.root[0].startswith("l0_")), plan.frozen, plan.meta)
-    assert run_oracle(analysis.graph, analysis.groups, one_layer, ONE).passed
+    assert analysis.verify(one_layer, input_shapes=ONE).passed
 
 
 @pytest.mark.parametrize("mul_heads", [True, False], ids=["seq_first_mul", "batch_first_const"])
@@ -370,9 +365,7 @@ def test_static_shared_heads_target_is_rewritten_per_layer(tmp_path, mul_heads):
     so each layer's heads are one group of their own and pruning layer 0 alone rewrites layer 0's
     targets only (before, one folded constant served both layers: layer 1 was left broken)."""
     from onnxprune import analyze
-    from onnxprune.oracle import run_oracle
-    from onnxprune.planner import make_plan
-    from onnxprune.validate import random_inputs, run
+    from onnxprune.testing import make_plan, random_inputs, run_model
     from helpers import save
 
     analysis = analyze(save(encoder_layers(mul_heads, batch=1), tmp_path))
@@ -381,14 +374,14 @@ def test_static_shared_heads_target_is_rewritten_per_layer(tmp_path, mul_heads):
     for layer, g in enumerate(heads):  # per layer: no space of the other layer's attention
         assert {sp.tensor[:3] for sp in g.spaces if sp.tensor.startswith("l")} == {f"l{layer}_"}
     scores = {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}
-    plan = make_plan(analysis.groups, scores, 0.5)
+    plan = make_plan(analysis, scores, 0.5)
     layer0 = type(plan)(tuple(pg for pg in plan.groups if pg.id == heads[0].id), plan.frozen, plan.meta)
     assert len(layer0.groups) == 1
-    result = run_oracle(analysis.graph, analysis.groups, layer0)
+    result = analysis.verify(layer0)
     assert result.passed, result.detail
     pruned = apply_plan_for(analysis, layer0)
     onnx.checker.check_model(pruned, full_check=True)
-    out = run(pruned, random_inputs(pruned, {})).outputs[0]
+    out = run_model(pruned, random_inputs(pruned, {})).outputs[0]
     assert out.shape == (1, S, D)
     dims = {t.name: list(t.dims) for t in pruned.graph.initializer}
     assert dims["l0_wq"] == [D, D // 2] and dims["l1_wq"] == [D, D]

@@ -10,11 +10,7 @@ from checks import attr, dims, init
 from helpers import node, prune_with_oracle, save, weight
 from onnxprune import analyze
 from onnxprune.cli import main
-from onnxprune.apply import apply_plan
-from onnxprune.importance import root_scores, unit_scores
-from onnxprune.oracle import run_oracle, zero_consumers
-from onnxprune.planner import make_plan
-from onnxprune.validate import available_providers, compare, random_inputs, run
+from onnxprune.testing import available_providers, compare, make_plan, oracle_models, random_inputs, run_model, weight_scores
 from test_rules_fused import assert_runs_fused, contrib_ops, ms_model, ms_node
 
 B, S, D, H, F, V = 2, 6, 16, 4, 32, 20
@@ -143,12 +139,12 @@ def ffn(act: str, simplified: bool = False, stem: bool = False) -> onnx.ModelPro
 def prune_unchecked(model: onnx.ModelProto, tmp_path, ratio: float):
     """helpers.prune_with_oracle without onnx.checker, which refuses ORT's default-domain ops."""
     analysis = analyze(save(model, tmp_path))
-    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, "l1")) for g in analysis.prunable}
-    plan = make_plan(analysis.groups, scores, ratio)
+    scores = weight_scores(analysis, "l1")
+    plan = make_plan(analysis, scores, ratio)
     assert plan.groups
-    result = run_oracle(analysis.graph, analysis.groups, plan)
+    result = analysis.verify(plan)
     assert result.passed, result.detail
-    return analysis, plan, apply_plan(analysis.graph, analysis.groups, plan)
+    return analysis, plan, analysis.apply(plan).proto
 
 
 CPU_ACTS = ["Gelu", "QuickGelu", "FastGelu", "BiasGelu"]
@@ -186,13 +182,12 @@ def test_cuda_only_activations_cut_the_right_slices(tmp_path, act):
     if "cuda" in available_providers():
         prune_with_oracle(model, tmp_path, ratio=0.5)
     # on the CPU: the oracle's two models with the op written out in ops ONNX Runtime has there
-    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, "l1")) for g in analysis.prunable}
-    plan = make_plan(analysis.groups, scores, 0.5)
-    zeroed = zero_consumers(analysis.graph, analysis.groups, plan)
-    pruned = apply_plan(analysis.graph, analysis.groups, plan, source=zeroed)
-    assert contrib_ops(pruned) == contrib_ops(model)
+    scores = weight_scores(analysis, "l1")
+    plan = make_plan(analysis, scores, 0.5)
+    zeroed, pruned = oracle_models(analysis, plan)
+    assert contrib_ops(pruned.proto) == contrib_ops(model)
     feeds = random_inputs(model, {})
-    reference, candidate = (run(_written_out(m), feeds).outputs for m in (zeroed, pruned))
+    reference, candidate = (run_model(_written_out(m.proto), feeds).outputs for m in (zeroed, pruned))
     assert compare(reference, candidate).relative < 1e-5
 
 

@@ -8,12 +8,8 @@ from helpers import make_model, node, prune_with_oracle, save, weight
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune import analyze
-from onnxprune.apply import apply_plan
 from onnxprune.cli import main
-from onnxprune.importance import root_scores, unit_scores
-from onnxprune.oracle import TOLERANCE, zero_consumers
-from onnxprune.planner import make_plan
-from onnxprune.validate import compare, random_inputs, run
+from onnxprune.testing import TOLERANCE, compare, make_plan, oracle_models, random_inputs, run_model, weight_scores
 
 X_SHAPE = [1, 3, 8, 8]
 
@@ -74,16 +70,14 @@ def _all_params(model: onnx.ModelProto) -> int:
 
 def _plan(model, tmp_path, ratio=0.5):
     analysis = analyze(save(model, tmp_path))
-    scores = {g.id: unit_scores(g, root_scores(g, analysis.graph, "l1")) for g in analysis.prunable}
-    return analysis, make_plan(analysis.groups, scores, ratio)
+    scores = weight_scores(analysis, "l1")
+    return analysis, make_plan(analysis, scores, ratio)
 
 
 def _oracle(analysis, plan, feeds) -> float:
     """The dead-channel oracle on given feeds (random_inputs gives a bool condition as True only)."""
-    exact = plan.only_exact()
-    zeroed = zero_consumers(analysis.graph, analysis.groups, exact)
-    pruned = apply_plan(analysis.graph, analysis.groups, exact, source=zeroed)
-    cmp = compare(run(zeroed, feeds, optimize=False).outputs, run(pruned, feeds, optimize=False).outputs)
+    zeroed, pruned = oracle_models(analysis, plan)
+    cmp = compare(run_model(zeroed, feeds, optimize=False).outputs, run_model(pruned, feeds, optimize=False).outputs)
     assert cmp.shapes_match and cmp.finite
     return cmp.relative
 
@@ -94,7 +88,7 @@ def _check_both_branches(model, analysis, plan, pruned) -> None:
     for cond in (True, False):
         feeds["cond"] = np.array(cond)
         assert _oracle(analysis, plan, feeds) <= TOLERANCE, f"oracle fails with cond={cond}"
-        before, after = run(model, feeds).outputs, run(pruned, feeds).outputs
+        before, after = run_model(model, feeds).outputs, run_model(pruned, feeds).outputs
         assert before[0].shape == after[0].shape
         assert not np.allclose(before[0], after[0])  # pruning live channels changes the output
 
@@ -150,7 +144,7 @@ def test_cli_prunes_network_inside_if(tmp_path):
     feeds = random_inputs(model, {})
     for cond in (True, False):
         feeds["cond"] = np.array(cond)
-        assert run(pruned, feeds).outputs[0].shape == (1, 4)
+        assert run_model(pruned, feeds).outputs[0].shape == (1, 4)
 
 
 def test_branches_reusing_names_and_nested_if(tmp_path):
@@ -226,7 +220,7 @@ def test_loop_body_chain_and_carried_state(tmp_path, weights_inside):
     out_dims = [x.dim_value for x in pruned.graph.node[1].attribute[0].g.output[1].type.tensor_type.shape.dim]
     assert out_dims == [1, 4, 8, 8]  # the body's declared output follows the cut
     feeds = random_inputs(model, {})
-    assert run(pruned, feeds).outputs[0].shape == (1, 5, 8, 8)
+    assert run_model(pruned, feeds).outputs[0].shape == (1, 5, 8, 8)
 
 
 def test_loop_scan_output(tmp_path):
@@ -243,7 +237,7 @@ def test_loop_scan_output(tmp_path):
     d = dims(pruned)
     d.update({t.name: list(t.dims) for t in pruned.graph.node[0].attribute[0].g.initializer})
     assert d["w1"] == [4, 3, 3, 3] and d["w3"] == [5, 4, 1, 1]
-    assert run(pruned, random_inputs(model, {})).outputs[0].shape == (1, 5, 8, 8)
+    assert run_model(pruned, random_inputs(model, {})).outputs[0].shape == (1, 5, 8, 8)
 
 
 def test_cli_with_calibration_on_loop(tmp_path):
@@ -292,7 +286,7 @@ def test_scan_matmul_body(tmp_path):
     assert d["w0"] == [3, 4] and d["w1"] == [4, 8]
     assert d["w2"] == [8, 3] and d["w3"] == [3, 4]
     feeds = random_inputs(model, {})
-    assert run(pruned, feeds).outputs[0].shape == (5, 2, 4)
+    assert run_model(pruned, feeds).outputs[0].shape == (5, 2, 4)
 
 
 def test_scan_axis_is_frozen(tmp_path):

@@ -6,10 +6,7 @@ from onnx import TensorProto
 from checks import attr, init
 from helpers import make_model, node, prune_with_oracle, save, weight
 from onnxprune import analyze
-from onnxprune.apply import apply_plan
-from onnxprune.importance import root_scores, unit_scores
-from onnxprune.oracle import run_oracle
-from onnxprune.planner import make_plan
+from onnxprune.testing import make_plan, weight_scores
 
 HID, EMB, SEQ = 10, 6, 5
 
@@ -35,9 +32,9 @@ def test_constant_of_shape_state_with_dynamic_batch(tmp_path):
     model = _lstm(state, "h0", "c0", inits, "batch")
     analysis = analyze(save(model, tmp_path))  # the batch stays dynamic: nothing is folded
     (group,) = [g for g in analysis.prunable if "hidden" in " ".join(g.kinds)]
-    plan = make_plan([group], {group.id: unit_scores(group, root_scores(group, analysis.graph, "l1"))}, 0.5)
-    assert run_oracle(analysis.graph, analysis.groups, plan, {"tokens": (3, SEQ)}).passed
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    plan = make_plan(analysis, weight_scores(analysis, "l1", groups=[group]), 0.5)
+    assert analysis.verify(plan, input_shapes={"tokens": (3, SEQ)}).passed
+    pruned = analysis.apply(plan).proto
     assert attr(pruned, next(n.name for n in pruned.graph.node if n.op_type == "LSTM"), "hidden_size") == HID // 2
     assert init(pruned, "hid").tolist() == [HID // 2]
 

@@ -13,7 +13,7 @@ from helpers import make_model, node, param_count, prune_with_oracle, save, weig
 from onnxprune import analyze
 from onnxprune.cli import main
 from onnxprune.errors import BadInputError
-from onnxprune.validate import random_inputs, run
+from onnxprune.testing import random_inputs, run_model
 
 MS = "com.microsoft"
 
@@ -47,7 +47,7 @@ def assert_runs_fused(model: onnx.ModelProto, pruned: onnx.ModelProto) -> None:
     assert contrib_ops(pruned) == contrib_ops(model) and contrib_ops(model)
     feeds = random_inputs(model, {})
     for optimize in (False, True):
-        outputs = run(pruned, feeds, optimize=optimize).outputs
+        outputs = run_model(pruned, feeds, optimize=optimize).outputs
         assert all(np.isfinite(o).all() for o in outputs)
 
 

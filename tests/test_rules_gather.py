@@ -96,7 +96,7 @@ def test_shared_initializer_with_an_unreached_user_freezes(tmp_path, large_is_sm
 
 def test_embedding_indices_get_random_values_inside_the_table():
     """Validation feeds token ids below the table's row count (the rule says so), not just ones."""
-    from onnxprune.validate import random_inputs
+    from onnxprune.testing import random_inputs
     model = make_model([node("Gather", ["table", "ids"], "emb"), node("ReduceSum", ["emb"], "y", keepdims=0)],
                        {"ids": [2, 50]}, {"y": None}, {"table": weight(V, E)},
                        input_types={"ids": TensorProto.INT64})

@@ -167,7 +167,7 @@ def test_validation_says_the_pruned_model_is_broken(tmp_path):
     from onnx import numpy_helper
 
     from onnxprune.errors import CheckFailedError
-    from onnxprune.validate import random_inputs, validate_pruned
+    from onnxprune.testing import random_inputs, validate_pruned
 
     nodes = [node("MatMul", ["x", "w"], "h"), node("Shape", ["h"], "sh", start=0, end=1),
              node("Concat", ["sh", "t"], "target", axis=0), node("Reshape", ["h", "target"], "y")]

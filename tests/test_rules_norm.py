@@ -4,9 +4,7 @@ from checks import dims, init, kept, removed
 from helpers import frozen_reasons, make_model, node, prune_with_oracle, save, weight
 
 from onnxprune import PruneConfig, analyze
-from onnxprune.api import plan_for
-from onnxprune.apply import apply_plan
-from onnxprune.validate import random_inputs, run
+from onnxprune.testing import random_inputs, run_model
 
 C = 8
 
@@ -87,13 +85,13 @@ def test_layernorm_over_the_channel_axis_makes_the_group_inexact(tmp_path):
     assert any("LayerNormalization normalises over the pruned axis" in r for r in group.inexact_reasons)
     assert {(s.tensor, s.axis) for s in group.slices} == {("w1", 1), ("ln_s", 0), ("ln_b", 0), ("w2", 0)}
     # left out of the default plan; pruned only when asked, then the model still runs with the new shapes
-    assert not plan_for(analysis, PruneConfig(ratio=0.5)).groups
-    plan = plan_for(analysis, PruneConfig(ratio=0.5, inexact=True))
+    assert not analysis.plan(PruneConfig(ratio=0.5)).groups
+    plan = analysis.plan(PruneConfig(ratio=0.5, inexact=True))
     (pg,) = plan.groups
     assert not pg.exact and len(pg.pruned) == D // 2
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    pruned = analysis.apply(plan).proto
     assert dims(pruned) == {"w1": [D, D // 2], "ln_s": [D // 2], "ln_b": [D // 2], "w2": [D // 2, 4]}
-    (out,) = run(pruned, random_inputs(pruned, {}), optimize=False).outputs
+    (out,) = run_model(pruned, random_inputs(pruned, {}), optimize=False).outputs
     assert out.shape == (2, S, 4) and np.isfinite(out).all()
 
 

@@ -180,7 +180,7 @@ def test_param_count_counts_integer_weights_not_shapes():
 
 def _ort_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     import onnxruntime as ort
-    from onnxprune.validate import random_inputs
+    from onnxprune.testing import random_inputs
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}

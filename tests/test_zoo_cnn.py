@@ -18,10 +18,7 @@ import pytest
 import zoo
 from helpers import param_count
 from onnxprune import PruneConfig, analyze
-from onnxprune.api import plan_for
-from onnxprune.apply import apply_plan
-from onnxprune.oracle import run_oracle
-from onnxprune.validate import random_inputs, run
+from onnxprune.testing import random_inputs, run_model
 
 EXCLUDED = {"tv_vit_b_16", "tv_swin_t"}  # transformers: not part of the CNN family
 CNN_MODELS = [n for n in zoo.model_names() if (n.startswith("tv_") and n not in EXCLUDED) or n.startswith("yolo_")]
@@ -66,14 +63,14 @@ def test_cnn_prunes_and_passes_the_oracle(name, zoo_cache):
     analysis = analyze(str(path), {})
     frozen = [g.frozen_reason for g in analysis.groups if g.frozen_reason]
     assert len(frozen) <= MAX_FROZEN.get(name, len(frozen)), frozen
-    feeds = random_inputs(analysis.graph.proto, {})
+    feeds = random_inputs(analysis.model, {})
     for label, config in CONFIGS.items():
-        plan = plan_for(analysis, config)
+        plan = analysis.plan(config)
         assert plan.groups, f"{label}: nothing pruned; frozen: {frozen[:5]}"
-        oracle = run_oracle(analysis.graph, analysis.groups, plan)
+        oracle = analysis.verify(plan)
         assert oracle.passed, f"{label}: {oracle.detail}"
-        pruned = apply_plan(analysis.graph, analysis.groups, plan)
-        assert param_count(pruned) < param_count(analysis.graph.proto), label
+        pruned = analysis.apply(plan).proto
+        assert param_count(pruned) < param_count(analysis.model.proto), label
         for optimize in (True, False):  # ORT's graph optimisations must still apply, or be skippable
-            outputs = run(pruned, feeds, optimize=optimize).outputs
+            outputs = run_model(pruned, feeds, optimize=optimize).outputs
             assert all(np.isfinite(o).all() for o in outputs), f"{label}, optimize={optimize}"

@@ -8,10 +8,7 @@ zoo = pytest.importorskip("zoo")
 pytestmark = pytest.mark.zoo
 
 from onnxprune import PruneConfig, analyze  # noqa: E402
-from onnxprune.api import plan_for  # noqa: E402
-from onnxprune.apply import apply_plan  # noqa: E402
-from onnxprune.oracle import run_oracle  # noqa: E402
-from onnxprune.validate import random_inputs, run  # noqa: E402
+from onnxprune.testing import random_inputs, run_model  # noqa: E402
 
 # model -> kinds of groups that must be pruned ("" : plain channels, e.g. FFN hidden)
 MODELS = {
@@ -46,16 +43,16 @@ def _zoo_model(name: str, cache) -> str:
 def test_zoo_model_prunes_and_passes_the_oracle(name, zoo_cache):
     path = _zoo_model(name, zoo_cache)
     analysis = analyze(path)
-    plan = plan_for(analysis, PruneConfig(ratio=RATIO.get(name, 0.3)))
+    plan = analysis.plan(PruneConfig(ratio=RATIO.get(name, 0.3)))
     by_id = {g.id: g for g in analysis.groups}
     pruned_kinds = {", ".join(by_id[pg.id].kinds) for pg in plan.groups}
     assert MODELS[name] <= pruned_kinds, f"pruned kinds {pruned_kinds}"
-    result = run_oracle(analysis.graph, analysis.groups, plan)
+    result = analysis.verify(plan)
     assert result.passed, result.detail
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
-    feeds = random_inputs(analysis.graph.proto, {}, int_high=_int_high(name))
-    before = run(analysis.graph.proto, feeds, optimize=False).outputs
-    after = run(pruned, feeds, optimize=True).outputs
+    pruned = analysis.apply(plan).proto
+    feeds = random_inputs(analysis.model, {}, int_high=_int_high(name))
+    before = run_model(analysis.model, feeds, optimize=False).outputs
+    after = run_model(pruned, feeds, optimize=True).outputs
     assert [o.shape for o in before] == [o.shape for o in after]
 
 
@@ -70,12 +67,12 @@ def test_inexact_hidden_size_prunes_and_runs(name, zoo_cache):
     too: the oracle still holds for the exact groups and the pruned model keeps its output shapes."""
     path = _zoo_model(name, zoo_cache)
     analysis = analyze(path)
-    plan = plan_for(analysis, PruneConfig(ratio=0.5, inexact=True))
+    plan = analysis.plan(PruneConfig(ratio=0.5, inexact=True))
     by_id = {g.id: g for g in analysis.groups}
     assert any(not by_id[pg.id].exact for pg in plan.groups)
-    assert run_oracle(analysis.graph, analysis.groups, plan).passed
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
-    feeds = random_inputs(analysis.graph.proto, {}, int_high=_int_high(name))
-    before = run(analysis.graph.proto, feeds, optimize=False).outputs
-    after = run(pruned, feeds, optimize=True).outputs
+    assert analysis.verify(plan).passed
+    pruned = analysis.apply(plan).proto
+    feeds = random_inputs(analysis.model, {}, int_high=_int_high(name))
+    before = run_model(analysis.model, feeds, optimize=False).outputs
+    after = run_model(pruned, feeds, optimize=True).outputs
     assert [o.shape for o in before] == [o.shape for o in after]

@@ -19,7 +19,7 @@ import onnxruntime as ort  # noqa: E402
 
 import zoo  # noqa: E402
 from onnxprune import PruneConfig, prune  # noqa: E402
-from onnxprune.validate import random_inputs  # noqa: E402
+from onnxprune.testing import random_inputs  # noqa: E402
 import onnx  # noqa: E402
 
 
@@ -37,9 +37,9 @@ def prepare(name: str, work: Path, configs: dict[str, PruneConfig | None]) -> li
     variants = []
     for label, config in configs.items():
         if config is None:
-            from onnxprune.api import analyze
-            from onnxprune.report import model_stats
-            stats = model_stats(analyze(str(src)).graph)
+            from onnxprune import analyze
+            from onnxprune.testing import model_stats
+            stats = model_stats(analyze(str(src)))
             variants.append(Variant(label, str(src), stats.macs, stats.params))
             continue
         config.validate = False

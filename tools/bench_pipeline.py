@@ -20,9 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import onnx  # noqa: E402
 
 import zoo  # noqa: E402
-from onnxprune import PruneConfig, analyze, ir  # noqa: E402
-from onnxprune.api import plan_for  # noqa: E402
-from onnxprune.apply import apply_plan  # noqa: E402
+from onnxprune import PruneConfig, analyze  # noqa: E402
 
 
 def _best(fn, repeat: int) -> float:
@@ -47,13 +45,13 @@ def bench(path: Path, ratio: float, repeat: int) -> dict:
         state["a"] = analyze(str(path))
 
     def plan():
-        state["p"] = plan_for(state["a"], PruneConfig(ratio=ratio))
+        state["p"] = state["a"].plan(PruneConfig(ratio=ratio))
 
     def apply():
-        state["m"] = apply_plan(state["a"].graph, state["a"].groups, state["p"])
+        state["m"] = state["a"].apply(state["p"])
 
     def save():
-        ir.save(state["m"], str(out))
+        state["m"].save(str(out))
 
     times["load+analyse"] = _best(load, repeat)
     times["plan"] = _best(plan, repeat)

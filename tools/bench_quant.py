@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo  # noqa: E402
 from onnxprune import PruneConfig, prune, verify  # noqa: E402
-from onnxprune.validate import random_inputs  # noqa: E402
+from onnxprune.testing import random_inputs  # noqa: E402
 
 VARIANTS = ("qdq", "qdq_pc", "qoperator", "dynamic", "weight_only", "nbits")
 

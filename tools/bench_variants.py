@@ -27,13 +27,8 @@ import onnxruntime as ort  # noqa: E402
 
 import zoo  # noqa: E402
 from onnxprune import PruneConfig, analyze  # noqa: E402
-from onnxprune.api import plan_for  # noqa: E402
-from onnxprune.apply import apply_plan  # noqa: E402
 from onnxprune.errors import BadInputError  # noqa: E402
-from onnxprune.ir import Graph, infer_shapes  # noqa: E402
-from onnxprune.oracle import run_oracle  # noqa: E402
-from onnxprune.report import frozen_reasons, model_stats  # noqa: E402
-from onnxprune.validate import random_inputs, run  # noqa: E402
+from onnxprune.testing import frozen_reasons, model_stats, random_inputs, run_model  # noqa: E402
 
 TRANSFORMERS = {"hf_tiny_bert": "bert", "hf_tiny_gpt2__dynamo": "gpt2"}
 ALL_LEVEL_DEMO = "tv_resnet18"  # also saved at ORT_ENABLE_ALL: NCHWc on x86, refused
@@ -79,20 +74,20 @@ def prune_one(path: Path, ratio: float) -> dict:
         analysis = analyze(str(path))
     except BadInputError as exc:  # NCHWc layouts are refused at load
         return {"error": str(exc)}
-    plan = plan_for(analysis, config)
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
-    oracle = run_oracle(analysis.graph, analysis.groups, plan)
-    feeds = random_inputs(analysis.graph.proto, {})
+    plan = analysis.plan(config)
+    pruned = analysis.apply(plan)
+    oracle = analysis.verify(plan)
+    feeds = random_inputs(analysis.model, {})
     try:
-        run(pruned, feeds, optimize=True)
+        run_model(pruned, feeds, optimize=True)
         runs = True
     except Exception:  # noqa: BLE001 - reported as a column
         runs = False
-    before = model_stats(analysis.graph).params
-    after = model_stats(Graph(pruned, infer_shapes(pruned, {}))).params
-    frozen = "; ".join(f"{n}x {r[:50]}" for r, n in frozen_reasons(analysis.groups, 2))
+    before = model_stats(analysis).params
+    after = model_stats(pruned).params
+    frozen = "; ".join(f"{n}x {r[:50]}" for r, n in frozen_reasons(analysis, 2))
     return {"before": before, "removed": before - after, "oracle": oracle.passed, "runs": runs,
-            "kept_ops": contrib_ops(pruned) == contrib_ops(model), "ops": contrib_ops(model), "frozen": frozen}
+            "kept_ops": contrib_ops(pruned.proto) == contrib_ops(model), "ops": contrib_ops(model), "frozen": frozen}
 
 
 def variants_of(name: str, src: Path, work: Path) -> list[tuple[str, Path]]:

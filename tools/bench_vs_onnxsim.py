@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import variants  # noqa: E402
 import zoo  # noqa: E402
-from onnxprune.validate import random_inputs, run  # noqa: E402
+from onnxprune.testing import random_inputs, run_model  # noqa: E402
 
 ONNXSIM_SCRIPT = r"""
 import sys, onnx, onnxsim
@@ -72,8 +72,8 @@ def runs_like(original: Path, pruned: Path, int_high: dict) -> bool:
     """The pruned file runs in ONNX Runtime with the original's output shapes, finite wherever the original is."""
     try:
         feeds = random_inputs(onnx.load(str(original)), {}, int_high=int_high)
-        ref = run(str(original), feeds).outputs
-        out = run(str(pruned), feeds).outputs
+        ref = run_model(str(original), feeds).outputs
+        out = run_model(str(pruned), feeds).outputs
     except Exception:
         return False
     # non-finite only where the original is too (fp16 conversion overflows some zoo models already)

@@ -15,7 +15,7 @@ see randomize_bn, or torch's defaults with --default-bn):
   * Torch-Pruning at pruning_ratio 0.5, GroupMagnitudeImportance(p=2), local (not global) pruning,
     the final Linear ignored, round_to None / 8 / 16, then exported;
   * onnxprune on the unpruned export, PruneConfig(ratio=0.5, round_to=1 / 8 / 16).
-For each: MACs and params (onnxprune.report.model_stats on the analysed graph), ONNX Runtime CPU
+For each: MACs and params (onnxprune.testing.model_stats of the analysis), ONNX Runtime CPU
 latency (intra_op_num_threads=2, median over interleaved rounds: every variant runs in every round,
 alternating order, so drift of the machine hits all alike; ORT's spin-waiting is off, see session),
 speedup over the unpruned model, and the
@@ -62,7 +62,7 @@ import onnxruntime as ort  # noqa: E402
 from bench_common import session  # noqa: E402  (no thread spinning: sessions take turns on 2 cores)
 
 from onnxprune import PruneConfig, analyze, prune  # noqa: E402
-from onnxprune.report import model_stats  # noqa: E402
+from onnxprune.testing import model_stats  # noqa: E402
 
 RATIO = 0.5
 ROUNDINGS = (1, 8, 16)  # 1 is Torch-Pruning's round_to=None
@@ -402,7 +402,7 @@ def bench_model(name: str, work: Path, threads: int, rounds: int, runs: int, def
     print("  pruning time (s): " + ", ".join(f"TP r={r} {t_times[r]:.1f}" for r in ROUNDINGS) + "; "
           + ", ".join(f"onnxprune r={r} {o_times[r]:.1f}" for r in ROUNDINGS), flush=True)
 
-    stats = {k: model_stats(analyze(p).graph) for k, p in paths.items()}
+    stats = {k: model_stats(analyze(p)) for k, p in paths.items()}
     convs = {k: conv_out_channels(p) for k, p in paths.items()}
     load = os.getloadavg()
     times = measure(paths, threads, rounds, runs)
@@ -447,7 +447,7 @@ def bench_shufflenet(work: Path, default_bn: bool, ratio: float = 0.3) -> None:
     src = work / "shufflenet_v2_x1_0.onnx"
     export(base, src)
     x = torch.randn(1, 3, 224, 224)
-    before = model_stats(analyze(str(src)).graph)
+    before = model_stats(analyze(str(src)))
     print(f"  unpruned: {before.macs / 1e9:.3f} GMACs, {before.params / 1e6:.2f}M params")
     try:
         model = torch_pruned(base, None, ratio)
@@ -455,7 +455,7 @@ def bench_shufflenet(work: Path, default_bn: bool, ratio: float = 0.3) -> None:
             y = model(x)
         out = work / "shufflenet_v2_x1_0.tp.onnx"
         export(model, out)
-        s = model_stats(analyze(str(out)).graph)
+        s = model_stats(analyze(str(out)))
         print(f"  Torch-Pruning: pruned and ran, output {tuple(y.shape)}; {s.macs / 1e9:.3f} GMACs, "
               f"{s.params / 1e6:.2f}M params")
         print("    Conv out-ch: " + " ".join(str(c) for _, c in conv_out_channels(str(out))))

@@ -241,7 +241,7 @@ class _Reference:
         self.outputs, self.error = (None, "no inputs") if self.feeds is None else _run(case.model, self.feeds)
 
     def _feeds(self) -> dict | None:
-        from onnxprune.validate import random_inputs
+        from onnxprune.testing import random_inputs
 
         inits = {t.name for t in self.model.graph.initializer}
         names = [i.name for i in self.model.graph.input if i.name not in inits]

@@ -29,7 +29,7 @@ from onnx import helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from onnxprune.validate import random_inputs  # noqa: E402
+from onnxprune.testing import random_inputs  # noqa: E402
 
 VARIANTS = ("fp16", "qdq_tensor", "qdq_channel", "dynamic", "wonly_int8", "nbits", "ort_extended", "fused_attn")
 

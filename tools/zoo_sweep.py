@@ -19,12 +19,7 @@ import onnx  # noqa: E402
 
 import zoo  # noqa: E402
 from onnxprune import PruneConfig, analyze  # noqa: E402
-from onnxprune.api import plan_for  # noqa: E402
-from onnxprune.apply import apply_plan  # noqa: E402
-from onnxprune.ir import Graph, infer_shapes  # noqa: E402
-from onnxprune.oracle import run_oracle  # noqa: E402
-from onnxprune.report import frozen_reasons, model_stats  # noqa: E402
-from onnxprune.validate import random_inputs, run  # noqa: E402
+from onnxprune.testing import frozen_reasons, model_stats, random_inputs, run_model  # noqa: E402
 
 
 def sweep_one(path: Path, cache: Path, config: PruneConfig) -> tuple[bool, str]:
@@ -33,18 +28,18 @@ def sweep_one(path: Path, cache: Path, config: PruneConfig) -> tuple[bool, str]:
         path = zoo.write_filled(path.stem, cache)
     t0 = time.perf_counter()
     analysis = analyze(str(path), config.input_shapes)
-    plan = plan_for(analysis, config)
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    plan = analysis.plan(config)
+    pruned = analysis.apply(plan)
     elapsed = time.perf_counter() - t0
-    oracle = run_oracle(analysis.graph, analysis.groups, plan, config.input_shapes)
-    feeds = random_inputs(analysis.graph.proto, config.input_shapes)
+    oracle = analysis.verify(plan)
+    feeds = random_inputs(analysis.model, config.input_shapes)
     for optimize in (True, False):  # pruned models must run with ORT's graph optimisations on and off
-        run(pruned, feeds, optimize=optimize)
-    before = model_stats(analysis.graph).params
-    after = model_stats(Graph(pruned, infer_shapes(pruned, config.input_shapes))).params
+        run_model(pruned, feeds, optimize=optimize)
+    before = model_stats(analysis).params
+    after = model_stats(pruned, config.input_shapes).params
     fewer = after < before or not plan.groups
     ok = oracle.passed and fewer
-    reasons = "; ".join(f"{n}x {r[:60]}" for r, n in frozen_reasons(analysis.groups, 3))
+    reasons = "; ".join(f"{n}x {r[:60]}" for r, n in frozen_reasons(analysis, 3))
     line = (f"{'PASS' if ok else 'FAIL'}  groups {len(analysis.groups):4d} pruned {len(plan.groups):4d} "
             f"inexact {sum(1 for g in plan.groups if not g.exact):3d}  params {before:>11,} -> {after:>11,} "
             f"({(after - before) / max(before, 1) * 100:+6.1f}%)  analyse+plan+apply {elapsed:5.2f}s  "

@@ -16,6 +16,7 @@ from .edit import (add_after, add_initializer, as_identity, copy_model, fold_in_
                    set_node_attr, set_node_input, set_value_dims, to_array, with_outputs)
 from .graph import Graph, Node, Shape, numel, opset_of
 from .load import load, normalise, read_model
+from .model import Model, TensorSpec
 from .save import is_large, remove_saved, save
 from .scopes import top_level_tensors
 from .shapes import (has_static_inputs, infer_shapes, input_specs, register_shape_hook, set_node_shapes,
@@ -23,11 +24,12 @@ from .shapes import (has_static_inputs, infer_shapes, input_specs, register_shap
 from .values import (ModelProto, constant, initializer_reader, initializer_shapes, is_tensor_type, np_dtype,
                      serialize, set_initializers, static_dim)
 
-__all__ = ["AttrEdit", "Cut", "Graph", "ModelProto", "Node", "Shape", "add_after", "add_initializer", "as_identity",
-           "constant", "copy_model", "cut_model", "downstream", "fold_in_graph", "get_node_attr", "has_static_inputs",
-           "infer_shapes", "initializer_map", "initializer_reader", "initializer_shapes", "input_specs", "integrity",
-           "is_large", "is_tensor_type", "limits", "load", "normalise", "np_dtype", "numel", "opset_of", "probe_model",
-           "read_model", "refresh_annotations", "register_shape_hook", "remove_saved", "replace_initializer",
-           "replace_with_constants", "reshare_clones", "save", "serialize", "set_initializer", "set_initializers",
-           "set_node_attr", "set_node_input", "set_node_shapes", "set_value_dims", "standard_op_shapes", "static_dim",
-           "to_array", "top_level_tensors", "with_input_shapes", "with_outputs"]
+__all__ = ["add_after", "add_initializer", "as_identity", "AttrEdit", "constant", "copy_model", "Cut", "cut_model",
+           "downstream", "fold_in_graph", "get_node_attr", "Graph", "has_static_inputs", "infer_shapes",
+           "initializer_map", "initializer_reader", "initializer_shapes", "input_specs", "integrity", "is_large",
+           "is_tensor_type", "limits", "load", "Model", "ModelProto", "Node", "normalise", "np_dtype", "numel",
+           "opset_of", "probe_model", "read_model", "refresh_annotations", "register_shape_hook", "remove_saved",
+           "replace_initializer", "replace_with_constants", "reshare_clones", "save", "serialize", "set_initializer",
+           "set_initializers", "set_node_attr", "set_node_input", "set_node_shapes", "set_value_dims", "Shape",
+           "standard_op_shapes", "static_dim", "TensorSpec", "to_array", "top_level_tensors", "with_input_shapes",
+           "with_outputs"]
