@@ -289,12 +289,16 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     return report
 
 
-def check_paths(model_path: str, output_path: str, config: PruneConfig, **more: str | None) -> None:
-    """Before any work: the outputs (-o, --plan-out and `more`, flag -> path) can be written and
-    overwrite no input."""
-    paths.check_outputs({"-o": output_path, "--plan-out": config.plan_out, **more},
-                        {"the input model": model_path, "the --plan-in plan": config.plan_in,
-                         "the --calib data": config.calib})
+def check_paths(model_path: str, output_path: str, config: PruneConfig, names: dict[str, str] | None = None,
+                **more: str | None) -> None:
+    """Before any work: the outputs (`output_path`, `config.plan_out` and `more`, name -> path) can be
+    written and overwrite no input. Errors name each path by `names` (field -> how the caller calls
+    it: the CLI passes its flags), else by the Python names (output_path, plan_out, plan_in, calib)."""
+    said = {"output_path": "output_path", **(names or {})}
+    paths.check_outputs({said["output_path"]: output_path, said.get("plan_out", "plan_out"): config.plan_out,
+                         **more},
+                        {"the input model": model_path, f"the {said.get('plan_in', 'plan_in')} plan": config.plan_in,
+                         f"the {said.get('calib', 'calib')} data": config.calib})
 
 
 def _save(pruned, output_path: str, lap) -> None:

@@ -1,6 +1,9 @@
 """The staged public API: analyze (path, ModelProto or Model) -> Analysis.plan -> apply -> Model."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -134,3 +137,13 @@ def test_model_wraps_only_model_protos():
 def test_plan_removing_names_a_missing_root():
     with pytest.raises(KeyError, match="no group has root tensor"):
         plan_removing(analyze(_chain()), {"nope": [0]})
+
+
+def test_path_errors_name_python_parameters(tmp_path):
+    """From Python, a refused path is named as the caller named it (output_path, plan_out), not by a CLI flag."""
+    model = tmp_path / "m.onnx"
+    shutil.copy(Path(__file__).resolve().parents[1] / "models" / "tiny_cnn.onnx", model)
+    with pytest.raises(BadInputError, match="^plan_out '.*' is the input model"):
+        prune(str(model), str(tmp_path / "out.onnx"), PruneConfig(plan_out=str(model)))
+    with pytest.raises(BadInputError, match="^output_path '.*' is the input model"):
+        prune(str(model), str(model))
