@@ -75,7 +75,7 @@ def test_plan_apply_verify_save(tmp_path):
 
 
 def test_plan_checks_its_config():
-    with pytest.raises(BadInputError, match="--ratio"):
+    with pytest.raises(BadInputError, match="^ratio must be in"):
         analyze(_chain()).plan(PruneConfig(ratio=1.5))
 
 
