@@ -28,9 +28,9 @@ import numpy as np
 
 from . import indexmap, ir
 from .depgraph import _couple
-from .errors import CheckFailedError
+from .errors import BadInputError, CheckFailedError
 from .indexmap import Pairs
-from .ir import Graph
+from .ir import Graph, Node
 from .ir.tiny import tiny_graph, tiny_model
 from .rules import Effects, Port, rule_for
 
@@ -120,7 +120,7 @@ def visit(op_type: str, inputs: Sequence, attrs: dict | None = None, *, at: Spac
           const_role: str = "out") -> Visit:
     """Channels `positions` (default: all) of tensor `at` = (name, axis) arrive at the node: what does its rule say?"""
     graph = _graph(op_type, inputs, attrs, domain, outputs, opset)
-    return _visit(graph, at, positions, const_role)
+    return _visit(graph, graph.nodes[0], at, positions, const_role)
 
 
 def channel_map(op_type: str, inputs: Sequence, attrs: dict | None = None, *, side: str = "out", domain: str = "",
@@ -129,7 +129,7 @@ def channel_map(op_type: str, inputs: Sequence, attrs: dict | None = None, *, si
     graph = _graph(op_type, inputs, attrs, domain, outputs, opset)
     node = graph.nodes[0]
     names = node.outputs if side == "out" else [n for n in node.inputs if n and not graph.is_const(n)]
-    return {(name, axis): _visit(graph, (name, axis), None, "out")
+    return {(name, axis): _visit(graph, node, (name, axis), None, "out")
             for name in names if name and graph.shape(name) is not None
             for axis in range(len(graph.shape(name))) if graph.dim(name, axis)}
 
@@ -146,30 +146,34 @@ def roots(op_type: str, inputs: Sequence, attrs: dict | None = None, *, domain: 
     return tuple(out)
 
 
-def _visit(graph: Graph, at: Space, positions: Iterable[int] | None, const_role: str) -> Visit:
-    node = graph.nodes[0]
+def _visit(graph: Graph, node: Node, at: Space, positions: Iterable[int] | None, const_role: str) -> Visit:
     tensor, axis = at
     if tensor in node.outputs:
         port = Port("out", node.outputs.index(tensor))
     elif tensor in node.inputs:
         port = Port("in", node.inputs.index(tensor))
     else:
-        raise ValueError(f"'{tensor}' is neither an input nor an output of {node}: expected one of "
+        raise BadInputError(f"'{tensor}' is neither an input nor an output of {node}: expected one of "
                          f"{[n for n in node.inputs + node.outputs if n]}")
     size = graph.dim(tensor, axis)
     if size is None:
-        raise ValueError(f"size of '{tensor}' along axis {axis} is unknown (shape {graph.shape(tensor)})")
+        raise BadInputError(f"size of '{tensor}' along axis {axis} is unknown (shape {graph.shape(tensor)})")
     arriving = indexmap.identity(size) if positions is None else np.asarray(pairs(positions), dtype=np.int64)
     fx = Effects(node, graph, const_role=const_role)
     rule_for(node).propagate(node, graph, port, axis, arriving, fx)  # what depgraph._Growth._step does
-    return _plain_effects(fx, size, arriving)
+    return _plain_effects(fx, at, size, arriving)
 
 
-def _plain_effects(fx: Effects, size: int, arriving: Pairs) -> Visit:
+def _plain_effects(fx: Effects, at: Space, size: int, arriving: Pairs) -> Visit:
     prefix = f"{fx.node}: "
     moves: dict[Space, Pairs] = {}
     for name, axis, p, _ in fx.forwards:
         moves[(name, axis)] = np.concatenate([moves.get((name, axis), indexmap.empty()), p])
+    if at in moves:  # back onto the arriving space: only new pairs count (depgraph merges them away)
+        known, _ = indexmap.merge(None, arriving)
+        _, fresh = indexmap.merge(known, moves.pop(at))
+        if len(fresh):
+            moves[at] = fresh
     cut_pairs: dict[Space, Pairs] = {}
     roles: dict[Space, set[str]] = {}
     for cut in fx.cuts:
@@ -260,8 +264,7 @@ def _model_around(op_type: str, inputs: Sequence, attrs: dict | None, channel_ax
     outs = [f"out{j}" for j in range(outputs)]
     nodes.append((op_type, specs, outs, dict(attrs or {}), domain, "node"))
     graph = tiny_graph(tiny_model(nodes, graph_inputs, outs, consts, opset))
-    node = graph.producer("out0")
-    reached = _reached_axes(graph, node, fed)
+    reached = _reached_axes(graph, graph.producer("out0"), fed)
     final = []
     for name in outs:
         axis = reached.get(name)
@@ -273,20 +276,19 @@ def _model_around(op_type: str, inputs: Sequence, attrs: dict | None, channel_ax
     return tiny_model(nodes, graph_inputs, final, consts, opset)
 
 
-def _reached_axes(graph: Graph, node, fed: list[Space]) -> dict[str, int]:
+def _reached_axes(graph: Graph, node: Node, fed: list[Space]) -> dict[str, int]:
     """For each output of the node, the first axis that a fed input's channels or a root of the node reach."""
     reached: dict[str, int] = {}
-    for tensor, axis in fed:
-        size = graph.dim(tensor, axis)
-        fx = Effects(node, graph)
-        rule_for(node).propagate(node, graph, Port("in", node.inputs.index(tensor)), axis, indexmap.identity(size), fx)
-        for name, out_axis, _, port in fx.forwards:
-            if not port.is_input:
-                reached.setdefault(name, out_axis)
+    starts = list(fed)
     for tensor, axis in rule_for(node).roots(node, graph):
         rank = graph.rank(tensor)
         if rank is not None:
             reached.setdefault(tensor, axis % rank)
+            starts.append((tensor, axis % rank))
+    for tensor, axis in starts:
+        for name, out_axis in _visit(graph, node, (tensor, axis), None, "out").moves:
+            if name in node.outputs:
+                reached.setdefault(name, out_axis)
     return reached
 
 
@@ -309,13 +311,14 @@ def _producer(name: str, shape: tuple[int, ...], axis: int, graph_inputs: dict, 
 
 
 def _consumer(name: str, shape: tuple, axis: int, consts: dict) -> list:
-    """Nodes reading every channel of `name` along `axis` (a 1x1 Conv or a MatMul), ending in `{name}_y`."""
+    """Nodes reading every channel of `name` along `axis` (a 1x1 Conv or a MatMul), ending in `{name}_y`
+    with one channel (a space of size 1 starts no group of its own)."""
     rng = np.random.default_rng(100 + len(consts))
     rank, c = len(shape), shape[axis]
     if axis == 1 and rank >= 3:
-        consts[f"{name}_v"] = rng.standard_normal((2, c, *[1] * (rank - 2))).astype(np.float32)
+        consts[f"{name}_v"] = rng.standard_normal((1, c, *[1] * (rank - 2))).astype(np.float32)
         return [("Conv", [name, f"{name}_v"], [f"{name}_y"], {}, "")]
-    consts[f"{name}_v"] = rng.standard_normal((c, 2)).astype(np.float32)
+    consts[f"{name}_v"] = rng.standard_normal((c, 1)).astype(np.float32)
     if axis == rank - 1:
         return [("MatMul", [name, f"{name}_v"], [f"{name}_y"], {}, "")]
     perm = [a for a in range(rank) if a != axis] + [axis]
