@@ -70,9 +70,10 @@ class Visit:
     kinds: tuple[str, ...] = ()
 
 
-def pairs(positions: Iterable[int], roots: Iterable[int] | None = None) -> PlainPairs:
-    """Plain pairs: position k of `positions` belongs to root `roots[k]` (default root k)."""
-    pos = np.asarray(list(positions), dtype=np.int64)
+def pairs(positions: int | Iterable[int], roots: Iterable[int] | None = None) -> PlainPairs:
+    """Plain pairs: position k of `positions` belongs to root `roots[k]` (default root k); an int n
+    stands for range(n) (the identity map of n channels)."""
+    pos = np.arange(positions, dtype=np.int64) if isinstance(positions, int) else np.asarray(list(positions), np.int64)
     rts = np.arange(len(pos), dtype=np.int64) if roots is None else np.asarray(list(roots), dtype=np.int64)
     return plain(np.stack([pos, rts], axis=1) if len(pos) else indexmap.empty())
 
@@ -206,6 +207,7 @@ def _strip(reason: str | None, prefix: str) -> str | None:
 class PruneThrough:
     """A tiny model around the node, analysed, planned, checked by the oracle and pruned."""
 
+    node: str  # the node under test, as messages name it
     model: Any  # the built model (ModelProto)
     analysis: Any  # api.Analysis
     plan: Any  # planner.Plan
@@ -219,10 +221,10 @@ class PruneThrough:
     def check(self, min_groups: int = 1) -> "PruneThrough":
         """Raise CheckFailedError unless at least `min_groups` groups were pruned and the oracle passed."""
         if len(self.plan.groups) < min_groups:
-            raise CheckFailedError(f"node 'node': expected >= {min_groups} pruned groups, found {len(self.plan.groups)}; "
-                                   f"frozen: {self.frozen}")
+            raise CheckFailedError(f"pruning through {self.node}: expected >= {min_groups} pruned groups, found "
+                                   f"{len(self.plan.groups)}; frozen: {self.frozen}")
         if not self.oracle.passed:
-            raise CheckFailedError(f"node 'node': the dead-channel oracle failed: {self.oracle.detail}")
+            raise CheckFailedError(f"pruning through {self.node}: the dead-channel oracle failed: {self.oracle.detail}")
         return self
 
 
@@ -246,7 +248,7 @@ def prune_through(op_type: str, inputs: Sequence, attrs: dict | None = None, *, 
         plan = plan_for(analysis, PruneConfig(ratio=ratio, round_to=1, inexact=inexact))
         result = run_oracle(analysis.graph, analysis.groups, plan, analysis.input_shapes)
         pruned = apply_plan(analysis.graph, analysis.groups, plan)
-    return PruneThrough(model, analysis, plan, result, pruned)
+    return PruneThrough(f"{op_type} node 'node'", model, analysis, plan, result, pruned)
 
 
 def _model_around(op_type: str, inputs: Sequence, attrs: dict | None, channel_axis: int | None, domain: str,

@@ -1,8 +1,8 @@
 """Tiny models from plain Python specs (the rule harness builds one node, or a few, around a rule).
 
-Nodes are `(op_type, inputs, outputs, attrs, domain[, name])` tuples (default name `{op_type}_{output 0}`); graph inputs are `name -> (shape, dtype)`;
-constants are `name -> numpy array`. Output types and shapes come from shape inference, so the model
-passes the checker and runs in ONNX Runtime.
+Nodes are `(op_type, inputs, outputs, attrs, domain[, name])` tuples (default name: op_type_output0);
+graph inputs are `name -> (shape, dtype)`; constants are `name -> numpy array`. Output types and
+shapes come from shape inference, so the model passes the checker and runs in ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def _type_outputs(model: onnx.ModelProto) -> None:
     """Graph outputs get the inferred type and shape (those inference cannot tell keep float, no shape)."""
     graph = Graph(model, infer_shapes(model, {}))
     inferred = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    values = list(inferred.graph.value_info) + list(inferred.graph.output)
+    types = {v.name: v.type.tensor_type.elem_type for v in values}
     for out in model.graph.output:
         shape = graph.shape(out.name)
         dims = None if shape is None or any(d is None for d in shape) else list(shape)
