@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 from checks import dims, init, removed
-from helpers import frozen_reasons, make_model, node, prune_with_oracle, save, weight
+from helpers import make_model, node, prune_with_oracle, save, weight
 
 from onnxprune import analyze
+from onnxprune.rule_harness import visit
 
 C, HW = 8, 4
 
@@ -127,14 +128,9 @@ def test_channel_shuffle_couples_the_two_branches(tmp_path, explicit_sizes, unit
     assert init(pruned, "t4").tolist() == [1, C // 2, HW, HW]
 
 
-def test_reshape_mixing_the_channel_axis_freezes(tmp_path):
-    nodes, inits = [], {"target": np.array([1, 4, 2 * HW * HW], np.int64), "wm": weight(2 * HW * HW, 5)}
-    _conv(nodes, inits)
-    nodes += [node("Reshape", ["a", "target"], "m"), node("MatMul", ["m", "wm"], "y")]
-    model = make_model(nodes, {"x": [1, 3, HW, HW]}, {"y": [1, 4, 5]}, inits)
-    analysis = analyze(save(model, tmp_path))
-    assert not analysis.prunable
-    assert any("is mixed into [1, 4, 32]" in r for r in frozen_reasons(analysis))
+def test_reshape_mixing_the_channel_axis_freezes():
+    v = visit("Reshape", [(1, C, HW, HW), np.array([1, 4, 2 * HW * HW], np.int64)], at=("in0", 1))
+    assert v.frozen == "axis 1 of shape [1, 8, 4, 4] is mixed into [1, 4, 32]" and not v.moves
 
 
 @pytest.mark.parametrize("source", ["own_input", "other_tensor"])

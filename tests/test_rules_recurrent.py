@@ -5,6 +5,8 @@ import pytest
 from helpers import make_model, node, param_count, prune_with_oracle, weight
 from onnx import TensorProto
 
+from onnxprune.rule_harness import pairs, roots, visit
+
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 VOCAB, EMB, HID, SEQ, BATCH = 50, 12, 10, 7, 2
 
@@ -104,19 +106,17 @@ def test_lstm_gate_rows_are_cut_per_gate_block(tmp_path):
     np.testing.assert_array_equal(after["l0_P"], before["l0_P"][:, [g * HID + k for g in range(3) for k in kept]])
 
 
-def test_batch_major_layout_groups(tmp_path):
+def test_batch_major_layout_groups():
     """layout=1 (ORT cannot run it): Y is [batch, seq, dirs, H]; the hidden units are still Y's axis 3."""
-    from helpers import save
-    from onnxprune import analyze
-
-    analysis = analyze(save(_classifier("GRU", dirs=2, layers=1, layout=1), tmp_path))
-    group = next(g for g in analysis.groups if g.root == ("l0_Y", 3))
-    assert group.prunable and group.exact
-    cuts = {(s.tensor, s.axis, s.role): sorted(set(s.positions.tolist())) for s in group.slices}
-    assert cuts[("l0_W", 1, "out")] == list(range(3 * HID))
-    assert cuts[("l0_R", 2, "in")] == list(range(HID))
-    assert cuts[("fc_w", 1, "in")] == list(range(2 * HID))
-    assert any(e.target[2] == "hidden_size" for e in group.edits)
+    ins = [(BATCH, SEQ, EMB), weight(2, 3 * HID, EMB), weight(2, 3 * HID, HID), weight(2, 6 * HID)]
+    attrs = {"hidden_size": HID, "direction": "bidirectional", "layout": 1, "linear_before_reset": 1}
+    assert roots("GRU", ins, attrs, outputs=2) == (("out0", 3),)
+    v = visit("GRU", ins, attrs, outputs=2, at=("out0", 3))
+    gates = pairs(range(3 * HID), roots=list(range(HID)) * 3)
+    assert v.cuts == {("in1", 1): ("out", gates), ("in2", 1): ("out", gates), ("in2", 2): ("in", pairs(range(HID))),
+                      ("in3", 1): ("out", pairs(range(6 * HID), roots=list(range(HID)) * 6))}
+    assert v.moves == {("out1", 2): pairs(range(HID))} and v.frozen is None and not v.inexact
+    assert v.edits == ((("attr", 0, "hidden_size", -1), ("out0", 3), 1, 1, None),)
 
 
 def test_hidden_state_output_is_frozen(tmp_path):

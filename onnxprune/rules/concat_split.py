@@ -22,6 +22,8 @@ def _sizes(graph: Graph, names: list[str], axis: int) -> list[int] | None:
 
 @register("Concat")
 class ConcatRule(Rule):
+    """Along the joined axis input k's channels sit at an offset (the sizes before it); else all share them."""
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         rank = graph.rank(node.output(0))
         if rank is None:

@@ -30,6 +30,8 @@ Member = tuple
 
 @register("If", "Loop", "Scan")
 class ControlFlowRule(Rule):
+    """Ties the values an If / Loop / Scan exchanges with its bodies; trip counts and conditions freeze."""
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         ties = _ties(node, graph, fx)
         if ties is None:

@@ -26,6 +26,8 @@ def _geometry(node: Node, graph: Graph) -> tuple[int, int, int] | None:
 
 @register("Gather")
 class GatherRule(Rule):
+    """Data axes other than `axis` pass (renumbered); a constant table gathered by run-time indices is a root."""
+
     def index_ranges(self, node: Node, graph: Graph) -> dict[str, int]:
         table = graph.shape(node.input(0)) if graph.is_weight(node.input(0)) else None
         if table is None or graph.is_const(node.input(1)):

@@ -18,6 +18,8 @@ from .shape_only import trace_shape_element
 
 @register("Transpose")
 class TransposeRule(Rule):
+    """Output axis a is input axis perm[a]: the channels move with the permutation."""
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         rank = graph.rank(node.input(0))
         if rank is None:

@@ -32,6 +32,8 @@ SCALES, ZERO_POINTS, G_IDX, BIAS = 2, 3, 4, 5
 
 @register("MatMulNBits", domain="com.microsoft")
 class MatMulNBitsRule(Rule):
+    """Output features cut rows of the packed B, scales, zero points and bias; input features go in whole blocks."""
+
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         if graph.is_weight(node.input(1)):
             yield node.output(0), -1

@@ -22,6 +22,8 @@ _DYNAMIC = "X and the hidden state are quantized with a scale from the range of 
 
 @register("DynamicQuantizeLSTM", domain="com.microsoft")
 class DynamicQuantizeLSTMRule(Rule):
+    """LSTM hidden units with int8 W / R stored transposed (gate rows last), their scales and zero points."""
+
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         for j, axis in HIDDEN_AXIS.items():
             if node.output(j):

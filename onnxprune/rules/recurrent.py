@@ -37,6 +37,8 @@ def _gate_rows(pairs: Pairs, hidden: int, blocks: int) -> Pairs:
 
 @register("LSTM", "GRU", "RNN")
 class RecurrentRule(Rule):
+    """Hidden unit k: row k of every gate block of W, R, B, column k of R (role "in"), channel k of Y, Y_h, Y_c."""
+
     def roots(self, node: Node, graph: Graph) -> Iterator[tuple[str, int]]:
         space = self._hidden_space(node)
         if space is not None:

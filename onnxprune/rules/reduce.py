@@ -18,6 +18,8 @@ REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "Re
 
 @register(*REDUCE, "ArgMax", "ArgMin")
 class ReduceRule(Rule):
+    """Reducing over another axis passes the channels (renumbered); over the channel axis: inexact, ArgMax freezes."""
+
     def _axes(self, node: Node, graph: Graph, rank: int) -> list[int] | None:
         if "axis" in node.attrs or node.op_type in ("ArgMax", "ArgMin"):
             return [positive_axis(int(node.attr("axis", 0)), rank)]

@@ -28,6 +28,8 @@ Step = tuple[str, str, int] | None
 
 @register("Shape", "Size")
 class ShapeOnlyRule(Rule):
+    """Shape / Size read no channel values: a space ends here; the shape they produce follows at run time."""
+
     reads_shape_only = True
 
     def static_shape_read(self, node: Node, graph: Graph) -> bool:

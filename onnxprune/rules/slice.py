@@ -34,6 +34,8 @@ def _clamp(value: int, dim: int) -> int:
 
 @register("Slice")
 class SliceRule(Rule):
+    """Along the channel axis a window (its bounds move left by the removed channels below them); other axes pass."""
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         rank = fx.data_rank(port, "slice bounds")
         if rank is None:

@@ -17,6 +17,8 @@ def _pass_through(port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
 
 @register("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
 class PoolRule(Rule):
+    """Batch and channel axes pass; pooling along the channel axis itself freezes."""
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         if port.index != 0:
             fx.freeze("MaxPool indices encode channel offsets")
