@@ -19,9 +19,7 @@ through it and passing the oracle.
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -212,7 +210,7 @@ class PruneThrough:
     analysis: Any  # api.Analysis
     plan: Any  # planner.Plan
     oracle: Any  # oracle.OracleResult
-    pruned: Any  # the pruned ModelProto
+    pruned: Any  # the pruned model (onnxprune.Model)
 
     @property
     def frozen(self) -> list[str]:
@@ -235,19 +233,14 @@ def prune_through(op_type: str, inputs: Sequence, attrs: dict | None = None, *, 
     `channel_axis`, default 1 for rank >= 3 else the last), a consumer for every output axis that those
     channels or the node's own roots reach; then analyse, plan at `ratio`, run the oracle and apply.
     Call `.check()` on the result to assert that something was pruned and the oracle passed."""
-    from .api import analyze, plan_for  # the public pipeline (imported late: it loads ONNX Runtime)
-    from .apply import apply_plan
+    from .api import analyze  # the staged public pipeline (imported late: it loads ONNX Runtime)
     from .config import PruneConfig
-    from .oracle import run_oracle
 
     model = _model_around(op_type, inputs, attrs, channel_axis, domain, outputs, opset)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "through.onnx")
-        ir.save(model, path)
-        analysis = analyze(path)
-        plan = plan_for(analysis, PruneConfig(ratio=ratio, round_to=1, inexact=inexact))
-        result = run_oracle(analysis.graph, analysis.groups, plan, analysis.input_shapes)
-        pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    analysis = analyze(model)
+    plan = analysis.plan(PruneConfig(ratio=ratio, round_to=1, inexact=inexact))
+    result = analysis.verify(plan)
+    pruned = analysis.apply(plan)
     return PruneThrough(f"{op_type} node 'node'", model, analysis, plan, result, pruned)
 
 

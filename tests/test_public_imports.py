@@ -4,6 +4,7 @@ The public modules are:
 
 * `onnxprune` (the pipeline: analyze, prune, verify, Analysis, Model, Plan, PruneConfig, the errors, ...),
 * `onnxprune.testing` (helpers for tests and tools: random_inputs, run_model, compare, model_stats, ...),
+* `onnxprune.rule_harness` (one node in, the rule's channel map out; prune_through a node with the oracle),
 * `onnxprune.ir` (the IR package: Graph, Model, load, ...) and its submodules,
 * `onnxprune.errors`, `onnxprune.config`, `onnxprune.options`,
 * `onnxprune.cli` (for tests of the command line),
@@ -27,10 +28,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "onnxprune"
 
-PUBLIC = {"onnxprune", "onnxprune.testing", "onnxprune.ir", "onnxprune.errors", "onnxprune.config",
+PUBLIC = {"onnxprune", "onnxprune.testing", "onnxprune.rule_harness", "onnxprune.ir", "onnxprune.errors", "onnxprune.config",
           "onnxprune.options", "onnxprune.cli", "onnxprune.rules"}
 PUBLIC_PREFIXES = ("onnxprune.ir.", "onnxprune.rules.")
-WITH_ALL = ("onnxprune", "onnxprune.testing", "onnxprune.ir")  # imported names must be in __all__
+WITH_ALL = ("onnxprune", "onnxprune.testing", "onnxprune.rule_harness", "onnxprune.ir")  # imported names must be in __all__
 
 UNIT_TESTS = {
     "test_activation.py": {"activation", "calib"},
@@ -42,7 +43,8 @@ UNIT_TESTS = {
     "test_validate.py": {"validate", "fold"},  # a folding bug must surface, not read as "not foldable"
     "test_postcondition.py": {"apply"},  # breaks apply's bookkeeping to see the postcondition fire
     "test_ir.py": {"api", "fold"},  # fault injection into the pipeline; the folder's frontier
-    "test_rules_concat_split.py": {"indexmap"},  # breaks the index maps to see the checks fire
+    "test_rules_concat_split.py": {"indexmap"},
+    "test_rule_harness.py": {"indexmap"},  # breaks the index maps to see the harness catch it  # breaks the index maps to see the checks fire
     "test_rules_quant.py": {"importance"},  # importance of dequantized weights
 }
 
