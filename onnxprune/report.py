@@ -116,7 +116,8 @@ SCORE_BINS = 24
 
 def score_summary(unit_scores: np.ndarray, removed: list[int], bins: int = SCORE_BINS) -> dict:
     """A group's unit scores as a histogram of kept and removed units over [lo, hi], and the cut:
-    the highest score of a removed unit (None when none goes). Fixed size, whatever the group's."""
+    the highest score of a removed unit (None when none goes). Fixed size, whatever the group's;
+    a group of at most `bins` units (attention heads...) also lists its scores and removed units."""
     finite = unit_scores[np.isfinite(unit_scores)]
     lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 0.0)
     gone = np.zeros(len(unit_scores), dtype=bool)
@@ -126,8 +127,11 @@ def score_summary(unit_scores: np.ndarray, removed: list[int], bins: int = SCORE
     kept_counts = np.histogram(clipped[~gone], edges)[0]
     removed_counts = np.histogram(clipped[gone], edges)[0]
     cut = float(unit_scores[gone].max()) if gone.any() else None
-    return {"score_hist": {"lo": lo, "hi": hi, "kept": kept_counts.tolist(), "removed": removed_counts.tolist()},
-            "score_cut": cut}
+    summary = {"score_hist": {"lo": lo, "hi": hi, "kept": kept_counts.tolist(), "removed": removed_counts.tolist()},
+               "score_cut": cut}
+    if len(unit_scores) <= bins:
+        summary.update(unit_scores=unit_scores.tolist(), removed_units=list(removed))
+    return summary
 
 
 def _fmt_count(n: int | None) -> str:
