@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import sys
+from functools import partial
 
 from typing import TYPE_CHECKING
 
@@ -155,6 +156,7 @@ def build_parsers() -> dict[str, argparse.ArgumentParser]:
     main.add_argument("-o", "--output", help="output .onnx (default: MODEL.pruned.onnx beside the input)")
     main.add_argument("--plan-out", metavar="PLAN.json", help="write the plan that was applied")
     main.add_argument("--report-json", metavar="FILE", help="write the full report as JSON")
+    main.add_argument("--report-html", metavar="FILE", help="write the report as one self-contained HTML page")
     main.add_argument("--no-validate", action="store_true", help="skip the ONNX Runtime comparison")
     main.add_argument("--providers", default="cpu,cuda",
                       help="comma-separated providers to validate on: cpu, cuda (default: both; cuda is "
@@ -210,15 +212,22 @@ def _run(argv: list[str]) -> int:
         print(f"oracle {'PASSED' if result.passed else 'FAILED'}: {result.detail}")
         return 0 if result.passed else 1
     output = default_output(args.model) if args.output is None else args.output
-    check_paths(args.model, output, config, **{"--report-json": args.report_json})  # before any work
+    check_paths(args.model, output, config,
+                **{"--report-json": args.report_json, "--report-html": args.report_html})  # before any work
     report = prune(args.model, args.output, config)
-    if args.report_json:
+    if args.report_json or args.report_html:
+        from .report_html import save_html
+        written: list[str] = []
         try:
-            report.save_json(args.report_json)
-        except OutputWriteError:  # all or nothing: no model without its report
+            for path, write in ((args.report_json, report.save_json), (args.report_html, partial(save_html, report))):
+                if path:
+                    write(path)
+                    written.append(path)
+        except OutputWriteError:  # all or nothing: no model without its reports
             remove_saved(report.output)
-            if config.plan_out and os.path.exists(config.plan_out):
-                os.remove(config.plan_out)
+            for path in (config.plan_out, *written):
+                if path and os.path.exists(path):
+                    os.remove(path)
             raise
     if not args.quiet:
         print(format_text(report))

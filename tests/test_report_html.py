@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from helpers import make_model, node, weight
 
-from onnxprune import PruneConfig, prune, report_html
+from onnxprune import PruneConfig, cli, prune, report_html
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -154,3 +154,44 @@ def test_calibration_fidelity_and_odd_characters_render():
     shown = page_text(parse(report_html.render(synthetic_report(3))))
     assert "compensation bias on 3 consumers" in shown and "y&z" in shown and "0.9900" in shown
     assert "\\x01" in shown and "\\udc80" in shown  # control characters and lone surrogates shown, not written raw
+
+
+# -- the CLI flag ---------------------------------------------------------------------------------------
+
+@pytest.fixture
+def model_file(tmp_path):
+    import onnx
+
+    path = tmp_path / "model.onnx"
+    onnx.save(hostile_model(), str(path))
+    return path
+
+
+def test_the_cli_writes_the_page_of_its_json_report(model_file, tmp_path, capsys):
+    page, report = tmp_path / "r.html", tmp_path / "r.json"
+    assert cli.main([str(model_file), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.5", "--no-validate", "-q",
+                     "--report-json", str(report), "--report-html", str(page)]) == 0
+    assert page.read_text(encoding="utf-8") == report_html.render(json.loads(report.read_text()))
+
+
+def test_the_cli_checks_the_page_path_before_any_work(model_file, tmp_path, capsys):
+    out = tmp_path / "o.onnx"
+    (tmp_path / "folder").mkdir()
+    assert cli.main([str(model_file), "-o", str(out), "--report-html", str(tmp_path / "folder"), "-q"]) == 2
+    assert "--report-html" in capsys.readouterr().err and not out.exists()
+    assert cli.main([str(model_file), "-o", str(out), "--report-html", str(model_file), "-q"]) == 2
+    assert not out.exists()
+
+
+def test_a_page_that_cannot_be_written_removes_the_model_plan_and_json(model_file, tmp_path, monkeypatch, capsys):
+    from onnxprune.errors import OutputWriteError
+
+    def fail(report, path):
+        raise OutputWriteError(f"cannot write '{path}': No space left on device")
+
+    monkeypatch.setattr(report_html, "save_html", fail)
+    out, plan, report, page = (tmp_path / name for name in ("o.onnx", "p.json", "r.json", "r.html"))
+    code = cli.main([str(model_file), "-o", str(out), "--plan-out", str(plan), "--report-json", str(report),
+                     "--report-html", str(page), "--ratio", "0.5", "--no-validate", "-q"])
+    assert code == 2 and "No space left" in capsys.readouterr().err
+    assert not any(p.exists() for p in (out, plan, report, page))
