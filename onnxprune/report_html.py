@@ -83,13 +83,13 @@ h1{font-size:22px;margin:0 0 4px}h1 .mono{font-size:inherit}
 h2{font-size:17px;margin:28px 0 6px;border-bottom:1px solid #d8dde3;padding-bottom:3px}
 .mono,.card .t,td.m{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12px}
 .sub{color:#5b6570;font-size:13px}.n{font-variant-numeric:tabular-nums}
-table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 10px 3px 0;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 10px 3px 0;text-align:left;vertical-align:baseline}
 th{font-weight:600;color:#3d4650;border-bottom:1px solid #d8dde3}td.r,th.r{text-align:right}
 .stats td{padding-right:18px}.good{color:#1d7a3a}.bad{color:#b3261e}
 .legend span{display:inline-block;width:11px;height:11px;margin:0 4px 0 12px;vertical-align:-1px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(164px,1fr));gap:6px}
 .card{border:1px solid #e1e5ea;border-radius:4px;padding:3px 5px 2px;font-size:11px}
-.card .t{font-size:10.5px;line-height:1.25;word-break:break-all;max-height:2.5em;overflow:hidden}
+.card .t{font-size:10.5px;line-height:1.25;word-break:break-all;max-height:3.75em;overflow:hidden}
 .card .c{color:#5b6570;line-height:1.25}
 ul{margin:4px 0;padding-left:20px}details{margin:6px 0}summary{cursor:default;color:#3d4650}
 svg text{font-family:ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:11px;fill:#1d232a}
@@ -290,12 +290,23 @@ def _scores(rows: list[dict]) -> str:
         shown = [r for r in scored if id(r) in keep]
         note = (f"<p class=\"sub\">{len(scored)} scored groups: the {MAX_SCORE_CARDS} losing the most channels "
                 "are drawn (graph order); the first card adds up all of them</p>")
+    prefix = _common_prefix([str(r.get("node")) for r in shown])
+    if prefix:
+        note += f"<p class=\"sub\">node names without their common prefix <span class=\"mono\">{esc(prefix)}</span></p>"
     cards = [_all_card(scored)] if len(scored) > 1 else []
-    cards += [_card(r) for r in shown]
+    cards += [_card(r, len(prefix)) for r in shown]
     return head + note + "<div class=\"grid\">" + "".join(cards) + "</div>"
 
 
-def _card(r: dict) -> str:
+def _common_prefix(names: list[str]) -> str:
+    """The leading path ('/m/bert/') all names share, up to a '/'; '' for fewer than two names."""
+    if len(names) < 2:
+        return ""
+    shared = os.path.commonprefix(names)
+    return shared[:shared.rfind("/") + 1]
+
+
+def _card(r: dict, cut_prefix: int = 0) -> str:
     kept, gone, lo, hi = _hist(r)  # type: ignore[misc]
     cut = _num(r.get("score_cut"))
     units, lost = int(_num(r.get("units")) or 0), int(_num(r.get("units_pruned")) or 0)
@@ -305,8 +316,8 @@ def _card(r: dict) -> str:
         chart = _strip_svg(*strip, cut)
     else:
         chart = _hist_svg(kept, gone, None if cut is None else (cut - lo) / (hi - lo) if hi > lo else 0.5)
-    title = f"#{r.get('id')} {_short(r.get('node'), 46)}"
-    tip = f"{title}: {r.get('root')}; scores {lo:.4g} to {hi:.4g}"
+    title = f"#{r.get('id')} {_short(str(r.get('node'))[cut_prefix:], 72)}"
+    tip = f"#{r.get('id')} {r.get('node')}: {r.get('root')}; scores {lo:.4g} to {hi:.4g}"
     return (f"<div class=\"card\" title=\"{esc(tip)}\"><div class=\"t mono\">{esc(title)}</div>{chart}"
             f"<div class=\"c\"><span data-group=\"{esc(r.get('id'))}\">{units - lost} of {units} {esc(kind)} kept"
             f"</span>{'' if cut is None else f', cut {cut:.3g}'}</div></div>")
@@ -331,7 +342,7 @@ def _strip_svg(values: list[float], gone: list[bool], cut: float | None) -> str:
     w = CARD_W / len(values)
     out = [f"<svg width=\"{CARD_W}\" height=\"{CARD_H}\" role=\"img\">"]
     for i, (v, g) in enumerate(zip(values, gone)):
-        h = max(v - base, 0.0) / span * (CARD_H - 3)
+        h = max(max(v - base, 0.0) / span * (CARD_H - 3), 1.5)  # a unit scoring near zero still shows
         out.append(f"<rect x=\"{i * w + 1:.1f}\" y=\"{CARD_H - h:.1f}\" width=\"{max(w - 2, 1):.1f}\" "
                    f"height=\"{h:.1f}\" fill=\"{REMOVED if g else KEPT}\"/>")
     if cut is not None:
@@ -392,7 +403,8 @@ def _calibration(c: dict) -> str:
     out.append(f"<div class=\"sub\">fidelity of the pruned model on {esc(fid.get('samples', '-'))} held-out "
                "samples (the report records no sensitivity curves)</div>")
     out.append("<table><tr><th>output</th><th class=\"r\">cosine mean</th><th class=\"r\">cosine min</th>"
-               "<th class=\"r\">relative error</th><th class=\"r\">top-1 agreement</th><th></th></tr>")
+               "<th class=\"r\">relative error</th><th class=\"r\">top-1 agreement</th>"
+               "<th>cosine mean, 0 to 1</th></tr>")
     for name, row in outputs.items():
         row = row if isinstance(row, dict) else {}
         mean, low = _num(row.get("cosine_mean")), _num(row.get("cosine_min"))
