@@ -133,15 +133,21 @@ def _effective_shapes(proto, given: dict, hint: dict) -> dict:
     return shapes
 
 
-def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None) -> Plan:
-    """A plan from a checked config: the saved plan if `plan_in` is set, else scored by `importance`.
+def group_scores(analysis: Analysis, config: PruneConfig, stats: dict | None = None) -> dict:
+    """Unit scores (group id -> array, larger = keep) of the groups the config lets the planner prune."""
+    rng = np.random.default_rng(config.seed)
+    return {g.id: unit_scores(g, _root_scores(g, analysis.graph, config, rng, stats))
+            for g in analysis.prunable if g.exact or config.inexact}
+
+
+def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None, scores: dict | None = None) -> Plan:
+    """A plan from a checked config: the saved plan if `plan_in` is set, else scored by `importance`
+    (`scores`: those of `group_scores`, when the caller has them already).
 
     Internal (the CLI's pipeline); callers use `Analysis.plan`, which checks the config first."""
     if config.plan_in:
         return Plan.load(config.plan_in)
-    rng = np.random.default_rng(config.seed)
-    scores = {g.id: unit_scores(g, _root_scores(g, analysis.graph, config, rng, stats))
-              for g in analysis.prunable if g.exact or config.inexact}
+    scores = group_scores(analysis, config, stats) if scores is None else scores
     planner = Planner(analysis.groups, scores, config.plan_options(analysis))
     if config.target_params is not None or config.target_macs is not None:
         metric = "params" if config.target_params is not None else "macs"
@@ -243,7 +249,8 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     lap("analyse")
     cal = calibrate(analysis, config)
     log.info("scoring %d prunable groups and planning", len(analysis.prunable))
-    plan = plan_for(analysis, config, cal.stats if cal else None)
+    scores = {} if config.plan_in else group_scores(analysis, config, cal.stats if cal else None)
+    plan = plan_for(analysis, config, cal.stats if cal else None, scores)
     lap("plan")
     log.info("removing %d channels from %d groups", sum(len(pg.pruned) for pg in plan.groups), len(plan.groups))
     pruned = apply_plan(analysis.graph, analysis.groups, plan)
@@ -252,7 +259,7 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     if cal:
         lap("calibrate")
     ir.reshare_clones(pruned)  # after compensation, which may write into a cloned bias
-    report = _report(model_path, output_path, analysis, plan, pruned, config)
+    report = _report(model_path, output_path, analysis, plan, pruned, config, scores)
     report.calibration = calibration
     if not cal:
         report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
@@ -310,7 +317,8 @@ def _save(pruned, output_path: str, lap) -> None:
     lap("save")
 
 
-def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, pruned, config) -> PruneReport:
+def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, pruned, config,
+            scores: dict | None = None) -> PruneReport:
     before = model_stats(analysis.graph)
     before.file_bytes = file_size(model_path)
     after = model_stats(Graph(pruned, static_shapes(pruned, analysis.input_shapes)))
@@ -334,7 +342,8 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
         groups_frozen=sum(g.frozen_reason is not None for g in analysis.groups),
         groups_inexact_pruned=sum(not by_id[pg.id].exact for pg in plan.groups if pg.id in by_id),
         channels_removed=sum(len(pg.pruned) for pg in plan.groups),
-        frozen_reasons=frozen_reasons(analysis.groups), group_rows=group_rows(analysis.groups, plan), notes=notes,
+        frozen_reasons=frozen_reasons(analysis.groups), group_rows=group_rows(analysis.groups, plan, scores),
+        notes=notes,
         nothing_pruned=nothing_pruned_reason(analysis.graph, analysis.groups, plan, plan.meta.get("ratio", config.ratio),
                                              config.round_to, config.inexact, config.plan_in))
 

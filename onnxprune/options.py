@@ -261,6 +261,8 @@ CLI_ONLY = (
            metavar="OUT", commands=PRUNE),
     Option("report_json", ("--report-json",), "write the full report as JSON", metavar="FILE", commands=PRUNE,
            writes=True, report="onnxprune.report:PruneReport.save_json"),
+    Option("report_html", ("--report-html",), "write the report as one self-contained HTML page", metavar="FILE",
+           commands=PRUNE, writes=True, report="onnxprune.report_html:save_html"),
     Option("json", ("--json",), "write the groups as JSON", metavar="FILE", commands=("analyze",), writes=True),
     Option("verbose", ("-v", "--verbose"), "log every step in detail", action="store_true", commands=COMMANDS,
            default=False),

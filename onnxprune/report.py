@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Mapping
+
+import numpy as np
 
 from . import paths
 from .group import Group
@@ -91,17 +94,44 @@ def nothing_pruned_reason(graph: Graph, groups: list[Group], plan: Plan, ratio: 
             f"with --round-to {round_to}")
 
 
-def group_rows(groups: list[Group], plan: Plan) -> list[dict]:
+def group_rows(groups: list[Group], plan: Plan, scores: Mapping[int, np.ndarray] | None = None) -> list[dict]:
+    """One row per group (in graph order); with `scores` (group id -> unit scores, as planned),
+    a scored group's row also holds `score_hist` and `score_cut` (see `score_summary`)."""
     pruned = {pg.id: pg for pg in plan.groups}
     rows = []
     for g in groups:
         pg = pruned.get(g.id)
-        units_pruned = len(set(g.units[list(pg.pruned)].tolist())) if pg and pg.pruned else 0
+        removed = sorted(set(g.units[list(pg.pruned)].tolist())) if pg and pg.pruned else []
         rows.append({"id": g.id, "root": g.root_label, "node": g.root_node, "size": g.size,
                      "pruned": len(pg.pruned) if pg else 0, "exact": g.exact,
-                     "kind": ", ".join(g.kinds), "units": g.unit_count, "units_pruned": units_pruned,
+                     "kind": ", ".join(g.kinds), "units": g.unit_count, "units_pruned": len(removed),
                      "frozen": g.frozen_reason, "inexact": list(g.inexact_reasons)})
+        if scores is not None and g.id in scores:
+            rows[-1].update(score_summary(np.asarray(scores[g.id], dtype=np.float64), removed))
     return rows
+
+
+SCORE_BINS = 24
+
+
+def score_summary(unit_scores: np.ndarray, removed: list[int], bins: int = SCORE_BINS) -> dict:
+    """A group's unit scores as a histogram of kept and removed units over [lo, hi], and the cut:
+    the highest score of a removed unit (None when none goes). Fixed size, whatever the group's;
+    a group of at most `bins` units (attention heads...) also lists its scores and removed units."""
+    finite = unit_scores[np.isfinite(unit_scores)]
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 0.0)
+    gone = np.zeros(len(unit_scores), dtype=bool)
+    gone[np.asarray(removed, dtype=np.int64)] = True
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    clipped = np.clip(np.nan_to_num(unit_scores, nan=lo, posinf=hi, neginf=lo), lo, hi)
+    kept_counts = np.histogram(clipped[~gone], edges)[0]
+    removed_counts = np.histogram(clipped[gone], edges)[0]
+    cut = float(unit_scores[gone].max()) if gone.any() else None
+    summary = {"score_hist": {"lo": lo, "hi": hi, "kept": kept_counts.tolist(), "removed": removed_counts.tolist()},
+               "score_cut": cut}
+    if len(unit_scores) <= bins:
+        summary.update(unit_scores=unit_scores.tolist(), removed_units=list(removed))
+    return summary
 
 
 def _fmt_count(n: int | None) -> str:

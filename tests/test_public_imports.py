@@ -4,6 +4,7 @@ The public modules are:
 
 * `onnxprune` (the pipeline: analyze, prune, verify, Analysis, Model, Plan, PruneConfig, the errors, ...),
 * `onnxprune.testing` (helpers for tests and tools: random_inputs, run_model, compare, model_stats, ...),
+* `onnxprune.report_html` (render a report as one HTML page: render, save_html),
 * `onnxprune.rule_harness` (one node in, the rule's channel map out; prune_through a node with the oracle),
 * `onnxprune.ir` (the IR package: Graph, Model, load, ...) and its submodules,
 * `onnxprune.errors`, `onnxprune.config`, `onnxprune.options`,
@@ -28,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "onnxprune"
 
-PUBLIC = {"onnxprune", "onnxprune.testing", "onnxprune.rule_harness", "onnxprune.ir", "onnxprune.errors", "onnxprune.config",
+PUBLIC = {"onnxprune", "onnxprune.testing", "onnxprune.rule_harness", "onnxprune.report_html", "onnxprune.ir", "onnxprune.errors", "onnxprune.config",
           "onnxprune.options", "onnxprune.cli", "onnxprune.rules"}
 PUBLIC_PREFIXES = ("onnxprune.ir.", "onnxprune.rules.")
 WITH_ALL = ("onnxprune", "onnxprune.testing", "onnxprune.rule_harness", "onnxprune.ir")  # imported names must be in __all__
