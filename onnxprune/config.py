@@ -98,7 +98,8 @@ class PruneConfig:
         "--seed", metavar="N", parse=integer, check=_seed,
         help="seed for random inputs and the random criterion"))
     latency_repeats: int = field(default=10, metadata=option(
-        python_only=True, check=at_least(1), help="timed runs per provider when validating (default 10)"))
+        python_only=True, check=at_least(0),
+        help="timed runs per provider when validating (default 10; 0 skips timing)"))
     inexact: bool = field(default=False, metadata=option(
         "--inexact", action="store_true",
         help="also prune inexact groups (normalisation over the pruned axis, e.g. a transformer's "

@@ -201,7 +201,7 @@ def test_a_tied_weight_is_left_as_pruned_and_named(tmp_path, monkeypatch, caplog
         found = compensate.consumers(analysis.graph, analysis.groups, plan)
     assert [c.form.weight for c in found] == ["w3"]
     assert "'w2' is a tied weight, read by MatMul node 'MatMul_y1', MatMul node 'MatMul_y2'" in caplog.text
-    pruned = apply_plan(analysis.graph, analysis.groups, plan)
+    pruned = analysis.apply(plan).proto
     before = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
     data = _data((6,), 64, seed=5)
     stats = calib.collect_stats(analysis.graph.proto, data, compensate.stat_spaces(found))

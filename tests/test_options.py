@@ -120,7 +120,7 @@ BAD = [
     ("compensate", "full", None, "must be one of none, bias, lsq, got 'full'"),
     ("ratio_for", [("Conv*", 1.0)], None, "Conv*=1: the ratio must be in [0, 1)"),
     ("input_shapes", {"x": (1, 0)}, None, "gives 'x' the shape (1, 0): dimensions must be positive integers"),
-    ("latency_repeats", 0, None, "must be a positive integer, got 0"),
+    ("latency_repeats", -1, None, "must be at least 0, got -1"),
 ]
 
 
