@@ -53,7 +53,8 @@ class Analysis:
 
     @property
     def model(self) -> Model:
-        """The analysed model: a checked, normalised copy of the input, shared with `graph` (read it, do not edit it)."""
+        """The analysed model: a checked, normalised copy of the input, shared with `graph`
+        (read it, do not edit it)."""
         return Model(self.graph.proto)
 
     def plan(self, config: PruneConfig | None = None, stats: dict | None = None) -> Plan:
@@ -149,9 +150,9 @@ def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None,
         return Plan.load(config.plan_in)
     scores = group_scores(analysis, config, stats) if scores is None else scores
     planner = Planner(analysis.groups, scores, config.plan_options(analysis))
-    if config.target_params is not None or config.target_macs is not None:
-        metric = "params" if config.target_params is not None else "macs"
-        target = config.target_params if config.target_params is not None else config.target_macs
+    metric, target = ("params", config.target_params) if config.target_params is not None \
+        else ("macs", config.target_macs)
+    if target is not None:
         plan = plan_for_target(planner, CostModel(analysis.graph, analysis.groups), metric, target)
     else:
         plan = planner.plan()
@@ -291,7 +292,8 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
         except OutputWriteError:  # all or nothing: no model without its plan
             ir.remove_saved(output_path)
             raise
-    report.after.file_bytes = file_size(output_path)
+    if report.after is not None:  # always: _report counts the pruned model
+        report.after.file_bytes = file_size(output_path)
     report.timings_s = timings
     return report
 
@@ -344,8 +346,9 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
         channels_removed=sum(len(pg.pruned) for pg in plan.groups),
         frozen_reasons=frozen_reasons(analysis.groups), group_rows=group_rows(analysis.groups, plan, scores),
         notes=notes,
-        nothing_pruned=nothing_pruned_reason(analysis.graph, analysis.groups, plan, plan.meta.get("ratio", config.ratio),
-                                             config.round_to, config.inexact, config.plan_in))
+        nothing_pruned=nothing_pruned_reason(analysis.graph, analysis.groups, plan,
+                                             plan.meta.get("ratio", config.ratio), config.round_to, config.inexact,
+                                             config.plan_in))
 
 
 def verify(model: ModelSource, config: PruneConfig | None = None) -> OracleResult:

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from importlib import import_module
+from typing import NoReturn
 
 from . import __version__
 from . import paths
@@ -38,7 +39,7 @@ FLAGS = {spec.dest: spec.flag for spec in FIELDS if not spec.python_only}  # fie
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, no usage dump
+    def error(self, message: str) -> NoReturn:  # one line, exit 2, no usage dump
         raise BadInputError(message)
 
 
@@ -56,13 +57,14 @@ def offered(command: str) -> list[Option]:
 
 
 def build_parsers() -> dict[str, argparse.ArgumentParser]:
-    parsers = {}
+    parsers: dict[str, argparse.ArgumentParser] = {}
     for command in COMMANDS:
-        parser = _Parser(**_PARSER_TEXT[command])
+        text = _PARSER_TEXT[command]
+        parser = _Parser(prog=text["prog"], description=text["description"], epilog=text.get("epilog"))
         parser.add_argument("model", help="input .onnx file (never modified)")
         alternatives: dict[str, argparse._MutuallyExclusiveGroup] = {}
         for spec in offered(command):
-            target = parser
+            target: argparse._ActionsContainer = parser
             if spec.exclusive:
                 if spec.exclusive not in alternatives:
                     alternatives[spec.exclusive] = parser.add_mutually_exclusive_group()

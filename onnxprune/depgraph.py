@@ -104,8 +104,9 @@ class _Growth:
 
     def _step(self, tensor: str, axis: int, pairs: Pairs, origin) -> None:
         by = self.graph.nodes[origin[0]] if origin is not None else None  # the node that forwarded them
+        size = self.graph.dim(tensor, axis)  # None is a space problem
         problem = self._space_problem(tensor, axis, pairs) or \
-            self._rule_bug(tensor, axis, self.graph.dim(tensor, axis), pairs, by)
+            (self._rule_bug(tensor, axis, size, pairs, by) if size is not None else None)
         if problem:
             self.frozen = problem
             return
@@ -186,8 +187,9 @@ class _Growth:
             self.cuts[key], _ = indexmap.merge(self.cuts.get(key), cut.pairs)
         for edit in fx.edits:
             self.edits[edit] = None
-            if edit.kind == EditKind.CONST:
-                self.edit_nodes.setdefault(edit.target[1], set()).add(fx.node.index)
+            target = edit.target
+            if target[0] is EditKind.CONST:
+                self.edit_nodes.setdefault(target[1], set()).add(fx.node.index)
         for space, reason in fx.required:
             self.required.setdefault(space, reason)
         self.inexact.extend(r for r in fx.inexact_reasons if r not in self.inexact)

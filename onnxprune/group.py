@@ -5,8 +5,8 @@ and hashing compare every field, arrays by content.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import ClassVar
+from dataclasses import Field, dataclass, fields
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -19,6 +19,7 @@ class _Frozen:
     they are stored as read-only copies; == and hash() compare their dtype, shape and content."""
 
     _arrays: ClassVar[tuple[str, ...]] = ()
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]  # set by @dataclass on each subclass
 
     def __post_init__(self) -> None:
         for name in self._arrays:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 from .removal import collect
 from .errors import BadInputError
@@ -70,14 +71,18 @@ class CostModel:
         removal = collect(self.graph, self.groups, plan)
         shapes: dict[str, list] = {}
         for (tensor, axis), idx in removal.spaces.items():
-            shapes.setdefault(tensor, list(self.graph.shape(tensor)))[axis] -= len(idx)
+            shape = self.graph.shape(tensor)
+            if shape is None:  # unknown before, unknown after: the rules count no MACs on it
+                continue
+            shapes.setdefault(tensor, list(shape))[axis] -= len(idx)
         for tensor, axes in removal.slices.items():
             dims = shapes.setdefault(tensor, list(self.graph.const_shape(tensor)))
             for axis, idx in axes.items():
                 dims[axis] = self.graph.const_shape(tensor)[axis] - len(idx)
         view = _PrunedShapes(self.graph, {k: tuple(v) for k, v in shapes.items()})
         params = self.graph.param_count(view.const_shape, cut=removal.slices)
-        macs = sum(rule_for(n).macs(n, view) for n in self.graph.nodes)
+        graph = cast(Graph, view)  # answers the rules' shape queries as the pruned graph would
+        macs = sum(rule_for(n).macs(n, graph) for n in self.graph.nodes)
         return Counts(params, macs)
 
     def kept(self, plan: Plan, metric: str) -> float:
@@ -101,6 +106,8 @@ def plan_for_target(planner: Planner, cost: CostModel, metric: str, target: floa
         if abs(kept - target) <= TOLERANCE / 10:
             break
         lo_ratio, hi_ratio = (mid, hi_ratio) if kept > target else (lo_ratio, mid)
+    if best is None:
+        raise ValueError(f"plan_for_target needs at least one bisection step, got steps={steps}")
     kept, ratio, plan = best
     if abs(kept - target) > TOLERANCE:
         floor = cost.kept(planner.plan(hi, fine=True), metric)

@@ -43,6 +43,10 @@ def _raw(model: ModelLike | str | os.PathLike) -> ModelProto | str:
     return os.fspath(model) if isinstance(model, os.PathLike) else model
 
 
+def _proto(model: ModelLike) -> ModelProto:
+    return model.proto if isinstance(model, Model) else model
+
+
 # -- running models ----------------------------------------------------------
 
 def available_providers() -> list[str]:
@@ -55,7 +59,7 @@ def random_inputs(model: ModelLike, input_shapes: dict | None = None, seed: int 
     """Seeded random feeds for the graph inputs: floats ~ N(0, 1); integer inputs in [0, high)
     (token ids; `int_high` overrides the range per input) or ones (masks). `input_shapes` fixes
     dynamic dims."""
-    return _validate.random_inputs(_raw(model), input_shapes or {}, seed, int_high)
+    return _validate.random_inputs(_proto(model), input_shapes or {}, seed, int_high)
 
 
 def run_model(model: ModelLike | str, feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,
@@ -85,7 +89,7 @@ def model_stats(model: Analysis | ModelLike, input_shapes: dict | None = None) -
     `input_shapes` fixing its dynamic inputs (as the pruning report counts them)."""
     if isinstance(model, Analysis):
         return _report.model_stats(model.graph)
-    proto = _raw(model)
+    proto = _proto(model)
     return _report.model_stats(Graph(proto, static_shapes(proto, input_shapes or {})))
 
 

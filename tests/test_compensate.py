@@ -170,7 +170,8 @@ def test_bias_compensation_of_stacked_layers_uses_each_layers_own_statistics(tmp
     onnx.checker.check_model(pruned, full_check=True)
 
     acts = {}
-    calib.run_batches(model, data, ["r1", "r2", "y1"], lambda _, v: [acts.setdefault(k, []).append(a) for k, a in v.items()])
+    calib.run_batches(model, data, ["r1", "r2", "y1"],
+                      lambda _, v: [acts.setdefault(k, []).append(a) for k, a in v.items()])
     acts = {k: np.concatenate(v).astype(np.float64) for k, v in acts.items()}
     new = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
     for r, w, b, removed in (("r1", "w2", "c1", [0, 3, 9, 12]), ("r2", "w4", "c2", [1, 2, 7, 15])):

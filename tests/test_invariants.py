@@ -124,7 +124,8 @@ def test_kinds_are_strings_and_misspellings_fail_where_made():
         Port("input", 0)
     edit = Edit(("attr", 3, "group", -1), ("t", 1))
     assert edit.kind is EditKind.ATTR and edit.target[0] == "attr"
-    assert edit == Edit((EditKind.ATTR, 3, "group", -1), ("t", 1)) and len({edit, Edit(("attr", 3, "group", -1), ("t", 1))}) == 1
+    assert edit == Edit((EditKind.ATTR, 3, "group", -1), ("t", 1))
+    assert len({edit, Edit(("attr", 3, "group", -1), ("t", 1))}) == 1
     with pytest.raises(ValueError):
         Edit(("constant", "s", 0), ("t", 1))
 

@@ -105,7 +105,8 @@ def test_nothing_pruned_names_the_frozen_reasons(tmp_path, capsys):
 
 def test_nothing_pruned_when_round_to_keeps_every_group_whole(tmp_path, capsys):
     model = make_model([node("MatMul", ["x", "w"], "a"), node("Relu", ["a"], "r"), node("MatMul", ["r", "w2"], "y")],
-                       {"x": [2, 4]}, {"y": [2, 3]}, {"w": np.ones((4, 6), np.float32), "w2": np.ones((6, 3), np.float32)})
+                       {"x": [2, 4]}, {"y": [2, 3]},
+                       {"w": np.ones((4, 6), np.float32), "w2": np.ones((6, 3), np.float32)})
     text, report = _run(model, tmp_path, capsys)
     (line,) = [ln for ln in text.splitlines() if "nothing pruned" in ln]
     assert "--round-to 8" in line and report["channels_removed"] == 0

@@ -147,7 +147,8 @@ def test_cost_model_counts_a_shared_constant_once(tmp_path):
 # -- patterns -------------------------------------------------------------------
 
 @pytest.mark.parametrize("pattern, left", [("Conv_a0", {"Conv_a1", "Conv_a2"}), ("w1", {"Conv_a2"}),
-                                            ("Relu", set()), ("b*", set()), ("nothing", {"Conv_a0", "Conv_a1", "Conv_a2"})])
+                                            ("Relu", set()), ("b*", set()),
+                                            ("nothing", {"Conv_a0", "Conv_a1", "Conv_a2"})])
 def test_ignore_skips_groups_touching_a_match(tmp_path, pattern, left):
     analysis, plan = _plan(tmp_path, conv_chain((8, 8, 8)), ratio=0.5, ignore=[pattern])
     assert set(pruned_counts(analysis, plan)) == left

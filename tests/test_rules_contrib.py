@@ -10,7 +10,8 @@ from checks import attr, dims, init
 from helpers import node, prune_with_oracle, save, weight
 from onnxprune import analyze
 from onnxprune.cli import main
-from onnxprune.testing import available_providers, compare, make_plan, oracle_models, random_inputs, run_model, weight_scores
+from onnxprune.testing import (available_providers, compare, make_plan, oracle_models, random_inputs, run_model,
+                               weight_scores)
 from test_rules_fused import assert_runs_fused, contrib_ops, ms_model, ms_node
 
 B, S, D, H, F, V = 2, 6, 16, 4, 32, 20
@@ -37,7 +38,8 @@ def bert_layer(qkv_sizes: list[int] | None = None, classifier: bool = False) -> 
              node("MatMul", ["att", "wo"], "o"),
              ms_node("SkipLayerNormalization", ["o", "emb", "g1", "b1", "bo"], "ln1"),
              node("MatMul", ["ln1", "w1"], "f1"), ms_node("BiasGelu", ["f1", "bf1"], "gelu"),
-             node("MatMul", ["gelu", "w2"], "f2"), ms_node("SkipLayerNormalization", ["f2", "ln1", "g2", "b2", "bf2"], "y")]
+             node("MatMul", ["gelu", "w2"], "f2"),
+             ms_node("SkipLayerNormalization", ["f2", "ln1", "g2", "b2", "bf2"], "y")]
     out = "y"
     if classifier:
         inits["wc"] = weight(D, 3)
@@ -129,7 +131,8 @@ def ffn(act: str, simplified: bool = False, stem: bool = False) -> onnx.ModelPro
     skip_norm = "SkipSimplifiedLayerNormalization" if simplified else "SkipLayerNormalization"
     params = ["g"] if simplified else ["g", "beta"]
     outputs = ["y", "", "", "skip_sum"] if stem else ["y"]  # the stem model reads the sum (output 3) too
-    nodes.append(helper.make_node(skip_norm, ["f2", x] + params, outputs, name=f"{skip_norm}_y", domain="com.microsoft"))
+    nodes.append(helper.make_node(skip_norm, ["f2", x] + params, outputs, name=f"{skip_norm}_y",
+                                  domain="com.microsoft"))
     if stem:
         nodes += [node("Add", ["y", "skip_sum"], "z"), node("MatMul", ["z", "wc"], "logits")]
         return ms_model(nodes, {"x": [B, S, 8]}, {"logits": [B, S, 3]}, inits, check=not simplified)

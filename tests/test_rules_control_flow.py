@@ -118,10 +118,12 @@ def test_shape_arithmetic_inside_branches_is_folded(tmp_path):
     for tag, attr in (("t_", "then_branch"), ("e_", "else_branch")):
         nodes, w, _ = _net(tag, "x", 8, 6)
         half = [node("Shape", [f"{tag}r"], f"{tag}s"), node("Gather", [f"{tag}s", f"{tag}one"], f"{tag}n", axis=0),
-                node("Div", [f"{tag}n", f"{tag}two"], f"{tag}h"), node("Unsqueeze", [f"{tag}h", f"{tag}ax"], f"{tag}end"),
+                node("Div", [f"{tag}n", f"{tag}two"], f"{tag}h"),
+                node("Unsqueeze", [f"{tag}h", f"{tag}ax"], f"{tag}end"),
                 node("Slice", [f"{tag}r", f"{tag}ax", f"{tag}end", f"{tag}one1"], f"{tag}rh")]
         nodes = nodes[:2] + half + [node("Conv", [f"{tag}rh", f"{tag}w2"], f"{tag}c2", pads=[1] * 4)] + nodes[3:]
-        w.update({f"{tag}w2": weight(6, 4, 3, 3), f"{tag}one": np.array(1, np.int64), f"{tag}two": np.array(2, np.int64),
+        w.update({f"{tag}w2": weight(6, 4, 3, 3), f"{tag}one": np.array(1, np.int64),
+                  f"{tag}two": np.array(2, np.int64),
                   f"{tag}ax": np.array([0], np.int64), f"{tag}one1": np.array([1], np.int64)})
         branches[attr] = _body(tag, nodes, [], [_vi(f"{tag}y", None)], w)
     model = make_model([helper.make_node("If", ["cond"], ["y"], name="if", **branches)],

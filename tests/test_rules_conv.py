@@ -33,7 +33,8 @@ def test_depthwise_conv_shares_channels_with_its_input(tmp_path):
     analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
     # the depthwise conv couples the first conv's filters with its own: one group, not two
     assert len([g for g in analysis.groups if g.prunable]) == 1
-    dw = [n for n in pruned.graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    dw = [n for n in pruned.graph.node
+          if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
     assert dw and [a.i for a in dw[0].attribute if a.name == "group"] == [4]
 
 

@@ -56,7 +56,8 @@ def test_prelu_per_channel_slope_is_cut(tmp_path):
 def _operand(op: str, shape: tuple) -> np.ndarray:
     """A constant operand that keeps the op well defined (positive divisors and exponents)."""
     value = np.random.default_rng(7).uniform(0.5, 1.5, size=shape).astype(np.float32)
-    return value if op in ("Div", "Pow") else (value - 1.0).astype(np.float32)  # NumPy 1.x: float32 scalar - 1.0 is float64
+    # NumPy 1.x: float32 scalar - 1.0 is float64
+    return value if op in ("Div", "Pow") else (value - 1.0).astype(np.float32)
 
 
 BINARY = ["Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean"]

@@ -28,7 +28,8 @@ def ms_model(nodes: list, inputs: dict, outputs: dict, inits: dict, input_types:
     check=False for ORT's ops in the default domain (SimplifiedLayerNormalization), which onnx.checker refuses."""
     types = input_types or {}
     graph = helper.make_graph(
-        nodes, "test", [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), s) for n, s in inputs.items()],
+        nodes, "test",
+        [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), s) for n, s in inputs.items()],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])

@@ -217,9 +217,10 @@ def contrib_shapes(monkeypatch):
 
 
 def _ms_model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
+    value_info = onnx.helper.make_tensor_value_info
     graph = onnx.helper.make_graph(nodes, "contrib",
-                                   [onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
-                                   [onnx.helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
+                                   [value_info(n, TensorProto.FLOAT, s) for n, s in inputs.items()],
+                                   [value_info(n, TensorProto.FLOAT, s) for n, s in outputs.items()],
                                    [numpy_helper.from_array(v, k) for k, v in inits.items()])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17),
                                                          onnx.helper.make_opsetid("com.microsoft", 1)])
@@ -254,7 +255,8 @@ def test_dynamic_quantize_matmul(tmp_path, contrib_shapes):
                        "b2": _q8(32, 8), "s2": np.array([0.01], np.float32), "z2": np.zeros(1, np.int8)})
     report, pruned = _prune_contrib(tmp_path, model, contrib_shapes)
     assert init(pruned, "b1").shape == (16, 16) and init(pruned, "b1").dtype == np.int8
-    assert init(pruned, "s1").shape == (16,) and init(pruned, "z1").shape == (16,) and init(pruned, "bias1").shape == (16,)
+    assert init(pruned, "s1").shape == (16,) and init(pruned, "z1").shape == (16,)
+    assert init(pruned, "bias1").shape == (16,)
     assert init(pruned, "b2").shape == (16, 8) and init(pruned, "s2").shape == (1,)
     assert _op_counts(pruned)["DynamicQuantizeMatMul"] == 2
 
@@ -357,8 +359,8 @@ def test_qoperator_cnn(tmp_path, contrib_shapes, per_channel):
     """QOperator format: QLinearConv, com.microsoft QLinearAdd / QLinearGlobalAveragePool / QGemm."""
     src = save(_cnn(), tmp_path, "float.onnx")
     out = str(tmp_path / "qop.onnx")
-    quantization.quantize_static(src, out, _Reader("x", [1, 3, 12, 12]), quant_format=quantization.QuantFormat.QOperator,
-                                 per_channel=per_channel)
+    quantization.quantize_static(src, out, _Reader("x", [1, 3, 12, 12]),
+                                 quant_format=quantization.QuantFormat.QOperator, per_channel=per_channel)
     q = onnx.load(out)
     ops = _op_counts(q)
     assert ops["QLinearConv"] == 3 and ops["QGemm"] == 1 and ops["QLinearAdd"] == 1
@@ -419,7 +421,8 @@ def _cnn_activations() -> onnx.ModelProto:
     """Conv-LeakyRelu-Softmax (over the width)-Conv-Sigmoid, times the conv (Mul), AveragePool,
     Conv-GAP-Flatten-Gemm."""
     nodes = [node("Conv", ["x", "w1", "b1"], "c1", pads=[1, 1, 1, 1]), node("LeakyRelu", ["c1"], "r1", alpha=0.1),
-             node("Softmax", ["r1"], "sm", axis=-1), node("Conv", ["sm", "w2", "b2"], "c2", pads=[1, 1, 1, 1]), node("Sigmoid", ["c2"], "g"),
+             node("Softmax", ["r1"], "sm", axis=-1), node("Conv", ["sm", "w2", "b2"], "c2", pads=[1, 1, 1, 1]),
+             node("Sigmoid", ["c2"], "g"),
              node("Mul", ["c2", "g"], "m"), node("AveragePool", ["m"], "a", kernel_shape=[2, 2], strides=[2, 2]),
              node("Conv", ["a", "w3", "b3"], "c3", pads=[1, 1, 1, 1]), node("GlobalAveragePool", ["c3"], "p"),
              node("Flatten", ["p"], "f"), node("Gemm", ["f", "wf", "bf"], "y", transB=1)]
@@ -456,7 +459,8 @@ def test_dynamic_quantize_lstm_prunes_without_ort_shapes(tmp_path):
 def test_dynamic_quantize_matmul_and_integer_to_float_prune_without_ort_shapes(tmp_path):
     nodes = [_ms("DynamicQuantizeMatMul", ["x", "b1", "s1", "z1", "bias1"], "h"), node("Relu", ["h"], "r"),
              node("DynamicQuantizeLinear", ["r"], ["rq", "rs", "rz"]),
-             _ms("MatMulIntegerToFloat", ["rq", "b2", "rs", "s2", "rz", "z2", "bias2"], "h2"), node("Relu", ["h2"], "r2"),
+             _ms("MatMulIntegerToFloat", ["rq", "b2", "rs", "s2", "rz", "z2", "bias2"], "h2"),
+             node("Relu", ["h2"], "r2"),
              _ms("DynamicQuantizeMatMul", ["r2", "b3", "s3", "z3"], "y")]
     model = _ms_model(nodes, {"x": [4, 16]}, {"y": [4, 8]},
                       {"b1": _q8(16, 32), "s1": np.full(32, 0.01, np.float32), "z1": np.zeros(32, np.int8),

@@ -44,7 +44,8 @@ def test_channel_shuffle_prunes_through(tmp_path, groups):
     analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
     assert param_count(pruned) < param_count(model)
     dims = {t.name: list(t.dims) for t in pruned.graph.initializer}
-    targets = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in pruned.graph.initializer if t.name.startswith("shuf_s")}
+    targets = {t.name: onnx.numpy_helper.to_array(t).tolist() for t in pruned.graph.initializer
+               if t.name.startswith("shuf_s")}
     new_c = dims["wa"][0] + dims["wb"][0]
     assert new_c < 16
     # both reshape targets follow the new channel count

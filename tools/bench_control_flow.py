@@ -31,7 +31,7 @@ def if_variant(model: onnx.ModelProto, weights_inside: bool = True) -> onnx.Mode
     outer_names = {i.name for i in g.input} - {t.name for t in g.initializer}
     branches, outer_inits = {}, []
     for prefix, attr in (("then/", "then_branch"), ("else/", "else_branch")):
-        def rename(name: str) -> str:
+        def rename(name: str, prefix: str = prefix) -> str:  # this branch's prefix
             return name if not name or name in outer_names else prefix + name
 
         nodes = []
@@ -59,7 +59,8 @@ def if_variant(model: onnx.ModelProto, weights_inside: bool = True) -> onnx.Mode
             outer_inits.extend(inits)
         branches[attr] = body
     node = helper.make_node("If", ["use_then"], [o.name for o in g.output], name="switch", **branches)
-    inputs = [i for i in g.input if i.name in outer_names] + [helper.make_tensor_value_info("use_then", TensorProto.BOOL, [])]
+    inputs = [i for i in g.input if i.name in outer_names] + \
+        [helper.make_tensor_value_info("use_then", TensorProto.BOOL, [])]
     graph = helper.make_graph([node], g.name, inputs, list(g.output), outer_inits)
     out = helper.make_model(graph, opset_imports=list(model.opset_import))
     out.ir_version = model.ir_version

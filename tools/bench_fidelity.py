@@ -106,7 +106,7 @@ def cnn(out_dir: str) -> tuple[str, str, dict]:
         torch.nn.Linear(64 * 16, 128), torch.nn.ReLU(), torch.nn.Linear(128, 10))
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     xt, yt = torch.from_numpy(x[train]), torch.from_numpy(y[train])
-    for epoch in range(15):
+    for _ in range(15):
         order = torch.randperm(len(xt))
         for i in range(0, len(xt), 64):
             idx = order[i:i + 64]
@@ -208,7 +208,8 @@ HEADER = (f"{'model':10s} {'ratio':>5s} {'imp':4s} {'comp':5s} {'params':>13s} {
 
 def _fmt(r: dict) -> str:
     top1 = f"{r['top1'] * 100:7.1f}%" if r["top1"] is not None else f"{'-':>8s}"
-    acc = f"{r['acc_before'] * 100:5.1f}->{r['acc_after'] * 100:5.1f}%" if r["acc_before"] is not None else f"{'-':>13s}"
+    acc = f"{r['acc_before'] * 100:5.1f}->{r['acc_after'] * 100:5.1f}%" if r["acc_before"] is not None \
+        else f"{'-':>13s}"
     return (f"{r['model']:10s} {r['ratio']:5.1f} {r['importance']:4s} {r['compensate']:5s} {r['params']:>13s} "
             f"{r['cos']:8.4f} {r['cos_min']:8.4f} {r['rel_err']:8.4f} {top1} {acc} {r['s']:5.1f}s")
 

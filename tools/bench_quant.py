@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="take contrib-op shapes from an ONNX Runtime run (to compare with the rules' shape functions)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    print("| model | variant | params before | removed (plain) | removed (variant) | variant/plain | groups | oracle | runs | first frozen reason |")
+    print("| model | variant | params before | removed (plain) | removed (variant) | variant/plain | groups | oracle "
+          "| runs | first frozen reason |")
     print("|---|---|---:|---:|---:|---:|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

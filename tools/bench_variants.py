@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         for kind, var in rows:
             worst = min(worst, _row(name, kind, plain, var))
         if name == ALL_LEVEL_DEMO:
-            blocked = prune_one(ort_optimized(src, work / f"{name}.all.onnx", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-                                args.ratio)
+            all_level = ort_optimized(src, work / f"{name}.all.onnx", ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+            blocked = prune_one(all_level, args.ratio)
             print(f"{name:40s} {'ORT all':13s} {'refused: ' + blocked['error'] if 'error' in blocked else 'accepted'}",
                   flush=True)
     print(f"lowest share: {worst:.1%}")

@@ -85,7 +85,8 @@ def _onnxprune(path: Path, out: Path, ratio: float, *flags: str) -> tuple[int, f
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "onnxprune.cli", str(path), "--ratio", str(ratio), "-o", str(out), "-q", *flags]
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    return proc.returncode, time.perf_counter() - t0, proc.stderr.strip().splitlines()[-1:][0] if proc.stderr.strip() else ""
+    last_line = proc.stderr.strip().splitlines()[-1:][0] if proc.stderr.strip() else ""
+    return proc.returncode, time.perf_counter() - t0, last_line
 
 
 def _oracle(path: Path, ratio: float) -> str:

@@ -254,7 +254,8 @@ class ShuffleNetV2(nn.Module):
         self.conv1 = nn.Sequential(nn.Conv2d(3, inp, 3, 2, 1, bias=False), nn.BatchNorm2d(inp), nn.ReLU(inplace=True))
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         for name, n, oup in zip(("stage2", "stage3", "stage4"), repeats, channels[1:]):
-            setattr(self, name, nn.Sequential(ShuffleUnit(inp, oup, 2), *[ShuffleUnit(oup, oup, 1) for _ in range(n - 1)]))
+            units = [ShuffleUnit(inp, oup, 2)] + [ShuffleUnit(oup, oup, 1) for _ in range(n - 1)]
+            setattr(self, name, nn.Sequential(*units))
             inp = oup
         self.conv5 = nn.Sequential(nn.Conv2d(inp, channels[-1], 1, 1, 0, bias=False),
                                    nn.BatchNorm2d(channels[-1]), nn.ReLU(inplace=True))

@@ -161,27 +161,27 @@ def installed(python: Path) -> dict[str, str]:
 
 
 def _last_lines(text: str, n: int) -> str:
-    lines = [l for l in text.strip().splitlines() if l.strip()]
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return "\n".join(lines[-n:])
 
 
 def _conflict(text: str) -> str:
     """pip's explanation of a failed install: the 'conflict is caused by' lines, else its last error."""
-    lines = [l for l in text.splitlines() if "is ignored" not in l]
+    lines = [ln for ln in text.splitlines() if "is ignored" not in ln]
     for i, line in enumerate(lines):
         if "conflict is caused by" in line:
             cause = []
-            for l in lines[i + 1:]:
-                if not l.strip():
+            for ln in lines[i + 1:]:
+                if not ln.strip():
                     break
-                cause.append(l.strip())
+                cause.append(ln.strip())
             return "conflict: " + "; ".join(cause)
-    errors = [l for l in lines if l.startswith("ERROR")]
+    errors = [ln for ln in lines if ln.startswith("ERROR")]
     return errors[-1] if errors else _last_lines(text, 2)
 
 
 def _failures(stdout: str, top: int = 8) -> str:
-    failed = [l for l in stdout.splitlines() if l.startswith(("FAILED ", "ERROR "))]
+    failed = [ln for ln in stdout.splitlines() if ln.startswith(("FAILED ", "ERROR "))]
     return "\n".join(failed[:top]) + (f"\n... {len(failed) - top} more" if len(failed) > top else "")
 
 

@@ -168,7 +168,8 @@ MODELS: dict[str, tuple] = {
     "te_encoder3__legacy": (lambda: EncoderClassifier(), (torch.randn(1, 10, 64),), ["x"], False, LEGACY_OPSET, {},
                             "nn.TransformerEncoder(d 64, 4 heads, ffn 128, 3 layers, batch_first), batch 1"),
     "te_encoder3_b2__legacy": (lambda: EncoderClassifier(), (torch.randn(2, 10, 64),), ["x"], False, 14, {},
-                               "nn.TransformerEncoder(d 64, 4 heads, ffn 128, 3 layers, batch_first), batch 2, opset 14"),
+                               "nn.TransformerEncoder(d 64, 4 heads, ffn 128, 3 layers, batch_first), batch 2, "
+                               "opset 14"),
     "tv_resnet34__dynamo": (_tv("resnet34"), _image(64), ["x"], True, DYNAMO_OPSET, {}, "torchvision resnet34"),
     "tv_mobilenet_v3_large__dynamo": (_tv("mobilenet_v3_large"), _image(64), ["x"], True, DYNAMO_OPSET, {},
                                       "torchvision mobilenet_v3_large"),

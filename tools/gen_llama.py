@@ -249,12 +249,14 @@ def _attention(b: Builder, x: str, layer: int, cos: str, sin: str, mask: str, io
     if c.cache:
         for kind in ("key", "value"):
             past, present = f"past_key_values.{layer}.{kind}", f"present.{layer}.{kind}"
+            elem = helper.np_dtype_to_tensor_dtype(c.np_dtype)
             io["inputs"].append(helper.make_tensor_value_info(
-                past, helper.np_dtype_to_tensor_dtype(c.np_dtype), ["batch_size", c.kv_heads, "past_sequence_length", c.hd]))
+                past, elem, ["batch_size", c.kv_heads, "past_sequence_length", c.hd]))
             io["outputs"].append(helper.make_tensor_value_info(
-                present, helper.np_dtype_to_tensor_dtype(c.np_dtype), ["batch_size", c.kv_heads, "total_sequence_length", c.hd]))
+                present, elem, ["batch_size", c.kv_heads, "total_sequence_length", c.hd]))
             new = k if kind == "key" else v
-            b.nodes.append(helper.make_node("Concat", [past, new], [present], name=f"/{name}/{kind}_cache/Concat", axis=2))
+            b.nodes.append(helper.make_node("Concat", [past, new], [present], name=f"/{name}/{kind}_cache/Concat",
+                                            axis=2))
             if kind == "key":
                 k = present
             else:
@@ -315,7 +317,8 @@ def _decoder(b: Builder, io: dict) -> None:
     io["inputs"] += [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch_size", "sequence_length"]),
                      helper.make_tensor_value_info("attention_mask", TensorProto.INT64,
                                                    ["batch_size", "total_sequence_length"]),
-                     helper.make_tensor_value_info("position_ids", TensorProto.INT64, ["batch_size", "sequence_length"])]
+                     helper.make_tensor_value_info("position_ids", TensorProto.INT64,
+                                                   ["batch_size", "sequence_length"])]
     embed = b.random("model.embed_tokens.weight", (c.vocab, c.hidden), fan_in=c.hidden)
     h = b.op("Gather", [embed, "input_ids"], "model.embed_tokens/gather", axis=0)
     cos, sin = _rope_tables(b, "position_ids")

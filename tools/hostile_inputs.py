@@ -171,13 +171,12 @@ def bad_models() -> dict[str, bytes | onnx.ModelProto | None]:
     """Name -> content of a broken (or merely unusual) model file; None: a directory."""
     good = cnn().SerializeToString()
     rng = np.random.default_rng(7)
-    out: dict[str, bytes | onnx.ModelProto | None] = {"directory": None, "empty": b"",
-                                                        "text": b"this is not an onnx model\n",
-                                                        "non_utf8_text": b"\xff\xfe\xfa garbage \x80\x81" * 50,
-                                                        "json": b'{"graph": {"node": []}}',
-                                                        "zeros": bytes(4096), "npz_as_model": b"PK\x03\x04" + bytes(100),
-                                                        "tensor_proto": numpy_helper.from_array(np.ones(3, np.float32)).SerializeToString(),
-                                                        "no_graph": onnx.ModelProto(ir_version=8).SerializeToString()}
+    out: dict[str, bytes | onnx.ModelProto | None] = {
+        "directory": None, "empty": b"", "text": b"this is not an onnx model\n",
+        "non_utf8_text": b"\xff\xfe\xfa garbage \x80\x81" * 50, "json": b'{"graph": {"node": []}}',
+        "zeros": bytes(4096), "npz_as_model": b"PK\x03\x04" + bytes(100),
+        "tensor_proto": numpy_helper.from_array(np.ones(3, np.float32)).SerializeToString(),
+        "no_graph": onnx.ModelProto(ir_version=8).SerializeToString()}
     for frac in (0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999):
         out[f"truncated_{frac}"] = good[: int(len(good) * frac)]
     for i in range(12):
@@ -243,9 +242,10 @@ def bad_models() -> dict[str, bytes | onnx.ModelProto | None]:
     const = helper.make_node("Constant", [], ["k"], name="const",
                              value=numpy_helper.from_array(np.ones((4,), np.float32)))
     const.attribute[0].t.raw_data = bytes(8)
-    out["constant_payload_short"] = _graph_edit(lambda m: (m.graph.node.insert(0, const),
-                                                           m.graph.node.append(helper.make_node("Add", ["y", "k"], ["z"], name="addk")),
-                                                           m.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, None))))
+    add_k = helper.make_node("Add", ["y", "k"], ["z"], name="addk")
+    z_info = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+    out["constant_payload_short"] = _graph_edit(lambda m: (m.graph.node.insert(0, const), m.graph.node.append(add_k),
+                                                           m.graph.output.append(z_info)))
     # external data
     out.update({
         "external_missing": _graph_edit(lambda m: _external(m, "weights.bin")),
@@ -281,7 +281,8 @@ def bad_models() -> dict[str, bytes | onnx.ModelProto | None]:
         "no_inputs": _graph_edit(lambda m: m.graph.ClearField("input")),
         "input_no_type": _graph_edit(lambda m: m.graph.input[0].ClearField("type")),
         "input_elem_undefined": _graph_edit(lambda m: setattr(m.graph.input[0].type.tensor_type, "elem_type", 0)),
-        "input_string": _graph_edit(lambda m: setattr(m.graph.input[0].type.tensor_type, "elem_type", TensorProto.STRING)),
+        "input_string": _graph_edit(lambda m: setattr(m.graph.input[0].type.tensor_type, "elem_type",
+                                                      TensorProto.STRING)),
         "input_is_also_output": _graph_edit(lambda m: m.graph.output.append(m.graph.input[0])),
         "duplicate_node_names": _graph_edit(lambda m: [setattr(n, "name", "same") for n in m.graph.node]),
         "empty_names": _graph_edit(lambda m: [setattr(n, "name", "") for n in m.graph.node]),
@@ -588,7 +589,8 @@ def _model_cases(add, root: Path, out) -> None:
                                                                  "non_utf8", "external", "constant", "custom",
                                                                  "sparse", "local")) else []
         add(Case(f"model/{name}", [str(path), "-o", out(), *CPU, *shape]))
-        if name in ("opset_7", "opset_8", "opset_none", "dims_2e64", "raw_short", "input_dim_2e40", "non_utf8_node_name"):
+        if name in ("opset_7", "opset_8", "opset_none", "dims_2e64", "raw_short", "input_dim_2e40",
+                    "non_utf8_node_name"):
             add(Case(f"model/{name}/analyze", ["analyze", str(path)]))
             add(Case(f"model/{name}/verify", ["verify", str(path)]))
     add(Case("model/missing", [str(mdir / "nope.onnx"), "-o", out()]))
@@ -778,7 +780,8 @@ def _flag_cases(add, cnn_path: Path, mlp_path: Path, out) -> None:
                  ["analyze", m, "--ratio", "0.5"], [m, "--ratio", "0.5", "--target-params", "0.5"],
                  [m, "--target-params", "0.5", "--target-macs", "0.5"], [m, "--version"], [m, "-h"],
                  [m, "--no-validate", "--providers", "tpu", "-o", out()], [m, "-q", "-v", "-o", out(), *CPU],
-                 [d, "-o", out(), *CPU], ["verify", d], ["analyze", d], [d, "--input-shape", "x:2,16", "-o", out(), *CPU],
+                 [d, "-o", out(), *CPU], ["verify", d], ["analyze", d],
+                 [d, "--input-shape", "x:2,16", "-o", out(), *CPU],
                  [m, "--importance", "act", "-o", out()], [m, "--compensate", "lsq", "-o", out()]):
         add(Case(f"flag/argv={' '.join(a.split('/')[-1] for a in argv)!r}", list(argv)))
 

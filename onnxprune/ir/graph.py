@@ -14,8 +14,8 @@ Shape = tuple  # of int | None
 
 # doc_string of an initializer cloned at load from a constant several nodes shared
 CLONE_MARK = "onnxprune:clone-of:"
-_EPS = {onnx.TensorProto.FLOAT: 2.0 ** -23, onnx.TensorProto.FLOAT16: 2.0 ** -10,
-        onnx.TensorProto.BFLOAT16: 2.0 ** -7, onnx.TensorProto.DOUBLE: 2.0 ** -52}
+_EPS: dict[int, float] = {onnx.TensorProto.FLOAT: 2.0 ** -23, onnx.TensorProto.FLOAT16: 2.0 ** -10,
+                           onnx.TensorProto.BFLOAT16: 2.0 ** -7, onnx.TensorProto.DOUBLE: 2.0 ** -52}
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 # Initializers of these types are never parameters: ONNX's shape, axis, index and count inputs are
 # int64 (int32 only for some Slice bounds and Gather indices, which are small), masks are bool.

@@ -96,7 +96,7 @@ def _sort_nodes(g: onnx.GraphProto) -> None:
     nodes = list(g.node)
     waiting: dict[str, list[int]] = {}
     missing = []
-    for i, n in enumerate(nodes):
+    for i in range(len(nodes)):
         needed = reads[i] - available
         missing.append(len(needed))
         for x in needed:

@@ -102,4 +102,6 @@ def read_checked(model: Model | onnx.ModelProto | str | os.PathLike) -> onnx.Mod
 
 
 def _dtype(elem_type: int) -> str:
-    return onnx.helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower() if elem_type else "undefined"
+    if not elem_type:
+        return "undefined"
+    return onnx.helper.tensor_dtype_to_string(elem_type).removeprefix("TensorProto.").lower()

@@ -17,7 +17,8 @@ from .base import Effects, Port, Rule, const_ints, positive_axis, register
 
 def _sizes(graph: Graph, names: list[str], axis: int) -> list[int] | None:
     sizes = [graph.dim(n, axis) if n else 0 for n in names]
-    return None if any(s is None for s in sizes) else [int(s) for s in sizes]
+    known = [int(s) for s in sizes if s is not None]
+    return known if len(known) == len(sizes) else None
 
 
 @register("Concat")

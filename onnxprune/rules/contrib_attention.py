@@ -48,8 +48,8 @@ class AttentionRule(Rule):
         if w is None or len(w) != 2 or w[1] is None:
             return None
         sizes = node.attr("qkv_hidden_sizes")
-        if sizes:
-            return tuple(int(s) for s in sizes)
+        if sizes:  # three sizes (q, k, v) or the node is malformed
+            return (int(sizes[0]), int(sizes[1]), int(sizes[2])) if len(sizes) == 3 else None
         return (int(w[1]) // 3,) * 3
 
     def roots(self, node: Node, graph: Graph):
@@ -111,7 +111,7 @@ class AttentionRule(Rule):
 class _HeadsRule(Rule):
     """Shared by MultiHeadAttention and GroupQueryAttention: 3-D query, key, value and output."""
 
-    state = ()  # (inputs, outputs) holding KV-cache state
+    state: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())  # (inputs, outputs) holding KV-cache state
 
     def geometry(self, node: Node, graph: Graph, fx: Effects) -> tuple[int, int, int] | None:
         """(query head size, value head size, query heads per KV head); freezes and returns None otherwise."""
@@ -163,6 +163,7 @@ class MultiHeadAttentionRule(_HeadsRule):
         bias = node.input(3)
         if bias:
             q = graph.dim(node.input(0), 2)
+            assert q is not None, "geometry() checked the query's hidden size"
             if not graph.is_const(bias):
                 fx.freeze(f"bias '{bias}' is computed at run time")
                 return

@@ -25,7 +25,7 @@ from ..kinds import PortKind, Role
 from .base import Effects, Port, Rule, positive_axis, register
 
 # a member of a tie: (port, outer axis where the iteration axis sits, or None when the axes are the body's)
-Member = tuple
+Member = tuple[Port, int | None]
 
 
 @register("If", "Loop", "Scan")
@@ -54,6 +54,7 @@ def _ties(node: Node, graph: Graph, fx: Effects) -> list[list[Member]] | None:
     """Groups of ports that hold the same channels, or None (frozen) when the node is not understood."""
     body = {(attr, kind, k): Port(PortKind.BODY, j) for j, (attr, kind, k, _) in enumerate(node.body_values)}
     n_in, n_out = len(node.inputs), len(node.outputs)
+    ties: list[list[Member]]
     if node.op_type == "If":
         return [[(Port(PortKind.OUT, k), None), (body[("then_branch", "out", k)], None),
                  (body[("else_branch", "out", k)], None)] for k in range(n_out)]
@@ -78,13 +79,15 @@ def _ties(node: Node, graph: Graph, fx: Effects) -> list[list[Member]] | None:
         if rank is None:
             fx.freeze(f"rank of scan input '{node.input(state + m)}' is unknown")
             return None
-        ties.append([(Port(PortKind.IN, state + m), positive_axis(in_axes[m], rank)), (body[("body", "in", state + m)], None)])
+        ties.append([(Port(PortKind.IN, state + m), positive_axis(in_axes[m], rank)),
+                     (body[("body", "in", state + m)], None)])
     for k in range(n_out - state):
         rank = graph.rank(node.output(state + k))
         if rank is None:
             fx.freeze(f"rank of scan output '{node.output(state + k)}' is unknown")
             return None
-        ties.append([(body[("body", "out", state + k)], None), (Port(PortKind.OUT, state + k), positive_axis(out_axes[k], rank))])
+        ties.append([(body[("body", "out", state + k)], None),
+                     (Port(PortKind.OUT, state + k), positive_axis(out_axes[k], rank))])
     return ties
 
 

@@ -67,10 +67,15 @@ class ExpandRule(Rule):
         if out_rank is None or shape_len is None:
             fx.freeze("output rank or target shape length is unknown")
             return
-        out_axis = axis + (out_rank - graph.rank(node.input(0))) if port.is_input else axis
         if port.is_input:
+            in_rank = graph.rank(node.input(0))
+            if in_rank is None:
+                fx.freeze("input rank is unknown")
+                return
+            out_axis = axis + (out_rank - in_rank)
             fx.to_output(0, out_axis, pairs)
         else:
+            out_axis = axis
             broadcast_to_input(fx, graph, node, 0, out_axis, out_rank, pairs)
         element = out_axis - (out_rank - shape_len)
         if element >= 0:

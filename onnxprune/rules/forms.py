@@ -83,8 +83,8 @@ class Conv2dForm(LinearForm):
 
     def rows(self, x: np.ndarray, rng: np.random.Generator, max_rows: int) -> np.ndarray:
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
-        t, l, b, r = self.pads
-        xp = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
+        top, left, bottom, right = self.pads
+        xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
         oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
         ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1
         picked = _pick(x.shape[0] * oh * ow, rng, max_rows)

@@ -16,6 +16,8 @@ where a compensating bias belongs. FusedMatMul (alpha, transposes) has none.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from ..indexmap import Pairs
@@ -39,8 +41,10 @@ def _as_standard(op_type: str, node: Node, input_shapes: list) -> list | None:
     if len(shapes) < 2 or shapes[0] is None or shapes[1] is None:
         return None
     if len(shapes) == 3 and shapes[2] is None:
-        shapes = shapes[:2] if not node.input(2) else None
-    return standard_op_shapes(op_type, _plain_attrs(node), shapes) if shapes else None
+        if node.input(2):  # a bias of unknown shape
+            return None
+        shapes = shapes[:2]
+    return standard_op_shapes(op_type, _plain_attrs(node), shapes)
 
 
 @register("FusedConv", domain=MS)
@@ -87,6 +91,11 @@ def view_perm(rank: int, trans: bool, trans_batch: bool) -> list[int]:
     return perm
 
 
+def _operand_perm(node: Node, rank: int, operand: str) -> list[int]:
+    """view_perm of FusedMatMul's operand "A" or "B" from the node's trans / transBatch attributes."""
+    return view_perm(rank, bool(node.attr(f"trans{operand}", 0)), bool(node.attr(f"transBatch{operand}", 0)))
+
+
 class _Views:
     """The graph as FusedMatMul's product sees it: its operands as their permuted views."""
 
@@ -110,21 +119,22 @@ class FusedMatMulRule(MatMulRule):
     """MatMul of the operands' views (module doc): axes are mapped into the views and back."""
 
     def perms(self, node: Node, ranks: list[int | None]) -> list[list[int] | None]:
-        return [None if r is None else view_perm(r, bool(node.attr(f"trans{ab}", 0)), bool(node.attr(f"transBatch{ab}", 0)))
-                for r, ab in zip(ranks, "AB")]
+        return [None if r is None else _operand_perm(node, r, ab) for r, ab in zip(ranks, "AB")]
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        perms = self.perms(node, [graph.rank(node.input(0)), graph.rank(node.input(1))])
-        if None in perms:
+        pa, pb = self.perms(node, [graph.rank(node.input(0)), graph.rank(node.input(1))])
+        if pa is None or pb is None:
             fx.freeze("rank of the FusedMatMul operands is unknown")
             return
+        perms = (pa, pb)
         if node.input(0) == node.input(1) and perms[0] != perms[1]:
             fx.freeze("one tensor is both operands, in two different views")
             return
         if port.is_input:
             axis = perms[port.index].index(positive_axis(axis, len(perms[port.index])))
         start = len(fx.forwards), len(fx.cuts)
-        super().propagate(node, _Views(graph, {node.input(i): perms[i] for i in (0, 1)}), port, axis, pairs, fx)
+        views = cast(Graph, _Views(graph, {node.input(i): perms[i] for i in (0, 1)}))  # the graph, operands permuted
+        super().propagate(node, views, port, axis, pairs, fx)
         for k in range(start[0], len(fx.forwards)):
             name, ax, p, to = fx.forwards[k]
             if to.is_input:
@@ -144,5 +154,5 @@ class FusedMatMulRule(MatMulRule):
         a, b = (list(input_shapes) + [None, None])[:2]
         if a is None or b is None:
             return None
-        pa, pb = self.perms(node, [len(a), len(b)])
+        pa, pb = _operand_perm(node, len(a), "A"), _operand_perm(node, len(b), "B")
         return standard_op_shapes("MatMul", {}, [tuple(a[i] for i in pa), tuple(b[i] for i in pb)])

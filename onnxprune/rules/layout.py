@@ -181,7 +181,9 @@ def _split_into_squeezed_parts(graph: Graph, split: Node, axis: int) -> bool:
         if graph.dim(out, axis) != 1:
             return False
         for reader, _ in graph.consumers(out):
-            if reader.op_type != "Squeeze" or axis not in {positive_axis(a, rank) for a in _squeeze_axes(reader, graph) or []}:
+            if reader.op_type != "Squeeze":
+                return False
+            if axis not in {positive_axis(a, rank) for a in _squeeze_axes(reader, graph) or []}:
                 return False
     return True
 

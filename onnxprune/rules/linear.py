@@ -128,11 +128,10 @@ class MatMulRule(Rule):
         if graph.is_weight(node.input(1)):
             fx.freeze(f"constant weight '{node.input(1)}' of rank {graph.rank(node.input(1))} (only 2-D is followed)")
             return
-        ranks = [graph.rank(node.input(0)), graph.rank(node.input(1)), graph.rank(node.output(0))]
-        if None in ranks or min(ranks) < 2:
+        ra, rb, ry = graph.rank(node.input(0)), graph.rank(node.input(1)), graph.rank(node.output(0))
+        if ra is None or rb is None or ry is None or min(ra, rb, ry) < 2:
             fx.freeze("MatMul of computed tensors with unknown or 1-D operands")
             return
-        ra, rb, ry = ranks
         kind, y_axis = _matmul_axis(port, axis, ra, rb, ry)
         if kind == "k":
             fx.inexact("prunes the contracted axis of a MatMul of two computed tensors (inside attention heads)")

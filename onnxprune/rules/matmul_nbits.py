@@ -63,41 +63,51 @@ class MatMulNBitsRule(Rule):
             fx.to_ports(port, axis, pairs, [0], [0])
             return
         if port.is_input:
-            self._inputs(node, graph, pairs, fx)
+            self._inputs(node, graph, rank, pairs, fx)
         else:
-            self._outputs(node, graph, pairs, fx)
+            self._outputs(node, graph, rank, pairs, fx)
 
-    def _outputs(self, node: Node, graph: Graph, pairs: Pairs, fx: Effects) -> None:
+    def _outputs(self, node: Node, graph: Graph, rank: int, pairs: Pairs, fx: Effects) -> None:
+        """Output features (Y's last axis, of rank `rank`)."""
         n = int(node.attr("N", 0))
         fx.cut(node.input(1), 0, pairs, role=Role.OUT)
         for i in (SCALES, ZERO_POINTS):
             name = node.input(i)
             if not name:
                 continue
-            if graph.rank(name) == 1:  # flat [N * per_row]
-                per_row = int(graph.dim(name, 0)) // n
-                fx.cut(name, 0, indexmap.expand(pairs, per_row), role=Role.OUT)
-            else:
+            if graph.rank(name) != 1:
                 fx.cut(name, 0, pairs, role=Role.OUT)
+                continue
+            size = graph.dim(name, 0)  # flat [N * per_row]
+            if size is None:
+                fx.freeze(f"size of the flat quantization parameter '{name}' is unknown")
+                return
+            fx.cut(name, 0, indexmap.expand(pairs, int(size) // n), role=Role.OUT)
         if node.input(BIAS):
             fx.cut(node.input(BIAS), 0, pairs, role=Role.OUT)
-        fx.edit_attr("N", -1, (node.output(0), graph.rank(node.output(0)) - 1))
+        fx.edit_attr("N", -1, (node.output(0), rank - 1))
 
-    def _inputs(self, node: Node, graph: Graph, pairs: Pairs, fx: Effects) -> None:
+    def _inputs(self, node: Node, graph: Graph, rank: int, pairs: Pairs, fx: Effects) -> None:
+        """Input features (A's last axis, of rank `rank`): whole blocks."""
         n, bits, block = int(node.attr("N", 0)), int(node.attr("bits", 4)), int(node.attr("block_size", 0))
-        k_blocks = int(graph.dim(node.input(1), 1))
+        dim = graph.dim(node.input(1), 1)
+        if dim is None:
+            fx.freeze(f"block count of packed weight '{node.input(1)}' is unknown")
+            return
+        k_blocks = int(dim)
         blocks = np.stack([pairs[:, 0] // block, pairs[:, 1]], axis=1)
         fx.cut(node.input(1), 1, blocks, role=Role.IN)
         scales = node.input(SCALES)
         self._per_block(graph, scales, blocks, n, k_blocks, fx)
         zp = node.input(ZERO_POINTS)
         if zp:
-            if graph.const(zp) is not None and graph.const(zp).dtype == np.uint8 and bits < 8:
+            zp_value = graph.const(zp)
+            if zp_value is not None and zp_value.dtype == np.uint8 and bits < 8:
                 per_byte = 8 // bits  # packed: several blocks' zero points share a byte
                 blocks = np.stack([blocks[:, 0] // per_byte, blocks[:, 1]], axis=1)
                 k_blocks = -(-k_blocks // per_byte)
             self._per_block(graph, zp, blocks, n, k_blocks, fx)
-        fx.edit_attr("K", -1, (node.input(0), graph.rank(node.input(0)) - 1))
+        fx.edit_attr("K", -1, (node.input(0), rank - 1))
         fx.label(f"blocks of {block} input features")
 
     @staticmethod

@@ -24,18 +24,19 @@ from .linear import GemmRule, MatMulRule
 
 
 def delegate(rule: Rule, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects,
-             inputs: tuple[int | None, ...]) -> Effects | None:
-    """Run `rule` on a view of `node` whose inputs are the node's inputs `inputs` (None: absent),
+             inputs: tuple[int, ...]) -> Effects | None:
+    """Run `rule` on a view of `node` whose inputs are the node's inputs `inputs` (absent ones read ''),
     and record its effects in `fx` with the node's own input numbers. None when `port` is not one
     of the view's inputs."""
-    view = dataclasses.replace(node, inputs=["" if i is None else node.input(i) for i in inputs])
+    view = dataclasses.replace(node, inputs=[node.input(i) for i in inputs])
     if port.is_input:
         if port.index not in inputs:
             return None
         port = Port(PortKind.IN, inputs.index(port.index))
     sub = Effects(view, graph, const_role=fx.const_role)
     rule.propagate(view, graph, port, axis, pairs, sub)
-    fx.forwards.extend((t, a, p, Port(PortKind.IN, inputs[q.index]) if q.is_input else q) for t, a, p, q in sub.forwards)
+    fx.forwards.extend((t, a, p, Port(PortKind.IN, inputs[q.index]) if q.is_input else q)
+                       for t, a, p, q in sub.forwards)
     fx.cuts.extend(sub.cuts)
     fx.edits.extend(sub.edits)
     fx.roles.update(sub.roles)
@@ -69,7 +70,7 @@ class _QLinearWeighted(Rule):
     """A float rule on (data, weight, bias) inputs, plus the weight's per-channel scale and zero point."""
 
     float_rule: Rule
-    view: tuple[int | None, ...] = ()  # node inputs seen by the float rule
+    view: tuple[int, ...] = ()  # node inputs seen by the float rule
     weight_params: tuple[int, int] = (0, 0)  # the weight's scale and zero point
     activation_params: tuple[int, ...] = ()
 
@@ -80,7 +81,7 @@ class _QLinearWeighted(Rule):
         return self.float_rule.macs(self._view(node), graph)
 
     def _view(self, node: Node) -> Node:
-        return dataclasses.replace(node, inputs=["" if i is None else node.input(i) for i in self.view])
+        return dataclasses.replace(node, inputs=[node.input(i) for i in self.view])
 
     def weight_out_axis(self, node: Node) -> int:
         return 0
@@ -99,10 +100,10 @@ class _QLinearWeighted(Rule):
 
     def float_view(self, node: Node, graph: Graph, tensor: str):
         """(w - zero point) * scale of the weight, per tensor or per output channel."""
-        scale = graph.const(node.input(self.weight_params[0]))
-        if tensor != node.input(self.view[1]) or scale is None:
+        scale, weight = graph.const(node.input(self.weight_params[0])), graph.const(tensor)
+        if tensor != node.input(self.view[1]) or scale is None or weight is None:
             return None
-        values = graph.const(tensor).astype(np.float32)
+        values = weight.astype(np.float32)
         zero = self.zero_of(node, graph, tensor)
         if zero is not None:
             values = values - zero.astype(np.float32)

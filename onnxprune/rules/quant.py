@@ -91,9 +91,10 @@ class QuantizeLinearRule(Rule):
     def float_view(self, node: Node, graph: Graph, tensor: str):
         """(x - zero point) * scale of a dequantized weight (per tensor or per axis)."""
         scale = graph.const(node.input(1)) if node.op_type == "DequantizeLinear" and node.input(0) == tensor else None
-        if scale is None or int(node.attr("block_size", 0)) > 0:
+        weight = graph.const(tensor)
+        if scale is None or weight is None or int(node.attr("block_size", 0)) > 0:
             return None
-        values = graph.const(tensor).astype(np.float32)
+        values = weight.astype(np.float32)
         zero = self.zero_of(node, graph, tensor)
         if zero is not None:
             values = values - zero.astype(np.float32)

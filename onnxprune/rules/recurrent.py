@@ -78,6 +78,10 @@ class RecurrentRule(Rule):
         self._hidden(node, graph, port, pairs, fx)
 
     def _hidden(self, node: Node, graph: Graph, port: Port, pairs: Pairs, fx: Effects) -> None:
+        space = self._hidden_space(node)
+        if space is None:
+            fx.freeze("no output holds the hidden units (Y, Y_h and Y_c are all absent)")
+            return
         hidden = int(node.attr("hidden_size", graph.dim(node.input(2), 2) or 0))
         gates = GATES[node.op_type]
         fx.cut(node.input(1), 1, _gate_rows(pairs, hidden, gates), role=Role.OUT)
@@ -93,5 +97,5 @@ class RecurrentRule(Rule):
         for j, axis in HIDDEN_AXIS.items():
             if port.is_input or port.index != j:
                 fx.to_output(j, axis, pairs)
-        fx.edit_attr("hidden_size", -1, self._hidden_space(node))
+        fx.edit_attr("hidden_size", -1, space)
         fx.label(f"{node.op_type} hidden units")

@@ -16,6 +16,8 @@ INT_MAX = 2 ** 62
 
 def _params(node: Node, graph: Graph) -> tuple[list | None, list | None, list | None, list | None, bool]:
     """(starts, ends, axes, steps, from_attributes); a list is None when computed at run time."""
+    starts: list[int] | None
+    ends: list[int] | None
     if node.attr("starts") is not None:
         starts, ends = list(node.attr("starts")), list(node.attr("ends"))
         axes = node.attr("axes")
@@ -56,6 +58,9 @@ class SliceRule(Rule):
             fx.freeze(f"strided slice (step {steps[k]}) on the channel axis {axis}")
             return
         dim = graph.dim(node.input(0), axis)
+        if dim is None:
+            fx.freeze(f"size of '{node.input(0)}' along the channel axis {axis} is unknown")
+            return
         start, end = _clamp(starts[k], dim), _clamp(ends[k], dim)
         space = (node.input(0), axis)  # the bounds follow it from either side (a weight's gate blocks
         # reached from the consumer: then it is the initializer's cut)
