@@ -142,7 +142,8 @@ def _run(argv: list[str]) -> int:
         print(f"oracle {'PASSED' if result.passed else 'FAILED'}: {result.detail}")
         return 0 if result.passed else 1
     output = default_output(args.model) if args.output is None else args.output
-    check_paths(args.model, output, config, {"output_path": "-o", **FLAGS}, **_written(args, command))  # before any work
+    # before any work; refused paths are named by their flags
+    check_paths(args.model, output, config, {"output_path": "-o", **FLAGS}, **_written(args, command))
     report = prune(args.model, args.output, config)
     _write_reports(args, report, config.plan_out)
     if not args.quiet:

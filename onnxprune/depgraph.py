@@ -252,12 +252,13 @@ class _Growth:
             pairs = indexmap.decode(keys)
             source = self.sources.get((tensor, axis)) if role == Role.IN else None
             slices.append(Slice(tensor, axis, role, scale, pairs[:, 0], pairs[:, 1], source))
-        units = _couple(self.size, [(s.positions, s.roots) for s in spaces] + [(s.positions, s.roots) for s in slices])
+        relations = [(s.positions, s.roots) for s in spaces] + [(c.positions, c.roots) for c in slices]
+        units = couple_units(self.size, relations)
         return Group(self.gid, self.root, self.root_node, self.size, units, tuple(spaces), tuple(slices),
                      tuple(self.edits), tuple(self.inexact), self.frozen, tuple(self.kinds))
 
 
-def _couple(size: int, relations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def couple_units(size: int, relations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Label root indices so that roots sharing any position carry the same label (0..U-1).
 
     Connected components by vectorised min-label propagation (every root takes

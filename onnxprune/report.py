@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -127,8 +127,8 @@ def score_summary(unit_scores: np.ndarray, removed: list[int], bins: int = SCORE
     kept_counts = np.histogram(clipped[~gone], edges)[0]
     removed_counts = np.histogram(clipped[gone], edges)[0]
     cut = float(unit_scores[gone].max()) if gone.any() else None
-    summary = {"score_hist": {"lo": lo, "hi": hi, "kept": kept_counts.tolist(), "removed": removed_counts.tolist()},
-               "score_cut": cut}
+    summary: dict[str, Any] = {"score_hist": {"lo": lo, "hi": hi, "kept": kept_counts.tolist(),
+                                              "removed": removed_counts.tolist()}, "score_cut": cut}
     if len(unit_scores) <= bins:
         summary.update(unit_scores=unit_scores.tolist(), removed_units=list(removed))
     return summary

@@ -24,12 +24,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from . import indexmap, ir
-from .depgraph import _couple
+from . import indexmap
+from .depgraph import couple_units
 from .errors import BadInputError, CheckFailedError
 from .indexmap import Pairs
 from .ir import Graph, Node
 from .ir.tiny import tiny_graph, tiny_model
+from .kinds import PortKind, Role
 from .rules import Effects, Port, rule_for
 
 PlainPairs = tuple[tuple[int, int], ...]
@@ -119,7 +120,7 @@ def visit(op_type: str, inputs: Sequence, attrs: dict | None = None, *, at: Spac
           const_role: str = "out") -> Visit:
     """Channels `positions` (default: all) of tensor `at` = (name, axis) arrive at the node: what does its rule say?"""
     graph = _graph(op_type, inputs, attrs, domain, outputs, opset)
-    return _visit(graph, graph.nodes[0], at, positions, const_role)
+    return _visit(graph, graph.nodes[0], at, positions, Role(const_role))
 
 
 def channel_map(op_type: str, inputs: Sequence, attrs: dict | None = None, *, side: str = "out", domain: str = "",
@@ -128,9 +129,10 @@ def channel_map(op_type: str, inputs: Sequence, attrs: dict | None = None, *, si
     graph = _graph(op_type, inputs, attrs, domain, outputs, opset)
     node = graph.nodes[0]
     names = node.outputs if side == "out" else [n for n in node.inputs if n and not graph.is_const(n)]
-    return {(name, axis): _visit(graph, node, (name, axis), None, "out")
-            for name in names if name and graph.shape(name) is not None
-            for axis in range(len(graph.shape(name))) if graph.dim(name, axis)}
+    ranks = {name: graph.rank(name) for name in names if name}
+    return {(name, axis): _visit(graph, node, (name, axis), None, Role.OUT)
+            for name, rank in ranks.items() if rank is not None
+            for axis in range(rank) if graph.dim(name, axis)}
 
 
 def roots(op_type: str, inputs: Sequence, attrs: dict | None = None, *, domain: str = "", outputs: int = 1,
@@ -145,12 +147,12 @@ def roots(op_type: str, inputs: Sequence, attrs: dict | None = None, *, domain: 
     return tuple(out)
 
 
-def _visit(graph: Graph, node: Node, at: Space, positions: Iterable[int] | None, const_role: str) -> Visit:
+def _visit(graph: Graph, node: Node, at: Space, positions: Iterable[int] | None, const_role: Role) -> Visit:
     tensor, axis = at
     if tensor in node.outputs:
-        port = Port("out", node.outputs.index(tensor))
+        port = Port(PortKind.OUT, node.outputs.index(tensor))
     elif tensor in node.inputs:
-        port = Port("in", node.inputs.index(tensor))
+        port = Port(PortKind.IN, node.inputs.index(tensor))
     else:
         raise BadInputError(f"'{tensor}' is neither an input nor an output of {node}: expected one of "
                          f"{[n for n in node.inputs + node.outputs if n]}")
@@ -180,7 +182,7 @@ def _plain_effects(fx: Effects, at: Space, size: int, arriving: Pairs) -> Visit:
         cut_pairs[key] = np.concatenate([cut_pairs.get(key, indexmap.empty()), cut.pairs])
         roles.setdefault(key, set()).add(cut.role)
     relations = [(p[:, 0], p[:, 1]) for p in [arriving, *moves.values(), *cut_pairs.values()] if len(p)]
-    units = _couple(size, relations)
+    units = couple_units(size, relations)
     couplings = tuple(tuple(int(r) for r in np.flatnonzero(units == u)) for u in np.unique(units)
                       if np.count_nonzero(units == u) > 1)
     return Visit(
@@ -190,13 +192,18 @@ def _plain_effects(fx: Effects, at: Space, size: int, arriving: Pairs) -> Visit:
         edits=tuple(dataclasses.astuple(e) for e in fx.edits),
         couplings=couplings,
         frozen=_strip(fx.frozen_reason, prefix),
-        inexact=tuple(_strip(r, prefix) for r in fx.inexact_reasons),
-        required=tuple((space, _strip(r, prefix)) for space, r in fx.required),
+        inexact=tuple(_stripped(r, prefix) for r in fx.inexact_reasons),
+        required=tuple((space, _stripped(r, prefix)) for space, r in fx.required),
         kinds=tuple(fx.kinds))
 
 
 def _strip(reason: str | None, prefix: str) -> str | None:
-    return reason[len(prefix):] if reason and reason.startswith(prefix) else reason
+    return None if reason is None else _stripped(reason, prefix)
+
+
+def _stripped(reason: str, prefix: str) -> str:
+    """The reason without the node's name in front (the harness names the node itself)."""
+    return reason[len(prefix):] if reason.startswith(prefix) else reason
 
 
 # -- pruning through the node -------------------------------------------------
@@ -259,14 +266,17 @@ def _model_around(op_type: str, inputs: Sequence, attrs: dict | None, channel_ax
     outs = [f"out{j}" for j in range(outputs)]
     nodes.append((op_type, specs, outs, dict(attrs or {}), domain, "node"))
     graph = tiny_graph(tiny_model(nodes, graph_inputs, outs, consts, opset))
-    reached = _reached_axes(graph, graph.producer("out0"), fed)
+    producer = graph.producer("out0")
+    assert producer is not None  # the node itself: tiny_model just wrote it
+    reached = _reached_axes(graph, producer, fed)
     final = []
     for name in outs:
-        axis = reached.get(name)
-        if axis is None:
+        found = reached.get(name)
+        shape = graph.shape(name)
+        if found is None or shape is None:
             final.append(name)
             continue
-        nodes += _consumer(name, graph.shape(name), axis, consts)
+        nodes += _consumer(name, shape, found, consts)
         final.append(f"{name}_y")
     return tiny_model(nodes, graph_inputs, final, consts, opset)
 
@@ -281,7 +291,7 @@ def _reached_axes(graph: Graph, node: Node, fed: list[Space]) -> dict[str, int]:
             reached.setdefault(tensor, axis % rank)
             starts.append((tensor, axis % rank))
     for tensor, axis in starts:
-        for name, out_axis in _visit(graph, node, (tensor, axis), None, "out").moves:
+        for name, out_axis in _visit(graph, node, (tensor, axis), None, Role.OUT).moves:
             if name in node.outputs:
                 reached.setdefault(name, out_axis)
     return reached

@@ -29,10 +29,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "onnxprune"
 
-PUBLIC = {"onnxprune", "onnxprune.testing", "onnxprune.rule_harness", "onnxprune.report_html", "onnxprune.ir", "onnxprune.errors", "onnxprune.config",
-          "onnxprune.options", "onnxprune.cli", "onnxprune.rules"}
+PUBLIC = {"onnxprune", "onnxprune.testing", "onnxprune.rule_harness", "onnxprune.report_html", "onnxprune.ir",
+          "onnxprune.errors", "onnxprune.config", "onnxprune.options", "onnxprune.cli", "onnxprune.rules"}
 PUBLIC_PREFIXES = ("onnxprune.ir.", "onnxprune.rules.")
-WITH_ALL = ("onnxprune", "onnxprune.testing", "onnxprune.rule_harness", "onnxprune.ir")  # imported names must be in __all__
+# imported names must be in __all__
+WITH_ALL = ("onnxprune", "onnxprune.testing", "onnxprune.rule_harness", "onnxprune.ir")
 
 UNIT_TESTS = {
     "test_activation.py": {"activation", "calib"},
@@ -44,8 +45,8 @@ UNIT_TESTS = {
     "test_validate.py": {"validate", "fold"},  # a folding bug must surface, not read as "not foldable"
     "test_postcondition.py": {"apply"},  # breaks apply's bookkeeping to see the postcondition fire
     "test_ir.py": {"api", "fold"},  # fault injection into the pipeline; the folder's frontier
-    "test_rules_concat_split.py": {"indexmap"},
-    "test_rule_harness.py": {"indexmap"},  # breaks the index maps to see the harness catch it  # breaks the index maps to see the checks fire
+    "test_rules_concat_split.py": {"indexmap"},  # breaks the index maps to see the checks fire
+    "test_rule_harness.py": {"indexmap"},  # breaks the index maps to see the harness catch it
     "test_rules_quant.py": {"importance"},  # importance of dequantized weights
 }
 
