@@ -50,7 +50,8 @@ def behaviour(rule: Rule) -> str:
 
 
 def _source(cls: type) -> str:
-    """Source of the rule class, its bases up to Rule, and the functions of their modules they call."""
+    """Source of the rule class, its bases up to Rule, and the rule-module functions they call (their own
+    module's, or helpers imported from another rules module such as rules.base)."""
     texts, seen = [], set()
     todo = [c for c in cls.__mro__ if issubclass(c, Rule) and c not in (Rule, UnknownOpRule)]
     while todo:
@@ -61,7 +62,8 @@ def _source(cls: type) -> str:
         text = inspect.getsource(obj)
         texts.append(text)
         module = sys.modules[obj.__module__]
-        todo += [f for name, f in vars(module).items() if inspect.isfunction(f) and f.__module__ == module.__name__
+        todo += [f for name, f in vars(module).items()
+                 if inspect.isfunction(f) and f.__module__.startswith("onnxprune.rules")
                  and re.search(rf"\b{re.escape(name)}\(", text)]
     return "".join(texts)
 

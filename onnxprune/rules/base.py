@@ -17,7 +17,7 @@ graph asks it two questions:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -129,6 +129,17 @@ class Effects:
             return None
         if rank is None:
             self.freeze("input rank is unknown")
+        return rank
+
+    def data_through(self, port: Port, axis: int, pairs: Pairs, what: str) -> int | None:
+        """`data_rank`, and the channels passed across between data input 0 and output 0 (for ops
+        that keep the data's layout: normalisations, quantize / dequantize)."""
+        rank = self.data_rank(port, what)
+        if rank is not None:
+            if port.is_input:
+                self.to_output(0, axis, pairs)
+            else:
+                self.to_input(0, axis, pairs)
         return rank
 
     def cut(self, tensor: str, axis: int, pairs: Pairs, role: Role, scale: bool = False,
@@ -305,6 +316,22 @@ def const_ints(graph: Graph, name: str) -> list[int] | None:
 
 
 __all__ = ["Cut", "Edit", "Effects", "Port", "PortKind", "Role", "Rule", "register", "rule_for", "indexmap"]
+
+
+def broadcast_through(fx: Effects, graph: Graph, node: Node, port: Port, axis: int, pairs: Pairs,
+                      operands: Iterable[int]) -> None:
+    """Channels on one operand (or the output) of a broadcasting op reach the output and every other
+    listed operand, each at its own axis (ranks align on the right)."""
+    out_rank, here_rank = graph.rank(node.output(0)), graph.rank(port.tensor(node))
+    if out_rank is None or here_rank is None:
+        fx.freeze("operand ranks are unknown")
+        return
+    out_axis = axis + (out_rank - here_rank)
+    if port.is_input:
+        fx.to_output(0, out_axis, pairs)
+    for i in operands:
+        if not (port.is_input and port.index == i):
+            broadcast_to_input(fx, graph, node, i, out_axis, out_rank, pairs)
 
 
 def broadcast_to_input(fx: Effects, graph: Graph, node: Node, i: int, out_axis: int, out_rank: int,

@@ -52,14 +52,7 @@ class _SkipNormBase(Rule):
                 fx.to_output(j, axis, pairs)
             return
         fx.inexact(f"{self.what} normalises over the pruned (hidden) axis")
-        for i in self.params:
-            name = node.input(i)
-            if not name:
-                continue
-            if not graph.is_const(name):
-                fx.freeze(f"parameter input '{name}' is computed at run time")
-                return
-            fx.cut(name, -1, pairs, role=Role.OUT, scale=(i == self.scale_input))
+        cut_parameters(node, graph, self.params, self.scale_input, pairs, fx)
 
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         x = input_shapes[0] if input_shapes else None
@@ -116,14 +109,7 @@ class EmbedLayerNormRule(Rule):
         fx.to_output(2 - port.index, rank - 1, pairs)  # output 0 <-> embedding_sum (output 2)
         fx.label("embedding")
         fx.inexact("EmbedLayerNormalization normalises over the pruned (hidden) axis")
-        for i in self.tables + (5, 6):
-            name = node.input(i)
-            if not name:
-                continue
-            if not graph.is_const(name):
-                fx.freeze(f"parameter input '{name}' is computed at run time")
-                return
-            fx.cut(name, -1, pairs, role=Role.OUT, scale=(i == 5))
+        cut_parameters(node, graph, self.tables + (5, 6), 5, pairs, fx)
 
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         ids, table = input_shapes[0], (input_shapes + [None] * 3)[2]
@@ -131,3 +117,16 @@ class EmbedLayerNormRule(Rule):
             return None
         out = tuple(ids) + (table[-1],)
         return [out, (ids[0],), out]
+
+
+def cut_parameters(node: Node, graph: Graph, inputs: tuple[int, ...], scale_input: int, pairs: Pairs,
+                   fx: Effects) -> None:
+    """Cut the hidden (last) axis of every given parameter input; freeze if one is computed at run time."""
+    for i in inputs:
+        name = node.input(i)
+        if not name:
+            continue
+        if not graph.is_const(name):
+            fx.freeze(f"parameter input '{name}' is computed at run time")
+            return
+        fx.cut(name, -1, pairs, role=Role.OUT, scale=(i == scale_input))

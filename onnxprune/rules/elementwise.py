@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..indexmap import Pairs
 from ..ir import Graph, Node
-from .base import Effects, Port, Rule, broadcast_to_input, register
+from .base import Effects, Port, Rule, broadcast_through, broadcast_to_input, register
 from .shape_only import follow_shape_element
 
 UNARY = (
@@ -42,17 +42,7 @@ class BroadcastRule(Rule):
     """Multidirectional (numpy) broadcasting between every input and the output."""
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        out_rank = graph.rank(node.output(0))
-        here_rank = graph.rank(port.tensor(node))
-        if out_rank is None or here_rank is None:
-            fx.freeze("operand ranks are unknown")
-            return
-        out_axis = axis + (out_rank - here_rank)
-        if port.is_input:
-            fx.to_output(0, out_axis, pairs)
-        for i in range(len(node.inputs)):
-            if not (port.is_input and port.index == i):
-                broadcast_to_input(fx, graph, node, i, out_axis, out_rank, pairs)
+        broadcast_through(fx, graph, node, port, axis, pairs, range(len(node.inputs)))
 
 
 @register("Expand")

@@ -42,13 +42,9 @@ class LayerNormRule(Rule):
     """Normalises over axes [axis, rank); Scale and B cover those axes."""
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        rank = fx.data_rank(port, "normalisation parameters")
+        rank = fx.data_through(port, axis, pairs, "normalisation parameters")
         if rank is None:
             return
-        if port.is_input:
-            fx.to_output(0, axis, pairs)
-        else:
-            fx.to_input(0, axis, pairs)
         start = positive_axis(int(node.attr("axis", -1)), rank)
         if axis < start:
             for j in (1, 2):

@@ -18,7 +18,7 @@ import numpy as np
 from ..indexmap import Pairs
 from ..ir import Graph, Node, standard_op_shapes
 from ..kinds import PortKind
-from .base import Effects, Port, Rule, broadcast_to_input, positive_axis, register
+from .base import Effects, Port, Rule, broadcast_through, positive_axis, register
 from .conv import ConvRule
 from .linear import GemmRule, MatMulRule
 
@@ -182,16 +182,7 @@ class QLinearBinaryRule(Rule):
             return
         if not _per_tensor(graph, node, (1, 2, 4, 5, 6, 7), fx):
             return
-        out_rank, here_rank = graph.rank(node.output(0)), graph.rank(port.tensor(node))
-        if out_rank is None or here_rank is None:
-            fx.freeze("operand ranks are unknown")
-            return
-        out_axis = axis + (out_rank - here_rank)
-        if port.is_input:
-            fx.to_output(0, out_axis, pairs)
-        for i in (0, 3):
-            if not (port.is_input and port.index == i):
-                broadcast_to_input(fx, graph, node, i, out_axis, out_rank, pairs)
+        broadcast_through(fx, graph, node, port, axis, pairs, (0, 3))
 
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         """Add's broadcast of A (input 0) and B (input 3)."""

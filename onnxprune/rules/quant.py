@@ -45,13 +45,9 @@ class QuantizeLinearRule(Rule):
     """y = saturate(round(x / scale) + zp) or y = (x - zp) * scale, per tensor, per axis or per block."""
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
-        rank = fx.data_rank(port, "the quantization scale and zero point")
+        rank = fx.data_through(port, axis, pairs, "the quantization scale and zero point")
         if rank is None:
             return
-        if port.is_input:
-            fx.to_output(0, axis, pairs)
-        else:
-            fx.to_input(0, axis, pairs)
         scale_rank, count = graph.rank(node.input(1)), _numel(graph, node.input(1))
         if scale_rank is None or count is None:
             fx.freeze(f"shape of scale '{node.input(1)}' is unknown")

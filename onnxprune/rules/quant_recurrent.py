@@ -13,7 +13,7 @@ from ..indexmap import Pairs
 from ..ir import Graph, Node
 from ..kinds import Role
 from .base import Effects, Port, Rule, register
-from .recurrent import FEATURE_AXIS, HIDDEN_AXIS, HIDDEN_INPUTS, _gate_rows
+from .recurrent import FEATURE_AXIS, HIDDEN_AXIS, follows_hidden, gate_rows, hidden_to_states
 
 W_PARAMS, R_PARAMS = (8, 9), (10, 11)
 # ONNX Runtime quantizes X and the hidden state of every step with a scale from their whole range
@@ -71,16 +71,13 @@ class DynamicQuantizeLSTMRule(Rule):
             fx.cut(node.input(1), 1, pairs, role=Role.IN)
             fx.inexact(_DYNAMIC)
             return
-        on_hidden = (port.is_input and port.index in HIDDEN_INPUTS and axis == 2) or \
-                    (not port.is_input and HIDDEN_AXIS.get(port.index) == axis)
-        if not on_hidden:
-            fx.freeze(f"{port.kind}put {port.index} is followed along axis {axis}, not hidden units")
+        if not follows_hidden(port, axis, fx):
             return
         self._hidden(node, graph, port, pairs, fx)
 
     def _hidden(self, node: Node, graph: Graph, port: Port, pairs: Pairs, fx: Effects) -> None:
         hidden = int(node.attr("hidden_size", graph.dim(node.input(2), 1) or 0))
-        rows = _gate_rows(pairs, hidden, 4)
+        rows = gate_rows(pairs, hidden, 4)
         fx.cut(node.input(1), 2, rows, role=Role.OUT)
         fx.cut(node.input(2), 2, rows, role=Role.OUT)
         fx.cut(node.input(2), 1, pairs, role=Role.IN)
@@ -88,15 +85,10 @@ class DynamicQuantizeLSTMRule(Rule):
             if node.input(i) and graph.rank(node.input(i)) == 2:
                 fx.cut(node.input(i), 1, rows, role=Role.OUT)
         if node.input(3):
-            fx.cut(node.input(3), 1, _gate_rows(pairs, hidden, 8), role=Role.OUT)
+            fx.cut(node.input(3), 1, gate_rows(pairs, hidden, 8), role=Role.OUT)
         if node.input(7):
-            fx.cut(node.input(7), 1, _gate_rows(pairs, hidden, 3), role=Role.OUT)
-        for i in HIDDEN_INPUTS:
-            if i < len(node.inputs) and not (port.is_input and port.index == i):
-                fx.to_input(i, 2, pairs)
-        for j, axis in HIDDEN_AXIS.items():
-            if port.is_input or port.index != j:
-                fx.to_output(j, axis, pairs)
+            fx.cut(node.input(7), 1, gate_rows(pairs, hidden, 3), role=Role.OUT)
+        hidden_to_states(node, port, pairs, fx)
         fx.edit_attr("hidden_size", -1, next(self.roots(node, graph)))
         fx.label("DynamicQuantizeLSTM hidden units")
         fx.inexact(_DYNAMIC)

@@ -28,7 +28,7 @@ FEATURE_AXIS = 2  # of X in both layouts
 HIDDEN_AXIS = {0: 3, 1: 2, 2: 2}  # output index -> axis of hidden units (Y, Y_h, Y_c; both layouts)
 
 
-def _gate_rows(pairs: Pairs, hidden: int, blocks: int) -> Pairs:
+def gate_rows(pairs: Pairs, hidden: int, blocks: int) -> Pairs:
     """Unit k -> rows k, H+k, ..., (blocks-1)*H+k."""
     offsets = np.arange(blocks, dtype=np.int64) * hidden
     pos = (pairs[:, 0, None] + offsets).reshape(-1)
@@ -70,10 +70,7 @@ class RecurrentRule(Rule):
                 return
             fx.cut(node.input(1), 2, pairs, role=Role.IN)
             return
-        on_hidden = (port.is_input and port.index in HIDDEN_INPUTS and axis == 2) or \
-                    (not port.is_input and HIDDEN_AXIS.get(port.index) == axis)
-        if not on_hidden:
-            fx.freeze(f"{port.kind}put {port.index} is followed along axis {axis}, not hidden units")
+        if not follows_hidden(port, axis, fx):
             return
         self._hidden(node, graph, port, pairs, fx)
 
@@ -84,18 +81,33 @@ class RecurrentRule(Rule):
             return
         hidden = int(node.attr("hidden_size", graph.dim(node.input(2), 2) or 0))
         gates = GATES[node.op_type]
-        fx.cut(node.input(1), 1, _gate_rows(pairs, hidden, gates), role=Role.OUT)
-        fx.cut(node.input(2), 1, _gate_rows(pairs, hidden, gates), role=Role.OUT)
+        fx.cut(node.input(1), 1, gate_rows(pairs, hidden, gates), role=Role.OUT)
+        fx.cut(node.input(2), 1, gate_rows(pairs, hidden, gates), role=Role.OUT)
         fx.cut(node.input(2), 2, pairs, role=Role.IN)
         if node.input(3):
-            fx.cut(node.input(3), 1, _gate_rows(pairs, hidden, 2 * gates), role=Role.OUT)
+            fx.cut(node.input(3), 1, gate_rows(pairs, hidden, 2 * gates), role=Role.OUT)
         if node.input(7):
-            fx.cut(node.input(7), 1, _gate_rows(pairs, hidden, 3), role=Role.OUT)
-        for i in HIDDEN_INPUTS:
-            if i < len(node.inputs) and not (port.is_input and port.index == i):
-                fx.to_input(i, 2, pairs)
-        for j, axis in HIDDEN_AXIS.items():
-            if port.is_input or port.index != j:
-                fx.to_output(j, axis, pairs)
+            fx.cut(node.input(7), 1, gate_rows(pairs, hidden, 3), role=Role.OUT)
+        hidden_to_states(node, port, pairs, fx)
         fx.edit_attr("hidden_size", -1, space)
         fx.label(f"{node.op_type} hidden units")
+
+
+def follows_hidden(port: Port, axis: int, fx: Effects) -> bool:
+    """Whether channels at (port, axis) are hidden units (an initial state's or an output's hidden
+    axis); else freeze and say which axis was reached."""
+    if (port.is_input and port.index in HIDDEN_INPUTS and axis == 2) or \
+            (not port.is_input and HIDDEN_AXIS.get(port.index) == axis):
+        return True
+    fx.freeze(f"{port.kind}put {port.index} is followed along axis {axis}, not hidden units")
+    return False
+
+
+def hidden_to_states(node: Node, port: Port, pairs: Pairs, fx: Effects) -> None:
+    """The hidden units reach every initial state input and every output, but the port they came from."""
+    for i in HIDDEN_INPUTS:
+        if i < len(node.inputs) and not (port.is_input and port.index == i):
+            fx.to_input(i, 2, pairs)
+    for j, axis in HIDDEN_AXIS.items():
+        if port.is_input or port.index != j:
+            fx.to_output(j, axis, pairs)
