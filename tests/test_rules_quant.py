@@ -431,8 +431,22 @@ def _cnn_activations() -> onnx.ModelProto:
     return make_model(nodes, {"x": [1, 3, 12, 12]}, {"y": [1, 10]}, inits, opset=17)
 
 
+def _cnn_concat() -> onnx.ModelProto:
+    """Two Conv-Relu branches of 8 and 16 channels joined by Concat (QLinearConcat once quantized),
+    then Conv-GAP-Flatten-Gemm: every branch's channels reach the joint Conv at their offsets."""
+    nodes = [node("Conv", ["x", "w1", "b1"], "c1", pads=[1, 1, 1, 1]), node("Relu", ["c1"], "r1"),
+             node("Conv", ["x", "w2", "b2"], "c2", pads=[1, 1, 1, 1]), node("Relu", ["c2"], "r2"),
+             node("Concat", ["r1", "r2"], "cat", axis=1), node("Conv", ["cat", "w3", "b3"], "c3", pads=[1, 1, 1, 1]),
+             node("GlobalAveragePool", ["c3"], "p"), node("Flatten", ["p"], "f"),
+             node("Gemm", ["f", "wf", "bf"], "y", transB=1)]
+    inits = {"w1": weight(8, 3, 3, 3), "b1": weight(8), "w2": weight(16, 3, 3, 3), "b2": weight(16),
+             "w3": weight(16, 24, 3, 3), "b3": weight(16), "wf": weight(10, 16), "bf": weight(10)}
+    return make_model(nodes, {"x": [1, 3, 12, 12]}, {"y": [1, 10]}, inits, opset=17)
+
+
 @pytest.mark.parametrize("build, ops", [
     (_cnn, ("QGemm", "QLinearAdd", "QLinearGlobalAveragePool")),
+    (_cnn_concat, ("QLinearConcat",)),
     (_cnn_activations, ("QLinearLeakyRelu", "QLinearSoftmax", "QLinearSigmoid", "QLinearMul", "QLinearAveragePool"))])
 def test_qoperator_prunes_without_ort_shapes(tmp_path, build, ops):
     path = _qoperator(tmp_path, build(), [1, 3, 12, 12])
@@ -521,3 +535,29 @@ def test_qlinear_softmax_over_the_channels_freezes_them(tmp_path):
     assert _op_counts(onnx.load(path))["QLinearSoftmax"] == 1
     reasons = frozen_reasons(analyze(path))
     assert any("QLinearSoftmax normalises over the channel axis 1" in r for r in reasons), reasons
+
+
+def test_qlinear_concat_prunes_both_branches(tmp_path, contrib_shapes):
+    """Both branches into a QLinearConcat lose rows, and the joint QLinearConv loses the matching
+    input channels at each branch's offset (the oracle checks the offsets)."""
+    q = onnx.load(_qoperator(tmp_path, _cnn_concat(), [1, 3, 12, 12]))
+    assert _op_counts(q)["QLinearConcat"] == 1
+    contrib_shapes(q)
+    analysis, plan, pruned = prune_with_oracle(q, tmp_path, ratio=0.5, min_groups=3)
+    convs = [n for n in q.graph.node if n.op_type == "QLinearConv"]
+    assert [init(pruned, c.input[3]).shape[0] for c in convs[:2]] == [4, 8]
+    assert init(pruned, convs[2].input[3]).shape[1] == 12
+    assert _op_counts(pruned) == _op_counts(q) and _same_dtypes(pruned, q)
+
+
+def test_qlinear_concat_with_per_axis_parameters_freezes(tmp_path):
+    """A per-channel scale on a QLinearConcat input is not the per-tensor requantization the rule follows."""
+    from onnxprune.rule_harness import Input, visit
+    x = Input((1, 4, 2, 2), np.int8)
+    scale, zero = np.array(0.1, np.float32), np.array(0, np.int8)
+    found = visit("QLinearConcat", [scale, zero, x, np.full(4, 0.1, np.float32), np.zeros(4, np.int8), x, scale, zero],
+                  {"axis": 1}, domain="com.microsoft", at=("out0", 1))
+    assert found.frozen and "is not per tensor" in found.frozen
+    ok = visit("QLinearConcat", [scale, zero, x, scale, zero, x, scale, zero], {"axis": 1}, domain="com.microsoft",
+               at=("out0", 1))
+    assert ok.frozen is None and set(ok.moves) == {("in2", 1), ("in5", 1)}

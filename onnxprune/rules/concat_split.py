@@ -25,24 +25,29 @@ def _sizes(graph: Graph, names: list[str], axis: int) -> list[int] | None:
 class ConcatRule(Rule):
     """Along the joined axis input k's channels sit at an offset (the sizes before it); else all share them."""
 
+    def data_inputs(self, node: Node) -> list[int]:
+        """The inputs that are joined, in order (all of them for Concat)."""
+        return list(range(len(node.inputs)))
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         rank = graph.rank(node.output(0))
         if rank is None:
             fx.freeze("output rank is unknown")
             return
+        data = self.data_inputs(node)
         cat_axis = positive_axis(int(node.attr("axis")), rank)
         if axis != cat_axis:
-            fx.to_ports(port, axis, pairs, range(len(node.inputs)), [0])
+            fx.to_ports(port, axis, pairs, data, [0])
             return
-        sizes = _sizes(graph, node.inputs, cat_axis)
+        sizes = _sizes(graph, [node.inputs[i] for i in data], cat_axis)
         if sizes is None:
-            fx.freeze(f"a Concat input has an unknown size along axis {cat_axis}")
+            fx.freeze(f"a {node.op_type} input has an unknown size along axis {cat_axis}")
             return
-        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        offsets = [sum(sizes[:k]) for k in range(len(sizes))]
         if port.is_input:
-            fx.to_output(0, axis, indexmap.shift(pairs, offsets[port.index]))
+            fx.to_output(0, axis, indexmap.shift(pairs, offsets[data.index(port.index)]))
             return
-        for i, (off, size) in enumerate(zip(offsets, sizes)):
+        for i, off, size in zip(data, offsets, sizes):
             part = indexmap.window(pairs, off, off + size)
             if len(part):
                 fx.to_input(i, axis, part)

@@ -19,6 +19,7 @@ from ..indexmap import Pairs
 from ..ir import Graph, Node, standard_op_shapes
 from ..kinds import PortKind
 from .base import Effects, Port, Rule, broadcast_through, positive_axis, register
+from .concat_split import ConcatRule
 from .conv import ConvRule
 from .linear import GemmRule, MatMulRule
 
@@ -254,3 +255,29 @@ class QLinearSoftmaxRule(Rule):
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         x = _at(input_shapes, 0)
         return None if x is None else [tuple(x)]
+
+
+@register("QLinearConcat", domain="com.microsoft")
+class QLinearConcatRule(ConcatRule):
+    """Concat of int8 tensors: Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) per input; every
+    element is requantized on its own, so with per-tensor parameters channels move as in Concat."""
+
+    def data_inputs(self, node: Node) -> list[int]:
+        return list(range(2, len(node.inputs), 3))
+
+    def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
+        data = self.data_inputs(node)
+        if port.is_input and port.index not in data:
+            fx.freeze(f"input {port.index} is a quantization parameter, not data")
+            return
+        params = tuple(i for i in range(len(node.inputs)) if i not in data)
+        if not _per_tensor(graph, node, params, fx):
+            return
+        super().propagate(node, graph, port, axis, pairs, fx)
+
+    def infer_shape(self, node: Node, input_shapes: list) -> list | None:
+        """Concat's, of the data inputs."""
+        xs = [_at(input_shapes, i) for i in self.data_inputs(node)]
+        if any(x is None for x in xs):
+            return None
+        return standard_op_shapes("Concat", {"axis": int(node.attr("axis"))}, xs)
