@@ -236,15 +236,7 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     config.check()
     output_path = default_output(model_path) if output_path is None else output_path
     check_paths(model_path, output_path, config)
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal t
-        now = time.perf_counter()
-        timings[name] = now - t
-        t = now
-
+    lap = _Laps()
     log.info("loading %s", model_path)
     analysis = analyze(model_path, config.input_shapes, calib.sample_shapes(config.calib) if config.calib else None)
     lap("analyse")
@@ -264,12 +256,42 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     report.calibration = calibration
     if not cal:
         report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
+    _check_and_write(model_path, output_path, analysis, pruned, config, report, lap)
+    if config.plan_out:
+        try:
+            plan.save(config.plan_out, analysis.groups, analysis.graph.input_coordinates())
+        except OutputWriteError:  # all or nothing: no model without its plan
+            ir.remove_saved(output_path)
+            raise
+    if report.after is not None:  # always: _report counts the pruned model
+        report.after.file_bytes = file_size(output_path)
+    report.timings_s = lap.timings
+    return report
+
+
+class _Laps:
+    """Wall time of each pipeline step, by name, in the order the steps ran."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._start = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = now - self._start
+        self._start = now
+
+
+def _check_and_write(model_path: str, output_path: str, analysis: Analysis, pruned, config: PruneConfig,
+                     report: PruneReport, lap: _Laps) -> None:
+    """Check the pruned model as the original is checked (whatever the flags), validate it against the
+    original unless told not to, and write it; a model that fails is never left on disk."""
     # The checker and ONNX Runtime take a model over 2 GB only as a file: write it first, remove it if it fails
     saved_first = ir.is_large(pruned)
     if saved_first:
         _save(pruned, output_path, lap)
     try:
-        note = check_like_original(output_path if saved_first else pruned, model_path)  # whatever the flags
+        note = check_like_original(output_path if saved_first else pruned, model_path)
         if note:
             report.notes.append(note)
         if config.validate:
@@ -286,16 +308,6 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
         raise
     if not saved_first:
         _save(pruned, output_path, lap)
-    if config.plan_out:
-        try:
-            plan.save(config.plan_out, analysis.groups, analysis.graph.input_coordinates())
-        except OutputWriteError:  # all or nothing: no model without its plan
-            ir.remove_saved(output_path)
-            raise
-    if report.after is not None:  # always: _report counts the pruned model
-        report.after.file_bytes = file_size(output_path)
-    report.timings_s = timings
-    return report
 
 
 def check_paths(model_path: str, output_path: str, config: PruneConfig, names: dict[str, str] | None = None,
@@ -310,7 +322,7 @@ def check_paths(model_path: str, output_path: str, config: PruneConfig, names: d
                          f"the {said.get('calib', 'calib')} data": config.calib})
 
 
-def _save(pruned, output_path: str, lap) -> None:
+def _save(pruned, output_path: str, lap: _Laps) -> None:
     log.info("writing %s", output_path)
     try:
         ir.save(pruned, output_path, keep=False)  # the pipeline does not read `pruned` afterwards
