@@ -263,6 +263,8 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     cal = calibrate(analysis, config)
     log.info("scoring %d prunable groups and planning", len(analysis.prunable))
     scores = {} if config.plan_in else group_scores(analysis, config, cal.stats if cal else None)
+    if cal and config.sensitivity:
+        lap("statistics")  # so that the sensitivity lap holds the measuring alone
     measured = measure_sensitivity(analysis, config, cal, scores)
     if measured is not None:
         lap("sensitivity")

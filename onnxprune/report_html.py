@@ -493,6 +493,9 @@ def _sens_card(fractions: list[float], curve: tuple[str, dict, list[float]], top
     tip = f"#{gid} {row.get('root')}: " + ", ".join(
         f"{f:g}: {e:.3g}" + (f" ({removed[i]} units)" if i < len(removed) else "")
         for i, (f, e) in enumerate(zip(fractions, errs)))
+    kl = [_num(k) for k in row.get("softmax_kl") or []]
+    if kl and all(k is not None for k in kl):
+        tip += "; softmax KL " + ", ".join(f"{k:.3g}" for k in kl)
     chart = _sens_svg(fractions, [(errs, KEPT, 1.6)], top, 2 * CARD_H)
     return (f"<div class=\"card\" title=\"{esc(tip)}\"><div class=\"t mono\">{esc(f'#{gid} ' + _short(name, 72))}"
             f"</div>{chart}<div class=\"c\" data-group=\"{esc(gid)}\">"

@@ -3,7 +3,8 @@
 For each prunable exact group and each fraction, the lowest-scoring units of that group alone are
 made dead (every consumer of their channels zeroed, as the oracle does) and the model is run over
 calibration samples; the distortion is the relative L2 error of all float outputs against the
-original's, which are computed once. The work is bounded by a time budget and a group count:
+original's, which are computed once (and, for outputs shaped [N, classes], the mean KL of
+their softmax). The work is bounded by a time budget and a group count:
 what was not measured is listed with the reason.
 """
 from __future__ import annotations
@@ -61,6 +62,19 @@ def relative_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> 
     return math.sqrt(num) / max(math.sqrt(den), 1e-30)
 
 
+def softmax_kl(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float | None:
+    """Mean KL(softmax(y) || softmax(y')) per sample over the outputs shaped [N, classes]; None without any."""
+    kls = []
+    for a, b in zip(reference, candidate):
+        if a.ndim == 2 and a.shape[1] > 1 and a.shape == b.shape:
+            la = a - a.max(1, keepdims=True)
+            lb = b - b.max(1, keepdims=True)
+            la = la - np.log(np.exp(la).sum(1, keepdims=True))
+            lb = lb - np.log(np.exp(lb).sum(1, keepdims=True))
+            kls.append(float(np.mean(np.sum(np.exp(la) * (la - lb), 1))))
+    return float(np.mean(kls)) if kls else None
+
+
 def _choice(group: Group, scores: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
     """The units removed at each fraction (lowest scores first, every space left non-empty)."""
     table = _UnitTable(group)
@@ -104,18 +118,24 @@ def measure(graph: Graph, groups: list[Group], scores: Mapping[int, np.ndarray],
 def _measure_group(graph: Graph, groups: list[Group], g: Group, scores: np.ndarray, data: CalibData,
                    fractions: list[float], reference: list[np.ndarray]) -> dict[str, Any]:
     errors: list[float] = []
+    kl: list[float | None] = []
     removed: list[int] = []
     for f, units in zip(fractions, _choice(g, scores, fractions)):
         removed.append(len(units))
         roots = g.roots_of_units(units)
         if not len(roots):
             errors.append(0.0)
+            kl.append(softmax_kl(reference, reference))
             continue
         plan = Plan((PlanGroup(g.id, g.root, g.exact, g.size, tuple(int(r) for r in roots)),))
-        dead = zero_consumers(graph, groups, plan)
-        errors.append(relative_error(reference, _outputs(dead, data, f"sensitivity of {g.root_label} at {f:g}")))
-    return {"root": g.root_label, "size": g.size, "units": g.unit_count, "units_removed": removed,
-            "relative_error": errors}
+        dead = _outputs(zero_consumers(graph, groups, plan), data, f"sensitivity of {g.root_label} at {f:g}")
+        errors.append(relative_error(reference, dead))
+        kl.append(softmax_kl(reference, dead))
+    row: dict[str, Any] = {"root": g.root_label, "size": g.size, "units": g.unit_count, "units_removed": removed,
+                           "relative_error": errors}
+    if any(k is not None for k in kl):  # some output looks like class scores [N, classes]
+        row["softmax_kl"] = kl
+    return row
 
 
 def most_sensitive(result: Mapping[str, Any], at: float = 0.3) -> tuple[str, float, float] | None:

@@ -119,3 +119,12 @@ def test_the_page_escapes_names_skips_malformed_curves_and_caps_cards():
     assert len(root.findall(".//{*}polyline")) == MAX_SCORE_CARDS + 5 + 1 + MAX_SCORE_CARDS
     assert "<b>" not in html and "&lt;budget&gt;" in html and "1 groups not measured" in html
     assert f"the {MAX_SCORE_CARDS} most sensitive are drawn" in html
+
+
+def test_class_score_outputs_get_the_softmax_kl(tmp_path):
+    _, by_root = _measure(tmp_path)  # y is [N, 3]: class-score shaped
+    kl = by_root["ha"]["softmax_kl"]
+    assert len(kl) == 4 and all(k >= 0 for k in kl) and kl[-1] > by_root["hb"]["softmax_kl"][-1]
+    same = [np.array([[1.0, 2.0, 3.0]])]
+    assert sensitivity.softmax_kl(same, same) == pytest.approx(0.0, abs=1e-12)
+    assert sensitivity.softmax_kl([np.zeros((2, 3, 4))], [np.zeros((2, 3, 4))]) is None
