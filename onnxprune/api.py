@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from . import activation, calib, compensate, ir, paths
+from . import activation, calib, compensate, ir, paths, sensitivity
 from .apply import apply_plan
 from .depgraph import build_groups
 from .errors import BadInputError, CheckFailedError, OnnxPruneError, OutputWriteError
@@ -201,6 +201,18 @@ def finish_calibration(analysis: Analysis, plan: Plan, pruned, config: PruneConf
     return result
 
 
+def measure_sensitivity(analysis: Analysis, config: PruneConfig, cal: Calibration | None,
+                        scores: dict | None = None) -> dict | None:
+    """With config.sensitivity: per-group relative output error at a few fractions removed, on the
+    held-out samples (the calibration samples when none are held out); None otherwise."""
+    if not config.sensitivity or cal is None:
+        return None
+    if not scores:
+        scores = group_scores(analysis, config, cal.stats)
+    data = cal.held_out if cal.held_out is not None else cal.data
+    return sensitivity.measure(analysis.graph, analysis.groups, scores, data)
+
+
 def default_output(model_path: str) -> str:
     root, ext = os.path.splitext(model_path)
     return f"{root}.pruned{ext or '.onnx'}"
@@ -243,6 +255,11 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     cal = calibrate(analysis, config)
     log.info("scoring %d prunable groups and planning", len(analysis.prunable))
     scores = {} if config.plan_in else group_scores(analysis, config, cal.stats if cal else None)
+    if cal and config.sensitivity:
+        lap("statistics")  # so that the sensitivity lap holds the measuring alone
+    measured = measure_sensitivity(analysis, config, cal, scores)
+    if measured is not None:
+        lap("sensitivity")
     plan = plan_for(analysis, config, cal.stats if cal else None, scores)
     lap("plan")
     log.info("removing %d channels from %d groups", sum(len(pg.pruned) for pg in plan.groups), len(plan.groups))
@@ -254,6 +271,9 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     ir.reshare_clones(pruned)  # after compensation, which may write into a cloned bias
     report = _report(model_path, output_path, analysis, plan, pruned, config, scores)
     report.calibration = calibration
+    if measured is not None:
+        report.sensitivity = measured
+        report.notes.append("sensitivity is measured and reported only: the plan does not use it yet")
     if not cal:
         report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
     _check_and_write(model_path, output_path, analysis, pruned, config, report, lap)

@@ -116,6 +116,9 @@ class PruneConfig:
         "--compensate", choices=COMPENSATIONS, check=one_of(COMPENSATIONS),
         help="adjust consumers of removed channels: none, bias (fold removed means into the bias), "
              "lsq (refit kept weights by least squares); default bias with --calib, else none"))
+    sensitivity: bool = field(default=False, metadata=option(
+        "--sensitivity", action="store_true", commands=PRUNE,
+        help="with --calib: measure how much each group's removal changes the outputs (curves in the report)"))
 
     def check(self) -> None:
         """Refuse bad values before any work: OptionError naming the fields (the CLI names flags)."""
@@ -139,6 +142,8 @@ class PruneConfig:
         if not self.calib and (uses_act or self.compensate in ("bias", "lsq")):
             what = f"{{importance}} {self.importance}" if uses_act else f"{{compensate}} {self.compensate}"
             raise OptionError(f"{what} needs calibration data: give {{calib}}, an .npz of input arrays")
+        if self.sensitivity and not self.calib:
+            raise OptionError("{sensitivity} measures on calibration samples: give {calib}, an .npz of input arrays")
         planner = [name for name in PLANNER_OPTIONS if name in changed]
         if self.plan_in and planner:
             raise OptionError(f"{{plan_in}} applies the saved plan exactly; drop "

@@ -49,6 +49,7 @@ class PruneReport:
     notes: list[str] = field(default_factory=list)
     calibration: dict = field(default_factory=dict)  # samples, compensation, fidelity (see calib.fidelity)
     nothing_pruned: str | None = None  # one line saying why, when the plan removes no channel
+    sensitivity: dict | None = None  # measured per-group curves (see sensitivity.measure), with --sensitivity
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -198,6 +199,8 @@ def format_text(r: PruneReport) -> str:
     if r.validation.get("skipped"):
         lines.append(f"  validation skipped: {r.validation['skipped']}")
     lines.extend(_calibration_lines(r.calibration))
+    if r.sensitivity:
+        lines.append(_sensitivity_line(r.sensitivity))
     for note in r.notes:
         lines.append(f"  note: {note}")
     if r.timings_s:
@@ -216,3 +219,17 @@ def _calibration_lines(c: dict) -> list[str]:
         lines.append(f"  fidelity {name}: cosine mean {row['cosine_mean']:.4f} (min {row['cosine_min']:.4f}), "
                      f"relative error {row['relative_error']:.3g}{top1} on {fid['samples']} held-out samples")
     return lines
+
+
+def _sensitivity_line(s: dict) -> str:
+    """One line: what was measured, on how many samples, in how long, and the most sensitive group."""
+    from .sensitivity import most_sensitive
+    groups, fractions = s.get("groups") or {}, s.get("fractions") or []
+    line = (f"  sensitivity: {len(groups)} groups x {len(fractions)} fractions measured on {s.get('samples', 0)} "
+            f"samples in {s.get('seconds', 0):.1f} s")
+    top = most_sensitive(s)
+    if top:
+        line += f"; most sensitive: {top[0]} (rel err {top[1]:.3g} at {top[2]:g})"
+    if s.get("skipped"):
+        line += f"; {len(s['skipped'])} groups skipped ({s['skipped'][0]['reason']})"
+    return line

@@ -29,7 +29,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("removal", {"removal", "targets"}),
     ("runtime", {"runtime"}),  # the only place that loads ONNX Runtime (besides ir.integrity's load check)
     ("checks", {"validate", "calib"}),
-    ("passes", {"apply", "fold", "fold_bodies", "oracle", "compensate", "activation", "report"}),
+    ("passes", {"apply", "fold", "fold_bodies", "oracle", "compensate", "activation", "report",
+                 "sensitivity"}),
     ("config", {"config"}),
     ("api", {"api", "testing", "rule_harness", "report_html"}),
     ("cli", {"cli", "__main__", ""}),

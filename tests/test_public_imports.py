@@ -48,6 +48,7 @@ UNIT_TESTS = {
     "test_rules_concat_split.py": {"indexmap"},  # breaks the index maps to see the checks fire
     "test_rule_harness.py": {"indexmap"},  # breaks the index maps to see the harness catch it
     "test_rules_quant.py": {"importance"},  # importance of dequantized weights
+    "test_sensitivity.py": {"sensitivity", "calib"},  # measure() on loaded calibration data
 }
 
 
