@@ -238,7 +238,7 @@ class PlanOptions:
     ignored: frozenset[int] = frozenset()
 
 
-class _UnitTable:
+class UnitTable:
     """What removing each unit of a group costs each of its spaces; built once per group."""
 
     def __init__(self, group: Group):
@@ -350,7 +350,7 @@ class Planner:
         self.groups = [g for g in groups if g.prunable and g.id in scores and g.id not in options.ignored]
         self.scores = scores
         self.options = options
-        self.tables = {g.id: _UnitTable(g) for g in self.groups}
+        self.tables = {g.id: UnitTable(g) for g in self.groups}
 
     def counts(self, ratio: float, fine: bool = False) -> dict[int, int]:
         """Units to remove per group at `ratio` (before rounding and space constraints); `fine`

@@ -21,7 +21,7 @@ from .errors import CheckFailedError
 from .group import Group
 from .ir import Graph, ModelProto
 from .oracle import zero_consumers
-from .planner import Plan, PlanGroup, _UnitTable
+from .planner import Plan, PlanGroup, UnitTable
 from .runtime import first_line, session
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def softmax_kl(reference: list[np.ndarray], candidate: list[np.ndarray]) -> floa
 
 def _choice(group: Group, scores: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
     """The units removed at each fraction (lowest scores first, every space left non-empty)."""
-    table = _UnitTable(group)
+    table = UnitTable(group)
     return [table.choose(scores, units_at(group, f)) for f in fractions]
 
 
