@@ -210,7 +210,7 @@ def measure_sensitivity(analysis: Analysis, config: PruneConfig, cal: Calibratio
     if not scores:
         scores = group_scores(analysis, config, cal.stats)
     data = cal.held_out if cal.held_out is not None else cal.data
-    return sensitivity.measure(analysis.graph, analysis.groups, scores, data)
+    return sensitivity.measure(analysis.graph, analysis.groups, scores, data, budget_s=config.sensitivity_budget)
 
 
 def default_output(model_path: str) -> str:

@@ -119,6 +119,10 @@ class PruneConfig:
     sensitivity: bool = field(default=False, metadata=option(
         "--sensitivity", action="store_true", commands=PRUNE,
         help="with --calib: measure how much each group's removal changes the outputs (curves in the report)"))
+    sensitivity_budget: float = field(default=60.0, metadata=option(
+        "--sensitivity-budget", metavar="S", parse=number, commands=PRUNE,
+        check=in_range(0, 86400, closed_right=True),
+        help="with --sensitivity: seconds the measuring may take (default 60.0); groups not reached are listed"))
 
     def check(self) -> None:
         """Refuse bad values before any work: OptionError naming the fields (the CLI names flags)."""

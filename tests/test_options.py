@@ -121,6 +121,7 @@ BAD = [
     ("ratio_for", [("Conv*", 1.0)], None, "Conv*=1: the ratio must be in [0, 1)"),
     ("input_shapes", {"x": (1, 0)}, None, "gives 'x' the shape (1, 0): dimensions must be positive integers"),
     ("latency_repeats", -1, None, "must be at least 0, got -1"),
+    ("sensitivity_budget", -1.0, "-1", "must be in [0, 86400], got -1"),
 ]
 
 

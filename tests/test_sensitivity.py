@@ -96,6 +96,19 @@ def test_the_cli_writes_curves_in_json_text_and_html(tmp_path, capsys):
     assert "no sensitivity curves" not in html and "id=\"sensitivity\"" in html
 
 
+def test_the_cli_budget_bounds_the_measuring(tmp_path):
+    """--sensitivity-budget 0: no group is measured, each is listed with the reason, the run still prunes."""
+    from onnxprune.cli import main
+
+    path = save(_two_branches(), tmp_path)
+    js = str(tmp_path / "r.json")
+    assert main([path, "-o", str(tmp_path / "p.onnx"), "--calib", _npz(tmp_path), "--sensitivity",
+                 "--sensitivity-budget", "0", "--no-validate", "--report-json", js, "-q"]) == 0
+    data = json.load(open(js))["sensitivity"]
+    assert data["groups"] == {}
+    assert len(data["skipped"]) == 2 and all("time budget" in s["reason"] for s in data["skipped"])
+
+
 def test_sensitivity_needs_calibration_data(tmp_path, capsys):
     from onnxprune.cli import main
 
