@@ -14,8 +14,9 @@ from typing import Any
 from . import paths
 from .errors import BadInputError, OnnxPruneError
 from .report_html_text import (BAR_W, CARD_H, CARD_W, FROZEN, KEPT, LABEL_W, MAX_FROZEN_ROWS, MAX_LAYER_ROWS,
-                               MAX_SCORE_CARDS, NUM_W, REMOVED, TRACK, _bytes, _count, _kept_bar, _num, _short,
-                               _val, esc)
+                               MAX_SCORE_CARDS, NUM_W, REMOVED, TRACK, bytes_text, count_text, kept_bar,
+                               number_or_none, short_name,
+                               value_span, esc)
 from .report_html_calib import _calibration, _sensitivity
 
 CSS = """
@@ -70,16 +71,18 @@ def _header(r: dict) -> str:
            f"<span class=\"mono\">{esc(r.get('output') or '(not written)')}</span></div>",
            "<table class=\"stats\"><tr><th></th><th class=\"r\">before</th><th class=\"r\">after</th>"
            "<th class=\"r\">change</th><th>kept</th></tr>"]
-    for label, key, fmt in (("params", "params", _count), ("MACs", "macs", _count), ("file", "file_bytes", _bytes)):
+    rows = (("params", "params", count_text), ("MACs", "macs", count_text), ("file", "file_bytes", bytes_text))
+    for label, key, fmt in rows:
         a, b = before.get(key), after.get(key)
-        out.append(f"<tr><td>{label}</td><td class=\"r\">{_val(a, fmt(a))}</td><td class=\"r\">{_val(b, fmt(b))}</td>"
-                   f"<td class=\"r\">{_change(a, b)}</td><td>{_kept_bar(a, b)}</td></tr>")
+        out.append(f"<tr><td>{label}</td><td class=\"r\">{value_span(a, fmt(a))}</td>"
+                   f"<td class=\"r\">{value_span(b, fmt(b))}</td>"
+                   f"<td class=\"r\">{_change(a, b)}</td><td>{kept_bar(a, b)}</td></tr>")
     out.append("</table>")
-    out.append(f"<div>groups: {_val(r.get('groups_total'), str(r.get('groups_total', '-')))} found, "
-               f"{_val(r.get('groups_pruned'), str(r.get('groups_pruned', '-')))} pruned "
+    out.append(f"<div>groups: {value_span(r.get('groups_total'), str(r.get('groups_total', '-')))} found, "
+               f"{value_span(r.get('groups_pruned'), str(r.get('groups_pruned', '-')))} pruned "
                f"({esc(r.get('groups_inexact_pruned', 0))} inexact), "
-               f"{_val(r.get('groups_frozen'), str(r.get('groups_frozen', '-')))} frozen; "
-               f"{_val(r.get('channels_removed'), str(r.get('channels_removed', '-')))} channels removed</div>")
+               f"{value_span(r.get('groups_frozen'), str(r.get('groups_frozen', '-')))} frozen; "
+               f"{value_span(r.get('channels_removed'), str(r.get('channels_removed', '-')))} channels removed</div>")
     if r.get("nothing_pruned"):
         out.append(f"<p class=\"bad\">{esc(r['nothing_pruned'])}</p>")
     out.append(_validation(r.get("validation") or {}))
@@ -89,12 +92,12 @@ def _header(r: dict) -> str:
     timings = r.get("timings_s") or {}
     if isinstance(timings, dict) and timings:
         out.append("<div class=\"sub\">time: " + ", ".join(
-            f"{esc(k)} {v:.2f} s" for k, v in timings.items() if _num(v) is not None) + "</div>")
+            f"{esc(k)} {v:.2f} s" for k, v in timings.items() if number_or_none(v) is not None) + "</div>")
     return "\n".join(out)
 
 
 def _change(a: Any, b: Any) -> str:
-    a, b = _num(a), _num(b)
+    a, b = number_or_none(a), number_or_none(b)
     if not a or b is None:
         return ""
     pct = (b - a) / a * 100
@@ -114,7 +117,8 @@ def _validation(v: dict) -> str:
         if p.get("skipped"):
             out.append(f"<tr><td>{esc(name)}</td><td colspan=\"4\">skipped: {esc(p['skipped'])}</td></tr>")
             continue
-        a, b, rel = _num(p.get("latency_before_ms")), _num(p.get("latency_after_ms")), _num(p.get("relative_change"))
+        a, b = number_or_none(p.get("latency_before_ms")), number_or_none(p.get("latency_after_ms"))
+        rel = number_or_none(p.get("relative_change"))
         speed = f"x{a / max(b, 1e-9):.2f}" if a is not None and b is not None else "-"
         out.append(f"<tr><td>{esc(name)}</td><td class=\"r\">{_ms(a)}</td><td class=\"r\">{_ms(b)}</td>"
                    f"<td class=\"r\">{speed}</td><td class=\"r\">"
@@ -129,13 +133,13 @@ def _ms(value: float | None) -> str:
 # -- per layer: channels before and after, in graph order --------------------------------------------
 
 def _layers(rows: list[dict]) -> str:
-    drawn = [r for r in rows if (_num(r.get("size")) or 0) > 0]
+    drawn = [r for r in rows if (number_or_none(r.get("size")) or 0) > 0]
     if not drawn:
         return "<h2 id=\"layers\">Channels per layer</h2><p class=\"sub\">no channel spaces</p>"
     shown, rest = drawn[:MAX_LAYER_ROWS], drawn[MAX_LAYER_ROWS:]
     # the scale of the prunable groups: a longer frozen space (a classifier) is cut short, marked
-    top = max((_num(r.get("size")) or 0 for r in drawn if not r.get("frozen")), default=0) or max(
-        _num(r.get("size")) or 0 for r in drawn)
+    top = max((number_or_none(r.get("size")) or 0 for r in drawn if not r.get("frozen")), default=0) or max(
+        number_or_none(r.get("size")) or 0 for r in drawn)
     row_h = 15 if len(shown) <= 60 else 12
     svg = [f"<svg class=\"{'dense' if row_h < 15 else 'rows'}\" width=\"{LABEL_W + BAR_W + NUM_W}\" "
            f"height=\"{row_h * len(shown) + 4}\" role=\"img\" "
@@ -149,8 +153,8 @@ def _layers(rows: list[dict]) -> str:
               f"<span style=\"background:{TRACK}\"></span>prunable, kept whole</div>")
     more = ""
     if rest:
-        size = sum(int(_num(r.get("size")) or 0) for r in rest)
-        gone = sum(int(_num(r.get("pruned")) or 0) for r in rest)
+        size = sum(int(number_or_none(r.get("size")) or 0) for r in rest)
+        gone = sum(int(number_or_none(r.get("pruned")) or 0) for r in rest)
         more = (f"<p class=\"sub\">&#8230; {len(rest)} more groups not drawn: {size} channels, {gone} removed "
                 f"({sum(1 for r in rest if r.get('frozen'))} frozen)</p>")
     skipped = len(rows) - len(drawn)
@@ -160,7 +164,7 @@ def _layers(rows: list[dict]) -> str:
 
 
 def _layer_row(r: dict, y: int, row_h: int, top: float) -> str:
-    size, gone = int(_num(r.get("size")) or 0), int(_num(r.get("pruned")) or 0)
+    size, gone = int(number_or_none(r.get("size")) or 0), int(number_or_none(r.get("pruned")) or 0)
     kept = size - gone
     scale = BAR_W / top if top else 0
     clipped = size > top  # only frozen rows are longer than the scale: cut short, marked
@@ -171,7 +175,7 @@ def _layer_row(r: dict, y: int, row_h: int, top: float) -> str:
         tip += f"; frozen: {r.get('frozen')}"
     elif r.get("inexact"):
         tip += "; inexact: " + "; ".join(str(x) for x in r.get("inexact") or [])
-    label = _short(f"{r.get('node')}")
+    label = short_name(f"{r.get('node')}")
     text = f"{size} (frozen)" if frozen else f"{size} &#8594; {kept}" if gone else f"{size}"
     if not frozen and gone and r.get("inexact"):
         text += " inexact"
@@ -199,9 +203,9 @@ def _hist(r: dict) -> tuple[list[int], list[int], float, float] | None:
     h = r.get("score_hist")
     if not isinstance(h, dict):
         return None
-    kept = [int(_num(x) or 0) for x in h.get("kept") or []]
-    gone = [int(_num(x) or 0) for x in h.get("removed") or []]
-    lo, hi = _num(h.get("lo")), _num(h.get("hi"))
+    kept = [int(number_or_none(x) or 0) for x in h.get("kept") or []]
+    gone = [int(number_or_none(x) or 0) for x in h.get("removed") or []]
+    lo, hi = number_or_none(h.get("lo")), number_or_none(h.get("hi"))
     if not kept or len(kept) != len(gone) or lo is None or hi is None:
         return None
     return kept, gone, lo, hi
@@ -213,14 +217,15 @@ def _scores(rows: list[dict]) -> str:
             "(low scores go first), kept and removed stacked; the dashed line is the cut, the highest "
             "score of a removed unit (groups of few units: each unit's score, sorted)</div>")
     if not scored:
-        pruned = any((_num(r.get("pruned")) or 0) > 0 for r in rows)
+        pruned = any((number_or_none(r.get("pruned")) or 0) > 0 for r in rows)
         why = ("the report holds no scores (a saved plan was applied, or an older report)" if pruned
                else "no group was scored")
         return head + f"<p class=\"sub\">{why}</p>"
     shown = scored
     note = ""
     if len(scored) > MAX_SCORE_CARDS:
-        keep = set(id(r) for r in sorted(scored, key=lambda r: -(_num(r.get("pruned")) or 0))[:MAX_SCORE_CARDS])
+        most = sorted(scored, key=lambda r: -(number_or_none(r.get("pruned")) or 0))[:MAX_SCORE_CARDS]
+        keep = set(id(r) for r in most)
         shown = [r for r in scored if id(r) in keep]
         note = (f"<p class=\"sub\">{len(scored)} scored groups: the {MAX_SCORE_CARDS} losing the most channels "
                 "are drawn (graph order); the first card adds up all of them</p>")
@@ -242,15 +247,15 @@ def _common_prefix(names: list[str]) -> str:
 
 def _card(r: dict, cut_prefix: int = 0) -> str:
     kept, gone, lo, hi = _hist(r)  # type: ignore[misc]
-    cut = _num(r.get("score_cut"))
-    units, lost = int(_num(r.get("units")) or 0), int(_num(r.get("units_pruned")) or 0)
+    cut = number_or_none(r.get("score_cut"))
+    units, lost = int(number_or_none(r.get("units")) or 0), int(number_or_none(r.get("units_pruned")) or 0)
     kind = str(r.get("kind") or "units")
     strip = _strip(r)
     if strip is not None:
         chart = _strip_svg(*strip, cut)
     else:
         chart = _hist_svg(kept, gone, None if cut is None else (cut - lo) / (hi - lo) if hi > lo else 0.5)
-    title = f"#{r.get('id')} {_short(str(r.get('node'))[cut_prefix:], 72)}"
+    title = f"#{r.get('id')} {short_name(str(r.get('node'))[cut_prefix:], 72)}"
     tip = f"#{r.get('id')} {r.get('node')}: {r.get('root')}; scores {lo:.4g} to {hi:.4g}"
     return (f"<div class=\"card\" title=\"{esc(tip)}\"><div class=\"t mono\">{esc(title)}</div>{chart}"
             f"<div class=\"c\"><span data-group=\"{esc(r.get('id'))}\">{units - lost} of {units} {esc(kind)} kept"
@@ -262,8 +267,8 @@ def _strip(r: dict) -> tuple[list[float], list[bool]] | None:
     scores, removed = r.get("unit_scores"), r.get("removed_units")
     if not isinstance(scores, list) or not isinstance(removed, list) or not scores:
         return None
-    gone = {int(u) for u in removed if _num(u) is not None}
-    pairs = sorted(((_num(v) or 0.0), i in gone) for i, v in enumerate(scores))
+    gone = {int(u) for u in removed if number_or_none(u) is not None}
+    pairs = sorted(((number_or_none(v) or 0.0), i in gone) for i, v in enumerate(scores))
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .report_html_text import CARD_H, CARD_W, KEPT, MAX_SCORE_CARDS, REMOVED, _kept_bar, _num, _short, esc
+from .report_html_text import CARD_H, CARD_W, KEPT, MAX_SCORE_CARDS, REMOVED, kept_bar, number_or_none, short_name, esc
 
 
 # -- calibration: fidelity on held-out samples, compensation -----------------------------------------
@@ -30,12 +30,12 @@ def _calibration(c: dict, curves: bool = False) -> str:
                "<th>cosine mean, 0 to 1</th></tr>")
     for name, row in outputs.items():
         row = row if isinstance(row, dict) else {}
-        mean, low = _num(row.get("cosine_mean")), _num(row.get("cosine_min"))
-        rel, top1 = _num(row.get("relative_error")), _num(row.get("top1_agreement"))
+        mean, low = number_or_none(row.get("cosine_mean")), number_or_none(row.get("cosine_min"))
+        rel, top1 = number_or_none(row.get("relative_error")), number_or_none(row.get("top1_agreement"))
         out.append(f"<tr><td class=\"m\">{esc(name)}</td><td class=\"r\">{_fixed(mean, 4)}</td>"
                    f"<td class=\"r\">{_fixed(low, 4)}</td><td class=\"r\">{'-' if rel is None else f'{rel:.3g}'}</td>"
                    f"<td class=\"r\">{'-' if top1 is None else f'{top1 * 100:.1f}%'}</td>"
-                   f"<td>{_kept_bar(1.0, max(0.0, mean) if mean is not None else None, 120)}</td></tr>")
+                   f"<td>{kept_bar(1.0, max(0.0, mean) if mean is not None else None, 120)}</td></tr>")
     return "\n".join(out) + "</table>"
 
 
@@ -43,14 +43,14 @@ def _calibration(c: dict, curves: bool = False) -> str:
 
 def _curves(s: dict) -> tuple[list[float], list[tuple[str, dict, list[float]]]]:
     """The fractions and, per group with a full curve, (id, row, errors); malformed rows are left out."""
-    fractions = [_num(f) for f in s.get("fractions") or []]
+    fractions = [number_or_none(f) for f in s.get("fractions") or []]
     if not fractions or any(f is None for f in fractions):
         return [], []
     groups = s.get("groups")
     groups = groups if isinstance(groups, dict) else {}
     out = []
     for gid, row in groups.items():
-        errs = [_num(e) for e in (row.get("relative_error") or [])] if isinstance(row, dict) else []
+        errs = [number_or_none(e) for e in (row.get("relative_error") or [])] if isinstance(row, dict) else []
         if len(errs) == len(fractions) and all(e is not None for e in errs):
             out.append((str(gid), row, [float(e) for e in errs]))  # type: ignore[arg-type]
     return [float(f) for f in fractions], out  # type: ignore[arg-type]
@@ -114,11 +114,11 @@ def _sens_card(fractions: list[float], curve: tuple[str, dict, list[float]], top
     tip = f"#{gid} {row.get('root')}: " + ", ".join(
         f"{f:g}: {e:.3g}" + (f" ({removed[i]} units)" if i < len(removed) else "")
         for i, (f, e) in enumerate(zip(fractions, errs)))
-    kl = [_num(k) for k in row.get("softmax_kl") or []]
+    kl = [number_or_none(k) for k in row.get("softmax_kl") or []]
     if kl and all(k is not None for k in kl):
         tip += "; softmax KL " + ", ".join(f"{k:.3g}" for k in kl)
     chart = _sens_svg(fractions, [(errs, KEPT, 1.6)], top, 2 * CARD_H)
-    return (f"<div class=\"card\" title=\"{esc(tip)}\"><div class=\"t mono\">{esc(f'#{gid} ' + _short(name, 72))}"
+    return (f"<div class=\"card\" title=\"{esc(tip)}\"><div class=\"t mono\">{esc(f'#{gid} ' + short_name(name, 72))}"
             f"</div>{chart}<div class=\"c\" data-group=\"{esc(gid)}\">"
             f"rel err {errs[-1]:.3g} at {fractions[-1]:g}</div></div>")
 

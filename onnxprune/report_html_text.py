@@ -25,14 +25,16 @@ def esc(value: Any) -> str:
     return html.escape(text, quote=True)
 
 
-def _num(value: Any) -> float | None:
+def number_or_none(value: Any) -> float | None:
+    """A finite int or float as float; anything else (bools, strings, NaN, None) as None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return float(value) if math.isfinite(value) else None
 
 
-def _count(n: Any) -> str:
-    v = _num(n)
+def count_text(n: Any) -> str:
+    """A count as 11.68M / 36.16k; "-" when it is not a number."""
+    v = number_or_none(n)
     if v is None:
         return "-"
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
@@ -41,8 +43,9 @@ def _count(n: Any) -> str:
     return f"{v:g}"
 
 
-def _bytes(n: Any) -> str:
-    v = _num(n)
+def bytes_text(n: Any) -> str:
+    """A file size as 44.58 MB; "-" when it is not a number."""
+    v = number_or_none(n)
     if v is None:
         return "-"
     for unit, div in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
@@ -51,7 +54,8 @@ def _bytes(n: Any) -> str:
     return f"{v:g} B"
 
 
-def _short(name: Any, limit: int = LABEL_CHARS) -> str:
+def short_name(name: Any, limit: int = LABEL_CHARS) -> str:
+    """The name, cut in the middle with an ellipsis when longer than `limit`."""
     text = str(name)
     if len(text) <= limit:
         return text
@@ -59,14 +63,15 @@ def _short(name: Any, limit: int = LABEL_CHARS) -> str:
     return text[:half] + "\u2026" + text[len(text) - (limit - 1 - half):]
 
 
-def _val(number: Any, shown: str) -> str:
+def value_span(number: Any, shown: str) -> str:
     """A shown number whose exact value is in its tooltip and data-value."""
-    exact = esc(number if _num(number) is None else f"{number:g}" if isinstance(number, float) else number)
+    exact = esc(number if number_or_none(number) is None else f"{number:g}" if isinstance(number, float) else number)
     return f'<span class="n" title="{exact}" data-value="{exact}">{esc(shown)}</span>'
 
 
-def _kept_bar(a: Any, b: Any, width: int = 160) -> str:
-    a, b = _num(a), _num(b)
+def kept_bar(a: Any, b: Any, width: int = 160) -> str:
+    """A small SVG bar: the share b / a kept over the removed rest."""
+    a, b = number_or_none(a), number_or_none(b)
     if not a or b is None:
         return ""
     w = max(0.0, min(1.0, b / a)) * width
