@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import paths
+from .formats import bytes_text, count_text
 from .group import Group
 from .ir import Graph
 from .planner import Plan
@@ -135,24 +136,6 @@ def score_summary(unit_scores: np.ndarray, removed: list[int], bins: int = SCORE
     return summary
 
 
-def _fmt_count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
-
-
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, div in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
-        if n >= div:
-            return f"{n / div:.2f} {unit}"
-    return f"{n} B"
-
-
 def _change(a: float | None, b: float | None) -> str:
     if not a or b is None:
         return ""
@@ -175,11 +158,11 @@ def _unit_lines(rows: list[dict]) -> list[str]:
 def format_text(r: PruneReport) -> str:
     lines = [f"onnxprune: {r.model} -> {r.output or '(not written)'}"]
     after = r.after or ModelStats(0, 0)
-    lines.append(f"  params   {_fmt_count(r.before.params):>10} -> {_fmt_count(after.params):>10} "
+    lines.append(f"  params   {count_text(r.before.params):>10} -> {count_text(after.params):>10} "
                  f"{_change(r.before.params, after.params)}")
-    lines.append(f"  MACs     {_fmt_count(r.before.macs):>10} -> {_fmt_count(after.macs):>10} "
+    lines.append(f"  MACs     {count_text(r.before.macs):>10} -> {count_text(after.macs):>10} "
                  f"{_change(r.before.macs, after.macs)}")
-    lines.append(f"  file     {_fmt_bytes(r.before.file_bytes):>10} -> {_fmt_bytes(after.file_bytes):>10} "
+    lines.append(f"  file     {bytes_text(r.before.file_bytes):>10} -> {bytes_text(after.file_bytes):>10} "
                  f"{_change(r.before.file_bytes, after.file_bytes)}")
     lines.append(f"  groups   {r.groups_total} found, {r.groups_pruned} pruned "
                  f"({r.groups_inexact_pruned} inexact), {r.groups_frozen} frozen; "

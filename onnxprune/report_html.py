@@ -13,10 +13,9 @@ from typing import Any
 
 from . import paths
 from .errors import BadInputError, OnnxPruneError
+from .formats import bytes_text, count_text, number_or_none
 from .report_html_text import (BAR_W, CARD_H, CARD_W, FROZEN, KEPT, LABEL_W, MAX_FROZEN_ROWS, MAX_LAYER_ROWS,
-                               MAX_SCORE_CARDS, NUM_W, REMOVED, TRACK, bytes_text, count_text, kept_bar,
-                               number_or_none, short_name,
-                               value_span, esc)
+                               MAX_SCORE_CARDS, NUM_W, REMOVED, TRACK, esc, kept_bar, short_name, value_span)
 from .report_html_calib import _calibration, _sensitivity
 
 CSS = """

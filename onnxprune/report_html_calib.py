@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .report_html_text import CARD_H, CARD_W, KEPT, MAX_SCORE_CARDS, REMOVED, kept_bar, number_or_none, short_name, esc
+from .formats import number_or_none
+from .report_html_text import CARD_H, CARD_W, KEPT, MAX_SCORE_CARDS, REMOVED, esc, kept_bar, short_name
 
 
 # -- calibration: fidelity on held-out samples, compensation -----------------------------------------

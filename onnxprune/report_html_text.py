@@ -1,10 +1,11 @@
-"""Shared pieces of the HTML report: colours, sizes and caps, escaping, and number formatting."""
+"""Shared pieces of the HTML report: colours, sizes and caps, escaping, and small number widgets."""
 from __future__ import annotations
 
 import html
-import math
 import re
 from typing import Any
+
+from .formats import number_or_none
 
 KEPT, REMOVED, FROZEN, TRACK = "#2f6fca", "#e4572e", "#a3a9b0", "#e6e9ed"
 MAX_LAYER_ROWS = 400  # per-layer bars drawn; the rest are counted in one line
@@ -23,35 +24,6 @@ def esc(value: Any) -> str:
     text = str(value).encode("utf-8", "backslashreplace").decode("utf-8")
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
     return html.escape(text, quote=True)
-
-
-def number_or_none(value: Any) -> float | None:
-    """A finite int or float as float; anything else (bools, strings, NaN, None) as None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def count_text(n: Any) -> str:
-    """A count as 11.68M / 36.16k; "-" when it is not a number."""
-    v = number_or_none(n)
-    if v is None:
-        return "-"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(v) >= div:
-            return f"{v / div:.2f}{unit}"
-    return f"{v:g}"
-
-
-def bytes_text(n: Any) -> str:
-    """A file size as 44.58 MB; "-" when it is not a number."""
-    v = number_or_none(n)
-    if v is None:
-        return "-"
-    for unit, div in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
-        if v >= div:
-            return f"{v / div:.2f} {unit}"
-    return f"{v:g} B"
 
 
 def short_name(name: Any, limit: int = LABEL_CHARS) -> str:
