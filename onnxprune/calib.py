@@ -174,10 +174,12 @@ def split(data: CalibData, samples: int) -> tuple[CalibData, CalibData | None]:
 
 
 def run_batches(model: ModelProto, data: CalibData, names: list[str] | None,
-                visit: Callable[[int, dict[str, np.ndarray]], None], label: str = "calibration") -> None:
+                visit: Callable[[int, dict[str, np.ndarray]], None], label: str = "calibration",
+                progress: bool = True) -> None:
     """Run `model` over the data batch by batch; `visit(batch_index, {name: value})` sees every batch.
 
-    `names` are tensors to expose (None: the model's own outputs).
+    `names` are tensors to expose (None: the model's own outputs). `progress=False` leaves the
+    progress lines to a caller that runs many models and reports its own.
     """
     runnable = ir.with_outputs(model, names) if names is not None else model
     sess = session(runnable, "cpu", optimize=True)
@@ -191,7 +193,7 @@ def run_batches(model: ModelProto, data: CalibData, names: list[str] | None,
             raise CheckFailedError(f"ONNX Runtime failed on {label} batch {i}: {first_line(exc)}") from None
         visit(i, dict(zip(out_names, values)))
         now = time.perf_counter() - t0
-        if now - last > 5 or i + 1 == total:
+        if progress and (now - last > 5 or i + 1 == total):
             log.info("%s: batch %d/%d (%.1fs)", label, i + 1, total, now)
             last = now
 
@@ -232,7 +234,8 @@ def collect_stats(model: ModelProto, data: CalibData, spaces: list[tuple[str, in
     return {k: ChannelStats(s / c, q / c, a / c, c) for k, (s, q, a, c) in sums.items()}
 
 
-def outputs(model: ModelProto, data: CalibData, label: str) -> tuple[list[str], list[np.ndarray]]:
+def outputs(model: ModelProto, data: CalibData, label: str,
+            progress: bool = True) -> tuple[list[str], list[np.ndarray]]:
     """The model's outputs over all of `data`, concatenated along the sample axis."""
     parts: list[list[np.ndarray]] = []
     names: list[str] = []
@@ -241,7 +244,7 @@ def outputs(model: ModelProto, data: CalibData, label: str) -> tuple[list[str], 
         names[:] = list(values)
         parts.append(list(values.values()))
 
-    run_batches(model, data, None, visit, label)
+    run_batches(model, data, None, visit, label, progress)
     return names, [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
 
 

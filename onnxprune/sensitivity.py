@@ -16,13 +16,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .calib import CalibData
-from .errors import CheckFailedError
+from .calib import CalibData, outputs
 from .group import Group
 from .ir import Graph, ModelProto
 from .oracle import zero_consumers
-from .planner import Plan, PlanGroup, UnitTable
-from .runtime import first_line, session
+from .planner import Plan, PlanGroup, UnitTable, local_count
 
 log = logging.getLogger(__name__)
 
@@ -33,26 +31,19 @@ LOG_EVERY_S = 5.0
 
 
 def units_at(group: Group, fraction: float) -> int:
-    """Units removed at `fraction`: rounded down, at least one when the fraction is positive and
-    the group has more than one unit; at least one unit always stays."""
+    """Units removed at `fraction`: the planner's count (rounded down, at least one unit stays),
+    but at least one when the fraction is positive and the group has more than one unit."""
     n = group.unit_count
     if fraction <= 0 or n <= 1:
         return 0
-    return max(1, min(n - 1, int(math.floor(n * fraction + 1e-9))))
+    return max(1, local_count(n, fraction))
 
 
 def _outputs(model: ModelProto, data: CalibData, label: str) -> list[np.ndarray]:
-    """The model's float outputs over all of `data`, as float64, concatenated along the sample axis."""
-    sess = session(model, "cpu", optimize=True)
-    names = [o.name for o in sess.get_outputs()]
-    parts: list[list[np.ndarray]] = []
-    for i, feeds in enumerate(data.batches()):
-        try:
-            parts.append(sess.run(names, feeds))
-        except Exception as exc:  # only ONNX Runtime runs inside: its failure to run the batch
-            raise CheckFailedError(f"ONNX Runtime failed on {label} batch {i}: {first_line(exc)}") from None
-    joined = [np.concatenate([p[k] for p in parts]) for k in range(len(names))]
-    return [a.astype(np.float64) for a in joined if np.issubdtype(a.dtype, np.floating)]
+    """The model's float outputs over all of `data`, as float64, concatenated along the sample axis
+    (no per-batch progress lines: `measure` reports its own over the many runs)."""
+    _, values = outputs(model, data, label, progress=False)
+    return [a.astype(np.float64) for a in values if np.issubdtype(a.dtype, np.floating)]
 
 
 def relative_error(reference: list[np.ndarray], candidate: list[np.ndarray]) -> float:
