@@ -37,14 +37,13 @@ __all__ = ["TOLERANCE", "Comparison", "ModelStats", "PlanOptions", "RunResult", 
            "run_model", "slices_json", "tolerance_for", "validate_pruned", "weight_scores", "zero_consumers"]
 
 
-def _raw(model: ModelLike | str | os.PathLike) -> ModelProto | str:
-    if isinstance(model, Model):
-        return model.proto
-    return os.fspath(model) if isinstance(model, os.PathLike) else model
-
-
 def _proto(model: ModelLike) -> ModelProto:
     return model.proto if isinstance(model, Model) else model
+
+
+def _raw(model: ModelLike | str | os.PathLike) -> ModelProto | str:
+    """A model file's path as a string, else the protobuf."""
+    return os.fspath(model) if isinstance(model, (str, os.PathLike)) else _proto(model)
 
 
 # -- running models ----------------------------------------------------------
