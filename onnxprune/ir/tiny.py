@@ -18,8 +18,6 @@ from .shapes import infer_shapes
 
 NodeSpec = tuple  # (op_type, inputs, outputs, attrs, domain) or the same with a name
 
-CONTRIB_DOMAIN = "com.microsoft"
-
 
 def tiny_model(nodes: Sequence[NodeSpec], inputs: dict[str, tuple[tuple[int, ...], Any]], outputs: Sequence[str],
                consts: dict[str, np.ndarray] | None = None, opset: int = 17) -> onnx.ModelProto:
