@@ -390,7 +390,7 @@ def verify(model: ModelSource, config: PruneConfig | None = None) -> OracleResul
     analysis = analyze(model, config.input_shapes, calib.sample_shapes(config.calib) if config.calib else None)
     cal = calibrate(analysis, config) if config.criterion in activation.CRITERIA else None
     plan = plan_for(analysis, config, cal.stats if cal else None)
-    return run_oracle(analysis.graph, analysis.groups, plan, analysis.input_shapes, config.seed)
+    return analysis.verify(plan, config.seed)
 
 
 __all__ = ["Analysis", "Model", "ModelSource", "OracleResult", "Plan", "PruneConfig", "PruneReport", "analyze",
