@@ -366,6 +366,10 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
     if target:
         notes.append(f"target {target['metric']} {target['fraction']:g}: the plan keeps {target['kept']:.4f} "
                      f"(planner ratio {plan.meta.get('ratio', 0):.4f})")
+    ranged = sum(1 for pg in plan.groups if pg.id in by_id and by_id[pg.id].shared_range_reasons)
+    if ranged:
+        notes.append(f"{ranged} pruned groups feed dynamic (run-time) quantization: the kept channels alone "
+                     "set its range, as they do in any run of the pruned model")
     inexact = [pg for pg in plan.groups if not pg.exact]
     if inexact:
         notes.append(f"{len(inexact)} pruned groups are inexact (normalisation over the pruned axis): "

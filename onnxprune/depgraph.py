@@ -77,6 +77,7 @@ class _Growth:
         self.sources: dict[tuple[str, int], tuple[str, int]] = {}  # Role.IN cut -> consumed (tensor, axis)
         self.edits: dict = {}
         self.inexact: list[str] = []
+        self.shared_range: list[str] = []
         self.kinds: list[str] = []
         self.frozen: str | None = None
         self.queue: deque = deque()
@@ -193,6 +194,7 @@ class _Growth:
         for space, reason in fx.required:
             self.required.setdefault(space, reason)
         self.inexact.extend(r for r in fx.inexact_reasons if r not in self.inexact)
+        self.shared_range.extend(r for r in fx.shared_range_reasons if r not in self.shared_range)
         self.kinds.extend(k for k in fx.kinds if k not in self.kinds)
         for space, role in fx.roles.items():
             self.roles.setdefault(space, role)
@@ -255,7 +257,8 @@ class _Growth:
         relations = [(s.positions, s.roots) for s in spaces] + [(c.positions, c.roots) for c in slices]
         units = couple_units(self.size, relations)
         return Group(self.gid, self.root, self.root_node, self.size, units, tuple(spaces), tuple(slices),
-                     tuple(self.edits), tuple(self.inexact), self.frozen, tuple(self.kinds))
+                     tuple(self.edits), tuple(self.inexact), self.frozen, tuple(self.kinds),
+                     tuple(self.shared_range))
 
 
 def couple_units(size: int, relations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

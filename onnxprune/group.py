@@ -107,6 +107,9 @@ class Group(_Frozen):
     inexact_reasons: tuple[str, ...]
     frozen_reason: str | None
     kinds: tuple[str, ...] = ()  # what the units are, from the rules ("attention heads", ...)
+    # run-time quantizers whose range spans the channels (Effects.shared_range): the oracle silences
+    # the removed channels at their producers too
+    shared_range_reasons: tuple[str, ...] = ()
 
     @property
     def exact(self) -> bool:

@@ -6,6 +6,11 @@ nothing. Pruning that zeroed model with the same plan must give the same
 outputs. A consumer the analysis missed makes the pruned model fail to run
 or differ.
 
+Groups whose channels reach a run-time quantization range (dynamic int8,
+`Group.shared_range_reasons`) have their producers' slices zeroed too: the
+removed channels are then exactly zero where the range is taken, as a range
+that always holds 0 needs for the removal to be exact.
+
 Quantized models: a removed slice of an int8 weight is set to its zero point
 (what stands for 0, `Rule.zero_of`), and activation fake quantization
 (QuantizeLinear -> DequantizeLinear pairs, `Rule.oracle_identity`) runs as
@@ -47,10 +52,11 @@ class OracleResult:
 
 
 def zero_consumers(graph: Graph, groups: list[Group], plan: Plan) -> ModelProto:
-    """Copy of the model with every "in" slice of the plan's removed channels set to zero."""
+    """Copy of the model with every "in" slice of the plan's removed channels set to zero (every slice,
+    for groups that reach a run-time quantization range)."""
     removal = collect(graph, groups, plan)
     zeroed = {}
-    for name, axes in removal.consumed.items():
+    for name, axes in removal.silenced.items():
         value = ir.constant(graph, name).copy()
         zero = _zero_of(graph, name)
         for axis, idx in axes.items():

@@ -23,6 +23,8 @@ class Removal:
         self.spaces: dict[tuple[str, int], set[int]] = defaultdict(set)
         # the subset of slices that consume the channels (role "in"): the oracle zeroes these
         self.consumed: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+        # and, for groups reaching a run-time quantization range, every slice (Group.shared_range_reasons)
+        self.silenced: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
         self.edits: dict = {}
 
     def add(self, group: Group, pruned: tuple[int, ...]) -> None:
@@ -33,6 +35,8 @@ class Removal:
                 self.slices[s.tensor][s.axis].update(idx.tolist())
                 if s.role == "in":
                     self.consumed[s.tensor][s.axis].update(idx.tolist())
+                if group.shared_range_reasons or s.role == "in":
+                    self.silenced[s.tensor][s.axis].update(idx.tolist())
         for sp in group.spaces:
             idx = sp.indices(mask)
             if len(idx):

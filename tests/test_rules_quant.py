@@ -3,6 +3,7 @@ prune through them, pass the dead-channel oracle, run in ONNX Runtime, keep the 
 from __future__ import annotations
 
 import collections
+import dataclasses
 
 import numpy as np
 import onnx
@@ -146,21 +147,36 @@ def _quantize_dynamic(tmp_path, model: onnx.ModelProto, **kw) -> onnx.ModelProto
 
 
 @pytest.mark.parametrize("build, op", [(_mlp, "MatMulInteger"), (_cnn, "ConvInteger")])
-def test_dynamic_int8_prunes_inexactly_and_keeps_integer_ops(tmp_path, build, op):
+def test_dynamic_int8_prunes_by_default_and_keeps_integer_ops(tmp_path, build, op):
     q = _quantize_dynamic(tmp_path, build())
     assert _op_counts(q)[op] >= 2
-    analysis = analyze(save(q, tmp_path, "dyn.onnx"))
+    path = save(q, tmp_path, "dyn.onnx")
+    analysis = analyze(path)
     groups = analysis.prunable
-    assert groups and all(not g.exact for g in groups)  # the dynamic scale depends on every channel
-    assert any("dynamic quantization" in r for g in groups for r in g.inexact_reasons)
+    # exact once the removed channels are silent where the run-time range is taken
+    assert groups and all(g.exact and g.shared_range_reasons for g in groups)
+    plan = analysis.plan(PruneConfig(ratio=0.5, round_to=1))
+    assert plan.groups and analysis.verify(plan).passed
     out = str(tmp_path / "dyn.pruned.onnx")
-    report = prune(str(tmp_path / "dyn.onnx"), out, PruneConfig(ratio=0.5, round_to=1, inexact=True,
-                                                                 latency_repeats=0))
+    report = prune(path, out, PruneConfig(ratio=0.5, round_to=1, latency_repeats=0))
     assert report.groups_pruned >= 1 and report.after.params < report.before.params
+    assert any("dynamic (run-time) quantization" in n for n in report.notes), report.notes
     pruned = onnx.load(out)
     assert _op_counts(pruned) == _op_counts(q)
     assert _same_dtypes(pruned, q)
     assert report.validation  # ran in ONNX Runtime
+
+
+def test_oracle_fails_dynamic_int8_when_the_removed_channels_stay_live(tmp_path):
+    """The silencing is what makes the check pass: with consumers zeroed alone, the removed channels
+    still move the run-time range, and the oracle sees it (it can fail)."""
+    q = _quantize_dynamic(tmp_path, _cnn())
+    analysis = analyze(save(q, tmp_path, "dyn.onnx"))
+    plan = analysis.plan(PruneConfig(ratio=0.5, round_to=1))
+    live = dataclasses.replace(analysis, groups=[dataclasses.replace(g, shared_range_reasons=())
+                                                 for g in analysis.groups])
+    result = live.verify(plan)
+    assert not result.passed and result.comparison.relative > 1e-3, result.detail
 
 
 def test_param_count_counts_integer_weights_not_shapes():
@@ -236,12 +252,17 @@ def _q8(*shape: int) -> np.ndarray:
     return np.random.default_rng(3).integers(-127, 128, shape).astype(np.int8)
 
 
-def _prune_contrib(tmp_path, model: onnx.ModelProto, contrib_shapes, inexact: bool = True):
+def _prune_contrib(tmp_path, model: onnx.ModelProto, contrib_shapes):
+    """Prune with the defaults (dynamic quantization prunes exactly) and pass the oracle."""
     contrib_shapes(model)
     path = save(model, tmp_path, "contrib.onnx")
     out = str(tmp_path / "contrib.pruned.onnx")
-    report = prune(path, out, PruneConfig(ratio=0.5, round_to=1, inexact=inexact, latency_repeats=0))
+    config = PruneConfig(ratio=0.5, round_to=1, latency_repeats=0)
+    report = prune(path, out, config)
     assert report.groups_pruned >= 1 and report.validation, report.frozen_reasons
+    analysis = analyze(path)
+    result = analysis.verify(analysis.plan(config))
+    assert result.passed and result.groups_checked >= 1, result.detail
     return report, onnx.load(out)
 
 
@@ -465,7 +486,7 @@ def test_dynamic_quantize_lstm_prunes_without_ort_shapes(tmp_path):
                         "ax0": np.array([0], np.int64), "fc": weight(hid, 3)})
     q = _quantize_dynamic(tmp_path, model, op_types_to_quantize=["LSTM"])
     assert _op_counts(q)["DynamicQuantizeLSTM"] == 1
-    pruned = _cli_prunes(tmp_path, save(q, tmp_path, "dyn_lstm.onnx"), "--inexact")
+    pruned = _cli_prunes(tmp_path, save(q, tmp_path, "dyn_lstm.onnx"))
     lstm = next(n for n in pruned.graph.node if n.op_type == "DynamicQuantizeLSTM")
     assert init(pruned, lstm.input[2]).shape == (1, hid // 2, 4 * hid // 2)
 
@@ -481,7 +502,7 @@ def test_dynamic_quantize_matmul_and_integer_to_float_prune_without_ort_shapes(t
                        "bias1": weight(32), "b2": _q8(32, 24).view(np.uint8), "s2": np.full(24, 0.01, np.float32),
                        "z2": np.full(24, 128, np.uint8), "bias2": weight(24),
                        "b3": _q8(24, 8), "s3": np.array([0.01], np.float32), "z3": np.zeros(1, np.int8)})
-    pruned = _cli_prunes(tmp_path, save(model, tmp_path, "dqmm.onnx"), "--inexact")
+    pruned = _cli_prunes(tmp_path, save(model, tmp_path, "dqmm.onnx"))
     assert init(pruned, "b1").shape == (16, 16) and init(pruned, "b2").shape == (16, 12)
     assert init(pruned, "b3").shape == (12, 8)
 

@@ -6,7 +6,7 @@ next to the float model at the same ratio, with the dead-channel oracle and an O
 
 Variants are made with ONNX Runtime's own tools: `quantize_static` (QDQ per tensor and per
 channel, QOperator per channel; a few random calibration samples), `quantize_dynamic` (int8 MatMulInteger / ConvInteger;
-its groups are inexact, so the plain model is pruned with --inexact for the same row), and a
+its groups prune exactly once the removed channels are silenced where the run-time range is taken), and a
 weight-only int8 rewrite (every MatMul / Gemm / Conv weight becomes Mul(Cast(int8 W), scale)) and
 `MatMulNBitsQuantizer` (int4 MatMulNBits, blocks of 32; it needs the onnx_ir package).
 Parameters count every initializer but int64 / bool ones (int8 weights, scales, zero points).
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             src = str(filled if filled.exists() else zoo.write_filled(name, work))
             plain = {}
             for kind in args.variants:
-                inexact = kind == "dynamic"
+                inexact = False  # dynamic int8 prunes exactly too (shared-range groups)
                 if inexact not in plain:
                     plain[inexact] = measure(src, args.ratio, inexact, str(work / f"{name}.plain.onnx"))
                 try:

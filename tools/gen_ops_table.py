@@ -31,7 +31,7 @@ COMMAND = "python tools/gen_ops_table.py"
 # Effects calls in a rule's code -> what the table says
 CALLS = [(("fx.cut(",), "cuts weights"), (("fx.edit_attr(", "fx.edit_const("), "edits sizes"),
          (("fx.freeze(",), "may freeze"), (("fx.inexact(",), "may be inexact"),
-         (("fx.label(",), "names units")]
+         (("fx.shared_range(",), "run-time range"), (("fx.label(",), "names units")]
 
 
 def rule_of(key: str) -> Rule:
@@ -94,7 +94,8 @@ def render() -> str:
              "units...); *follows* = channels that reach it are followed to its other inputs and outputs; "
              "*freezes* = no space crosses it. Then what the rule's code can do: cut weight slices, edit sizes "
              "(attributes, shape constants), freeze (some cases), be inexact (the function changes: "
-             "normalisation over the pruned axis), name the units.", ""]
+             "normalisation over the pruned axis), reach a *run-time range* (dynamic quantization: exact with the "
+             "removed channels silenced at their source, which the oracle checks), name the units.", ""]
     for family in sorted(families):
         module = sys.modules[type(families[family][0][2]).__module__]
         lines += [f"## {family}", "", _first_line(module.__doc__), "",

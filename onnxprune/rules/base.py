@@ -76,6 +76,7 @@ class Effects:
     cuts: list[Cut] = field(default_factory=list)
     edits: list[Edit] = field(default_factory=list)
     inexact_reasons: list[str] = field(default_factory=list)
+    shared_range_reasons: list[str] = field(default_factory=list)
     frozen_reason: str | None = None
     kinds: list[str] = field(default_factory=list)
     # (tensor, axis) spaces that must be in the same group, each with the freeze reason otherwise
@@ -167,6 +168,13 @@ class Effects:
 
     def inexact(self, reason: str) -> None:
         self.inexact_reasons.append(f"{self.node}: {reason}")
+
+    def shared_range(self, reason: str) -> None:
+        """The channels reach a run-time quantizer whose range spans all of them (dynamic int8):
+        removing them is exact once they are silent at their source (exactly zero leaves a range that
+        always holds 0 unchanged), so the oracle zeroes the group's producers as well as its consumers.
+        The pruned model quantizes with the range of the channels it keeps, as dynamic quantization does."""
+        self.shared_range_reasons.append(f"{self.node}: {reason}")
 
     def label(self, kind: str) -> None:
         """Name what the group's units are ("attention heads", "recurrent hidden units"), for reports."""

@@ -8,7 +8,10 @@
   the channels arrive from the consumer (a Conv's filters) through the
   dequantized tensor, so the int8 initializer itself is cut and stays int8.
 * DynamicQuantizeLinear computes its scale from the range of the whole
-  tensor: removing channels can change the scale of the kept ones (inexact).
+  tensor, a range that always holds 0: removing channels that are exactly
+  zero leaves it as it is, so the group is exact with its removed channels
+  silenced at their source (`Effects.shared_range`; the oracle checks it so),
+  and the pruned model quantizes with the range of the channels it keeps.
 * MatMulInteger / ConvInteger are MatMul / Conv on integers; the weight's zero
   point is per-tensor or per output channel. ONNX Runtime's fused forms
   (com.microsoft DynamicQuantizeMatMul, MatMulIntegerToFloat) add B's scale
@@ -118,7 +121,7 @@ class DynamicQuantizeLinearRule(Rule):
             fx.freeze(f"{port.kind}put {port.index} is the per-tensor scale or zero point")
             return
         fx.to_ports(port, axis, pairs, [0], [0])
-        fx.inexact("dynamic quantization takes its scale from the range of every channel, the removed ones too")
+        fx.shared_range("dynamic quantization takes its scale from the range of every channel")
 
 
 def _with_inputs(node: Node, inputs: list[str]) -> Node:
@@ -166,7 +169,7 @@ class QuantMatMulBase(Rule):
             return
         self._matmul.propagate(_with_inputs(node, node.inputs[:2]), graph, port, axis, pairs, fx)
         if self.dynamic and axis == (graph.rank(port.tensor(node)) or 0) - 1 and port.is_input:
-            fx.inexact("dynamic quantization takes its scale from the range of every channel, the removed ones too")
+            fx.shared_range("dynamic quantization takes its scale from the range of every channel")
         y_rank = graph.rank(node.output(0)) or 0
         if port.is_input or axis != y_rank - 1:
             return

@@ -17,7 +17,7 @@ from .recurrent import FEATURE_AXIS, HIDDEN_AXIS, follows_hidden, gate_rows, hid
 
 W_PARAMS, R_PARAMS = (8, 9), (10, 11)
 # ONNX Runtime quantizes X and the hidden state of every step with a scale from their whole range
-_DYNAMIC = "X and the hidden state are quantized with a scale from the range of every unit, the removed ones too"
+_DYNAMIC = "X and the hidden state are quantized with a scale from the range of every unit"
 
 
 @register("DynamicQuantizeLSTM", domain="com.microsoft")
@@ -69,7 +69,7 @@ class DynamicQuantizeLSTMRule(Rule):
                 fx.freeze(f"input X is followed along axis {axis} (steps or batch), not features")
                 return
             fx.cut(node.input(1), 1, pairs, role=Role.IN)
-            fx.inexact(_DYNAMIC)
+            fx.shared_range(_DYNAMIC)
             return
         if not follows_hidden(port, axis, fx):
             return
@@ -91,4 +91,4 @@ class DynamicQuantizeLSTMRule(Rule):
         hidden_to_states(node, port, pairs, fx)
         fx.edit_attr("hidden_size", -1, next(self.roots(node, graph)))
         fx.label("DynamicQuantizeLSTM hidden units")
-        fx.inexact(_DYNAMIC)
+        fx.shared_range(_DYNAMIC)
