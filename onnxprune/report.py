@@ -13,7 +13,7 @@ from .formats import bytes_text, count_text
 from .group import Group
 from .ir import Graph
 from .planner import Plan
-from .rules import root_op_types, rule_for
+from .rules import packing, root_op_types, rule_for
 
 
 @dataclass
@@ -25,7 +25,7 @@ class ModelStats:
 
 def model_stats(graph: Graph) -> ModelStats:
     """Parameters (initializer elements but int64 / bool ones) and MACs of Conv / Gemm / MatMul nodes."""
-    params = graph.param_count()
+    params = graph.param_count(packing=packing(graph))
     macs = sum(rule_for(n).macs(n, graph) for n in graph.nodes)
     return ModelStats(params, macs)
 

@@ -18,7 +18,7 @@ from .errors import BadInputError
 from .group import Group
 from .ir import Graph, Shape
 from .planner import Plan, Planner
-from .rules import rule_for
+from .rules import packing, rule_for
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class CostModel:
     def __init__(self, graph: Graph, groups: list[Group]):
         self.graph = graph
         self.groups = groups
+        self.packing = packing(graph)
         self.before = self.counts(Plan(()))
 
     def counts(self, plan: Plan) -> Counts:
@@ -80,7 +81,7 @@ class CostModel:
             for axis, idx in axes.items():
                 dims[axis] = self.graph.const_shape(tensor)[axis] - len(idx)
         view = _PrunedShapes(self.graph, {k: tuple(v) for k, v in shapes.items()})
-        params = self.graph.param_count(view.const_shape, cut=removal.slices)
+        params = self.graph.param_count(view.const_shape, cut=removal.slices, packing=self.packing)
         graph = cast(Graph, view)  # answers the rules' shape queries as the pruned graph would
         macs = sum(rule_for(n).macs(n, graph) for n in self.graph.nodes)
         return Counts(params, macs)

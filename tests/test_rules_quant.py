@@ -582,3 +582,19 @@ def test_qlinear_concat_with_per_axis_parameters_freezes(tmp_path):
     ok = visit("QLinearConcat", [scale, zero, x, scale, zero, x, scale, zero], {"axis": 1}, domain="com.microsoft",
                at=("out0", 1))
     assert ok.frozen is None and set(ok.moves) == {("in2", 1), ("in5", 1)}
+
+
+def test_int4_weights_count_as_parameters_not_bytes(tmp_path):
+    """MatMulNBits packs two int4 weights to a byte: the parameter count counts weights, so a
+    quantized model has (about) the float model's parameters and loses the same share when pruned."""
+    nbits = pytest.importorskip("onnxruntime.quantization.matmul_nbits_quantizer")  # needs onnx_ir
+    from onnxprune.testing import model_stats
+    nodes = [node("MatMul", ["x", "w1"], "h"), node("Relu", ["h"], "r"), node("MatMul", ["r", "w2"], "y")]
+    model = make_model(nodes, {"x": [2, 3, 64]}, {"y": [2, 3, 16]}, {"w1": weight(64, 96), "w2": weight(96, 16)})
+    quantizer = nbits.MatMulNBitsQuantizer(model, block_size=32, is_symmetric=True)
+    quantizer.process()
+    path = save(quantizer.model.model, tmp_path, "nbits.onnx")
+    stats = model_stats(analyze(path))
+    weights = 64 * 96 + 96 * 16
+    scales = 96 * 2 + 16 * 3  # one per output feature and block of 32
+    assert stats.params == weights + scales

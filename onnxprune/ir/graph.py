@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import onnx
@@ -124,23 +124,25 @@ class Graph:
         return tuple(int(d) for d in self.initializers[name].dims)
 
     def param_count(self, const_shape: Callable[[str], tuple[int, ...]] | None = None,
-                    cut: Iterable[str] = ()) -> int:
+                    cut: Iterable[str] = (), packing: Mapping[str, int] | None = None) -> int:
         """Parameter elements (every initializer but int64 / bool ones: float weights, int8 / uint8 /
         int4 / int32 quantized weights, biases and zero points), each shared constant counted once.
 
         A load-time clone still carries its mark until something rewrites it (a cut writes a
         fresh tensor): only then is it a tensor of its own. For a plan not yet applied
         (targets.py), `const_shape` gives the shapes after it and `cut` the names it rewrites.
+        `packing` names initializers whose stored elements each hold several parameters (rules.packing).
         """
         shape_of = const_shape or self.const_shape
         cut = set(cut)
+        packing = packing or {}
 
         def own(name: str, t: onnx.TensorProto) -> bool:
             if not t.doc_string.startswith(CLONE_MARK) or name in cut:
                 return True
             return t.doc_string[len(CLONE_MARK):] not in self.initializers  # the original was folded away
 
-        return sum(numel(shape_of(n)) for n, t in self.initializers.items()
+        return sum(numel(shape_of(n)) * packing.get(n, 1) for n, t in self.initializers.items()
                    if t.data_type not in _NOT_PARAMETER_TYPES and own(n, t))
 
     def const_derived(self, name: str) -> bool:

@@ -238,6 +238,11 @@ class Rule:
         weight's zero point, broadcastable to the tensor), or None for 0: the oracle fills with it."""
         return None
 
+    def values_per_element(self, node: Node, graph: Graph, tensor: str) -> int:
+        """Parameters one stored element of constant input `tensor` holds (2 for int4 weights packed
+        two to a byte): parameter counts count weights, not bytes."""
+        return 1
+
     def float_view(self, node: Node, graph: Graph, tensor: str) -> np.ndarray | None:
         """The float value that constant input `tensor` stands for in this node (a quantized weight,
         dequantized), or None when the node reads it as it is: importance scores it."""
@@ -300,6 +305,19 @@ def rule_for(node: Node) -> Rule:
 def node_shapes(node: Node, input_shapes: list) -> list | None:
     """Output shapes of a node by its rule's shape function (ir.set_node_shapes installs this)."""
     return rule_for(node).infer_shape(node, input_shapes)
+
+
+def packing(graph: Graph) -> dict[str, int]:
+    """Initializers whose stored elements each hold several parameters, with how many (Graph.param_count)."""
+    packed = {}
+    for node in graph.nodes:
+        rule = rule_for(node)
+        for name in node.inputs:
+            if name and name in graph.initializers:
+                count = rule.values_per_element(node, graph, name)
+                if count != 1:
+                    packed[name] = count
+    return packed
 
 
 def registered_op_types() -> list[str]:

@@ -44,6 +44,12 @@ class MatMulNBitsRule(Rule):
             return 0
         return prod(y) * int(node.attr("K", 0))
 
+    def values_per_element(self, node: Node, graph: Graph, tensor: str) -> int:
+        """B and packed (uint8) zero points hold 8 // bits weights a byte."""
+        zp = graph.const(tensor) if tensor == node.input(ZERO_POINTS) else None
+        packed = tensor == node.input(1) or (zp is not None and zp.dtype == np.uint8)
+        return 8 // int(node.attr("bits", 4)) if packed else 1
+
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         """A [.., K] -> Y [.., N], N the attribute."""
         a = input_shapes[0] if input_shapes else None
