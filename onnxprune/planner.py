@@ -256,7 +256,8 @@ class UnitTable:
 
     def choose(self, unit_scores: np.ndarray, n_prune: int, round_to: int = 1) -> np.ndarray:
         """The lowest-scoring units, about `n_prune` of them, leaving every space non-empty and
-        the kept root count a non-zero multiple of `round_to` (pruning fewer units when needed)."""
+        the kept root count a non-zero multiple of `round_to`: the multiple nearest to what `n_prune`
+        keeps (a tie keeps more), then larger ones while no set of units fits it exactly."""
         if n_prune <= 0:
             return np.zeros(0, dtype=np.int64)
         order = np.argsort(unit_scores, kind="stable")
@@ -264,7 +265,8 @@ class UnitTable:
             return self._take(order, n_units=n_prune)
         size = self.group.size
         wanted = int(self.roots_per_unit[order[:n_prune]].sum())
-        kept = -(-(size - wanted) // round_to) * round_to  # round the kept count up
+        # nearest multiple, so the share removed stays as close to the ratio as the steps allow
+        kept = max(1, math.floor((size - wanted) / round_to + 0.5)) * round_to
         while kept < size:
             chosen = self._take(order, n_roots=size - kept)
             if len(chosen):

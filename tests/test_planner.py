@@ -77,10 +77,13 @@ def test_round_to_keeps_a_multiple_of_n_channels(tmp_path, ratio):
     assert analysis.verify(plan).passed
 
 
-def test_round_to_rounds_the_kept_count_up(tmp_path):
+def test_round_to_rounds_the_kept_count_to_the_nearest_multiple_ties_keeping_more(tmp_path):
     analysis, plan = _plan(tmp_path, conv_chain((20, 6)), ratio=0.3, round_to=8)
     # 20 channels at 0.3: 6 would go, 14 stay -> 16 stay; a group of 6 cannot keep a multiple of 8
     assert pruned_counts(analysis, plan) == {"Conv_a0": 4}
+    analysis, plan = _plan(tmp_path, conv_chain((48, 40)), ratio=0.3, round_to=8)
+    # 48 at 0.3: 14 would go, 34 stay -> 32 stay (nearest); 40: 12 go, 28 stay -> 32 (a tie keeps more)
+    assert pruned_counts(analysis, plan) == {"Conv_a0": 16, "Conv_a1": 8}
 
 
 def _paired_group(size: int = 12) -> Group:
