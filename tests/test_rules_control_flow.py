@@ -303,3 +303,31 @@ def test_scan_axis_is_frozen(tmp_path):
     analysis = analyze(save(model, tmp_path))
     (group,) = [g for g in analysis.groups if g.root[0] == "xs"]
     assert group.frozen_reason and "iteration axis" in group.frozen_reason
+
+
+def test_shape_constant_shared_by_layers_inside_a_branch_is_cloned(tmp_path):
+    """The dynamo exporter shares one Reshape target among every layer's heads split; inside a
+    branch too. Each layer's group must be able to rewrite its own copy (a shared one would freeze
+    every group that reaches it), and the output shares it again where nothing changed."""
+    branches = {}
+    for tag, attr in (("t_", "then_branch"), ("e_", "else_branch")):
+        inits = {f"{tag}shape": np.array([2, 4, 4], np.int64), f"{tag}flat": np.array([2, 16], np.int64)}
+        nodes, x = [], "x"
+        for layer in range(2):
+            p = f"{tag}{layer}"
+            inits.update({f"{p}w1": weight(16, 16), f"{p}w2": weight(16, 16)})
+            nodes += [node("MatMul", [x, f"{p}w1"], f"{p}h"),
+                      node("Reshape", [f"{p}h", f"{tag}shape"], f"{p}heads"),  # [2, 4 heads, 4]
+                      node("Relu", [f"{p}heads"], f"{p}r"),
+                      node("Reshape", [f"{p}r", f"{tag}flat"], f"{p}f"),
+                      node("MatMul", [f"{p}f", f"{p}w2"], f"{p}y")]
+            x = f"{p}y"
+        branches[attr] = _body(tag, nodes, [], [_vi(x, None)], inits)
+    model = make_model([helper.make_node("If", ["cond"], ["y"], name="if", **branches)],
+                       {"cond": [], "x": [2, 16]}, {"y": [2, 16]}, {}, input_types={"cond": TensorProto.BOOL})
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, min_groups=4)
+    assert not [g.frozen_reason for g in analysis.groups if g.frozen_reason and "shape constant" in g.frozen_reason]
+    _check_both_branches(model, analysis, plan, pruned)
+    body_inits = [t for n in pruned.graph.node for a in n.attribute for t in a.g.initializer]
+    assert not [t.name for t in body_inits if t.doc_string]  # no load-time clone mark left behind
+    assert len(body_inits) <= len([t for n in model.graph.node for a in n.attribute for t in a.g.initializer]) + 4

@@ -214,10 +214,14 @@ def add_after(proto: onnx.ModelProto, node_name: str, op_type: str, operand: str
 
 def reshare_clones(proto: onnx.ModelProto) -> None:
     """Point users of a load-time clone back at its original when neither was changed, and drop it,
-    so that a pruned file shares its constants as the input did."""
+    so that a pruned file shares its constants as the input did (in every body too)."""
+    for _, g in scopes.walk(proto.graph):
+        _reshare_in(g)
+
+
+def _reshare_in(g: onnx.GraphProto) -> None:
     from .graph import CLONE_MARK
 
-    g = proto.graph
     by_name = {t.name: t for t in g.initializer}
     alias: dict[str, str] = {}
     for t in g.initializer:

@@ -81,6 +81,11 @@ def normalise(proto: onnx.ModelProto) -> None:
     _privatise_small_constants(g)
     _name_nodes(g)
     scopes.normalise_bodies(proto, _constants_to_initializers)
+    # exporters share one shape constant among all layers' Reshapes inside a branch too
+    bodies = [body for _, body in list(scopes.walk(g))[1:]]
+    taken = set().union(*(scopes.defined(b) for b in [g, *bodies]))
+    for body in bodies:
+        _privatise_small_constants(body, taken)
 
 
 def _sort_nodes(g: onnx.GraphProto) -> None:
@@ -205,11 +210,14 @@ def _has_subgraph(n: onnx.NodeProto) -> bool:
     return any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
 
 
-def _privatise_small_constants(g: onnx.GraphProto) -> None:
+def _privatise_small_constants(g: onnx.GraphProto, taken: set[str] | None = None) -> None:
+    """Give every further reader of a small initializer of `g` a clone of its own; `taken`: names
+    in use (the graph's own by default; the whole model's for a body, whose names must be unique)."""
     small = {t.name: t for t in g.initializer if numel(t.dims) <= limits.PRIVATE_CONSTANT_MAX}
     outputs = {o.name for o in g.output}
     seen: dict[str, int] = {}
-    taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+    if taken is None:
+        taken = {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
     for n in g.node:
         for i, name in enumerate(n.input):
             if name not in small or name in outputs:

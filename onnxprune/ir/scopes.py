@@ -54,6 +54,11 @@ def top_level_tensors(model: onnx.ModelProto) -> set[str]:
     return _defined(model.graph)
 
 
+def defined(g: onnx.GraphProto) -> set[str]:
+    """Names a graph defines: its inputs, initializers and node outputs (not its bodies')."""
+    return _defined(g)
+
+
 def _defined(g: onnx.GraphProto) -> set[str]:
     names = {i.name for i in g.input} | {t.name for t in g.initializer}
     for n in g.node:
