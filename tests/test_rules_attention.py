@@ -231,6 +231,31 @@ def test_gathered_qkv_parts_stay_equal(tmp_path):
     assert _const(pruned, "qkv_target") == [B, S, 3, D // 2]
 
 
+def _with_fake_quant(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """Each named activation read through a QuantizeLinear -> DequantizeLinear pair (per tensor), as
+    quantize_static writes a QDQ model."""
+    g = model.graph
+    for t in tensors:
+        for n in g.node:
+            n.input[:] = [f"{t}_dq" if i == t else i for i in n.input]
+        g.initializer.extend([onnx.numpy_helper.from_array(np.array(0.05, np.float32), f"{t}_s"),
+                              onnx.numpy_helper.from_array(np.array(0, np.int8), f"{t}_z")])
+        at = next(i for i, n in enumerate(g.node) if t in n.output) + 1
+        g.node.insert(at, node("QuantizeLinear", [t, f"{t}_s", f"{t}_z"], f"{t}_q"))
+        g.node.insert(at + 1, node("DequantizeLinear", [f"{t}_q", f"{t}_s", f"{t}_z"], f"{t}_dq"))
+    return model
+
+
+def test_gathered_qkv_parts_through_fake_quantization(tmp_path):
+    """A QDQ model puts a Q/DQ pair after the Reshape and after the Transpose: the parts axis still only
+    picks parts (Swin-T's QDQ variants froze every attention group on the Gather before)."""
+    model = _with_fake_quant(attention_block(fused="gather"), ["qkv_r", "qkv_t"])
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
+    (group,) = _heads_group(analysis)
+    assert group.exact and group.unit_count == H
+    assert {t.name: list(t.dims) for t in pruned.graph.initializer}["wqkv"] == [D, 3 * D // 2]
+
+
 def test_mask_expanded_by_constant_arithmetic_is_folded(tmp_path):
     """The Expand target is computed from small constants only: folded, the mask's shape is known
     and the heads are pruned (before, the heads froze on the mask's unknown size)."""

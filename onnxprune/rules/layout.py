@@ -166,7 +166,8 @@ def _selected_parts(graph: Graph, tensor: str, axis: int, depth: int = 4) -> boo
         if user.op_type == "Split" and _split_into_squeezed_parts(graph, user, axis):
             continue
         moved = _moved_axis(user, graph, axis)
-        if moved is None or not _selected_parts(graph, user.output(0), moved, depth - 1):
+        step = 0 if user.op_type in _SAME_AXES else 1  # a QDQ pair between every two layout ops
+        if moved is None or not _selected_parts(graph, user.output(0), moved, depth - step):
             return False
     return True
 
@@ -188,11 +189,18 @@ def _split_into_squeezed_parts(graph: Graph, split: Node, axis: int) -> bool:
     return True
 
 
+# ops whose output keeps input 0's axes (fake quantization of a QDQ model sits between the parts)
+_SAME_AXES = frozenset({"QuantizeLinear", "DequantizeLinear", "Identity", "Cast"})
+
+
 def _moved_axis(node: Node, graph: Graph, axis: int) -> int | None:
-    """Where `axis` of input 0 lands in the output of a Transpose / Squeeze / Unsqueeze (None: elsewhere)."""
+    """Where `axis` of input 0 lands in the output of a Transpose / Squeeze / Unsqueeze, or of an op
+    that keeps the axes (None: elsewhere)."""
     rank = graph.rank(node.input(0))
     if rank is None:
         return None
+    if node.op_type in _SAME_AXES and graph.rank(node.output(0)) == rank:
+        return axis
     if node.op_type == "Transpose":
         perm = list(node.attr("perm", list(range(rank - 1, -1, -1))))
         return perm.index(axis)
