@@ -49,7 +49,8 @@ def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
             if not rule.static_shape_read(node, graph):
                 continue  # a shape that depends on input values (Pad by an input's values, NonZero...)
         elif not (all(i in derived or graph.is_const(i) for i in sources)
-                  and (any(i in derived for i in sources) or all(_small_const(graph, i) for i in sources))):
+                  and (any(i in derived for i in sources) or all(_small_const(graph, i) for i in sources)
+                       or _parameter_of_readers(graph, node, sources))):
             continue
         derived.update(o for o in node.outputs if o)
         derived_nodes.add(node.index)
@@ -65,13 +66,26 @@ def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
 
 def _small_const(graph: Graph, name: str) -> bool:
     """A small integer (or boolean) constant: a shape vector or an element of one."""
-    n = 1
-    for d in graph.const_shape(name):
-        n *= d
-    if n > MAX_SEED_ELEMENTS:
+    if _numel(graph, name) > MAX_SEED_ELEMENTS:
         return False
     kind = ir.constant(graph, name).dtype.kind
     return kind in "iub"
+
+
+def _parameter_of_readers(graph: Graph, node, sources: list[str]) -> bool:
+    """A node of small constants (any type) whose outputs are read only as their readers' own
+    parameters (`Rule.parameter_inputs`, e.g. a Cast of Resize scales): shape arithmetic too."""
+    if not all(graph.is_const(i) and _numel(graph, i) <= MAX_SEED_ELEMENTS for i in sources):
+        return False
+    readers = [r for o in node.outputs if o for r in graph.consumers(o)]
+    return bool(readers) and all(i in rule_for(r).parameter_inputs for r, i in readers)
+
+
+def _numel(graph: Graph, name: str) -> int:
+    n = 1
+    for d in graph.const_shape(name):
+        n *= d
+    return n
 
 
 def _static(shape) -> bool:

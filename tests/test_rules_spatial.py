@@ -107,3 +107,19 @@ def test_pad_of_spatial_axes_passes_and_channel_pad_freezes(tmp_path):
     inits["w2"] = weight(4, 9, 1, 1)
     analysis = analyze(save(make_model(nodes, {"x": [1, 3, 8, 8]}, {"y": None}, inits), tmp_path), {})
     assert any("pads the channel axis 1" in r for r in frozen_reasons(analysis))
+
+
+def test_resize_scales_cast_from_fp16_are_folded(tmp_path):
+    """onnxconverter-common's fp16 conversion stores Resize scales as fp16 and casts them back to fp32
+    at run time: without folding that Cast the output size is unknown and every group reaching the
+    Resize froze ("resizes axis 1")."""
+    nodes = [node("Conv", ["x", "w1", "b1"], "c1", pads=[1] * 4), node("Relu", ["c1"], "r"),
+             node("Cast", ["scales16"], "scales", to=onnx.TensorProto.FLOAT),
+             node("Resize", ["r", "", "scales"], "u", mode="nearest"),
+             node("Conv", ["u", "w2"], "y", pads=[1] * 4)]
+    model = make_model(nodes, {"x": [1, 3, 8, 8]}, {"y": [1, 4, 16, 16]},
+                       {"w1": weight(8, 3, 3, 3), "b1": weight(8), "w2": weight(4, 8, 3, 3),
+                        "scales16": np.array([1, 1, 2, 2], np.float16)})
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, min_groups=1)
+    assert not [r for r in frozen_reasons(analysis) if "resizes" in r]
+    assert {t.name: list(t.dims) for t in pruned.graph.initializer}["w1"] == [4, 3, 3, 3]

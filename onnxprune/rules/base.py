@@ -206,6 +206,9 @@ class Rule:
     reads_shape_only = False
     # False for ops whose outputs are random (RandomNormalLike, Bernoulli...): never folded to constants
     deterministic = True
+    # inputs that hold the op's own small parameters, not data (Resize's roi, scales, sizes): a float
+    # constant cast for them (fp16 converters write Cast(scales)) is folded like shape arithmetic
+    parameter_inputs: tuple[int, ...] = ()
 
     def static_shape_read(self, node: Node, graph: Graph) -> bool:
         """For an op that reads only its input's shape: whether the part it reads is known before

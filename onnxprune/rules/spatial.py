@@ -66,6 +66,8 @@ class ResizeRule(Rule):
     copies the resized input's own channel count at run time.
     """
 
+    parameter_inputs = (1, 2, 3)  # Resize: roi, scales, sizes; Upsample: scales
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         in_shape, out_shape = graph.shape(node.input(0)), graph.shape(node.output(0))
         if port.index != 0 or in_shape is None or out_shape is None:
