@@ -132,17 +132,20 @@ def _split_block(in_shape: tuple, out_shape: tuple, out_axis: int) -> tuple[int,
 
 
 def _remerged(node: Node, graph: Graph) -> bool:
-    """True when the split is undone: Reshape -> Transpose(s) -> Reshape back to the input's shape."""
+    """True when the split is undone: Reshape -> Transpose(s) -> Reshape back to the input's shape
+    (fake quantization pairs in between, as in a QDQ model)."""
     tensor = node.output(0)
-    for _ in range(3):
+    steps = 0
+    while steps < 3:
         users = graph.consumers(tensor)
         if len(users) != 1:
             return False
         user = users[0][0]
         if user.op_type == "Reshape":
             return graph.shape(user.output(0)) == graph.shape(node.input(0))
-        if user.op_type != "Transpose":
+        if user.op_type != "Transpose" and user.op_type not in _SAME_AXES:
             return False
+        steps += user.op_type == "Transpose"
         tensor = user.output(0)
     return False
 
