@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from . import activation, calib, compensate, ir, paths, sensitivity
+from . import activation, cache_io, calib, compensate, genai_config, ir, paths, sensitivity
 from .apply import apply_plan
 from .depgraph import build_groups
 from .errors import BadInputError, CheckFailedError, OnnxPruneError, OutputWriteError
@@ -24,7 +24,9 @@ from .ir.model import IN_MEMORY, read_checked
 from .oracle import OracleResult, run_oracle
 from .planner import Plan, Planner
 from .targets import CostModel, plan_for_target
-from .report import PruneReport, frozen_reasons, group_rows, model_stats, nothing_pruned_reason
+from .removal import interface_changes
+from .report import (PruneReport, frozen_reasons, group_rows, model_stats, nothing_pruned_reason,
+                     signature_rows)
 from .validate import available_providers, check_like_original, file_size, random_inputs, validate_pruned
 
 if TYPE_CHECKING:
@@ -138,7 +140,7 @@ def group_scores(analysis: Analysis, config: PruneConfig, stats: dict | None = N
     """Unit scores (group id -> array, larger = keep) of the groups the config lets the planner prune."""
     rng = np.random.default_rng(config.seed)
     return {g.id: unit_scores(g, _root_scores(g, analysis.graph, config, rng, stats))
-            for g in analysis.prunable if g.exact or config.inexact}
+            for g in analysis.prunable if (g.exact or config.inexact) and (not g.interface or config.prune_cache)}
 
 
 def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None, scores: dict | None = None) -> Plan:
@@ -269,20 +271,24 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     if cal:
         lap("calibrate")
     ir.reshare_clones(pruned)  # after compensation, which may write into a cloned bias
-    report = _report(model_path, output_path, analysis, plan, pruned, config, scores)
+    interface = interface_changes(analysis.graph, analysis.groups, plan)
+    report = _report(model_path, output_path, analysis, plan, pruned, config, scores, interface)
     report.calibration = calibration
     if measured is not None:
         report.sensitivity = measured
         report.notes.append("sensitivity is measured and reported only: the plan does not use it yet")
     if not cal:
         report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
-    _check_and_write(model_path, output_path, analysis, pruned, config, report, lap)
+    _check_and_write(model_path, output_path, analysis, pruned, config, report, lap, interface)
     if config.plan_out:
         try:
             plan.save(config.plan_out, analysis.groups, analysis.graph.input_coordinates())
         except OutputWriteError:  # all or nothing: no model without its plan
             ir.remove_saved(output_path)
             raise
+    genai = genai_config.update_beside(model_path, output_path, report.signature)
+    if genai:
+        report.notes.append(genai)
     if report.after is not None:  # always: _report counts the pruned model
         report.after.file_bytes = file_size(output_path)
     report.timings_s = lap.timings
@@ -303,7 +309,7 @@ class _Laps:
 
 
 def _check_and_write(model_path: str, output_path: str, analysis: Analysis, pruned, config: PruneConfig,
-                     report: PruneReport, lap: _Laps) -> None:
+                     report: PruneReport, lap: _Laps, interface: dict | None = None) -> None:
     """Check the pruned model as the original is checked (whatever the flags), validate it against the
     original unless told not to, and write it; a model that fails is never left on disk."""
     # The checker and ONNX Runtime take a model over 2 GB only as a file: write it first, remove it if it fails
@@ -317,7 +323,8 @@ def _check_and_write(model_path: str, output_path: str, analysis: Analysis, prun
         if config.validate:
             feeds = random_inputs(analysis.graph.proto, analysis.input_shapes, config.seed)
             report.validation = validate_pruned(model_path, output_path if saved_first else pruned, feeds,
-                                                config.providers or ["cpu", "cuda"], config.latency_repeats)
+                                                config.providers or ["cpu", "cuda"], config.latency_repeats,
+                                                interface=interface)
             report.notes.extend(report.validation.get("notes", []))
             lap("validate")
         else:
@@ -352,16 +359,21 @@ def _save(pruned, output_path: str, lap: _Laps) -> None:
 
 
 def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, pruned, config,
-            scores: dict | None = None) -> PruneReport:
+            scores: dict | None = None, interface: dict | None = None) -> PruneReport:
     before = model_stats(analysis.graph)
     before.file_bytes = file_size(model_path)
-    after = model_stats(Graph(pruned, static_shapes(pruned, analysis.input_shapes)))
+    interface = interface or {}
+    after = model_stats(Graph(pruned, static_shapes(pruned, cache_io.slice_shapes(analysis.input_shapes, interface))))
     by_id = {g.id: g for g in analysis.groups}
     notes = []
     skipped = sum(1 for g in analysis.prunable if not g.exact) if not config.inexact else 0
     if skipped and not config.plan_in:
         notes.append(f"{skipped} inexact groups left unpruned (normalisation over the pruned axis); "
                      "--inexact prunes them too")
+    cached = sum(1 for g in analysis.prunable if g.interface) if not config.prune_cache else 0
+    if cached and not config.plan_in:
+        notes.append(f"{cached} groups of attention heads left unpruned: they reach the KV-cache inputs and "
+                     "outputs; --prune-cache prunes them (the model's signature changes)")
     target = plan.meta.get("target")
     if target:
         notes.append(f"target {target['metric']} {target['fraction']:g}: the plan keeps {target['kept']:.4f} "
@@ -382,6 +394,7 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
         channels_removed=sum(len(pg.pruned) for pg in plan.groups),
         frozen_reasons=frozen_reasons(analysis.groups), group_rows=group_rows(analysis.groups, plan, scores),
         notes=notes,
+        signature=signature_rows(analysis.graph, interface),
         nothing_pruned=nothing_pruned_reason(analysis.graph, analysis.groups, plan,
                                              plan.meta.get("ratio", config.ratio), config.round_to, config.inexact,
                                              config.plan_in))

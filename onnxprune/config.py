@@ -104,6 +104,10 @@ class PruneConfig:
         "--inexact", action="store_true",
         help="also prune inexact groups (normalisation over the pruned axis, e.g. a transformer's "
              "hidden size): outputs change beyond the removed channels"))
+    prune_cache: bool = field(default=False, metadata=option(
+        "--prune-cache", action="store_true",
+        help="also prune attention / KV heads that reach a decoder's KV-cache inputs and outputs "
+             "(past_key_values.N.*, present.N.*): CHANGES THE MODEL'S SIGNATURE, their heads axis"))
     # -- calibration (issue 5) --
     calib: str | None = field(default=None, metadata=option(
         "--calib", metavar="FILE.npz",
@@ -148,6 +152,9 @@ class PruneConfig:
             raise OptionError(f"{what} needs calibration data: give {{calib}}, an .npz of input arrays")
         if self.sensitivity and not self.calib:
             raise OptionError("{sensitivity} measures on calibration samples: give {calib}, an .npz of input arrays")
+        if self.prune_cache and self.calib:
+            raise OptionError("{prune_cache} with {calib} is not supported yet: the calibration samples' KV-cache "
+                              "inputs would need the pruned heads removed; prune without {calib}")
         planner = [name for name in PLANNER_OPTIONS if name in changed]
         if self.plan_in and planner:
             raise OptionError(f"{{plan_in}} applies the saved plan exactly; drop "

@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 
-from . import indexmap
+from . import cache_io, indexmap
 from .group import Group, Slice, Space
 from .indexmap import Pairs
 from .ir import Graph, Node
@@ -78,6 +78,7 @@ class _Growth:
         self.edits: dict = {}
         self.inexact: list[str] = []
         self.shared_range: list[str] = []
+        self.interface: list[str] = []  # KV-cache graph inputs / outputs whose heads axis the group reaches
         self.kinds: list[str] = []
         self.frozen: str | None = None
         self.queue: deque = deque()
@@ -136,9 +137,12 @@ class _Growth:
 
     def _space_problem(self, tensor: str, axis: int, pairs: Pairs) -> str | None:
         g = self.graph
-        if g.is_graph_output(tensor):
+        if (g.is_graph_output(tensor) or g.is_graph_input(tensor)) and cache_io.is_cache_space(tensor, axis):
+            if tensor not in self.interface:  # the planner prunes it only on request (--prune-cache)
+                self.interface.append(tensor)
+        elif g.is_graph_output(tensor):
             return f"reaches graph output '{tensor}'"
-        if g.is_graph_input(tensor):
+        elif g.is_graph_input(tensor):
             return f"reaches graph input '{tensor}'"
         size = g.dim(tensor, axis)
         if size is None:
@@ -258,7 +262,7 @@ class _Growth:
         units = couple_units(self.size, relations)
         return Group(self.gid, self.root, self.root_node, self.size, units, tuple(spaces), tuple(slices),
                      tuple(self.edits), tuple(self.inexact), self.frozen, tuple(self.kinds),
-                     tuple(self.shared_range))
+                     tuple(self.shared_range), tuple(self.interface))
 
 
 def couple_units(size: int, relations: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:

@@ -110,6 +110,9 @@ class Group(_Frozen):
     # run-time quantizers whose range spans the channels (Effects.shared_range): the oracle silences
     # the removed channels at their producers too
     shared_range_reasons: tuple[str, ...] = ()
+    # KV-cache graph inputs / outputs whose heads axis the group reaches (cache_io): pruning it changes
+    # the model's signature, so the planner takes the group only with PruneConfig.prune_cache
+    interface: tuple[str, ...] = ()
 
     @property
     def exact(self) -> bool:

@@ -31,7 +31,8 @@ from .errors import CheckFailedError
 from .group import Group
 from .ir import Graph, ModelProto
 from .planner import Plan
-from .removal import collect
+from .removal import collect, interface_changes
+from .cache_io import slice_feeds, slice_outputs
 from .rules import rule_for
 from .runtime import run
 from .validate import Comparison, compare, random_inputs
@@ -98,9 +99,11 @@ def run_oracle(graph: Graph, groups: list[Group], plan: Plan, input_shapes: dict
     fake_quant = [n.index for n in graph.nodes if rule_for(n).oracle_identity(n, graph)]
     if fake_quant:  # compare the float computation: the analysis is what is checked
         zeroed, pruned = ir.as_identity(zeroed, fake_quant), ir.as_identity(pruned, fake_quant)
-    reference = run(zeroed, feeds, provider, optimize=False).outputs
+    interface = interface_changes(graph, groups, exact)  # KV-cache I/O: compared at the kept heads
+    ran = run(zeroed, feeds, provider, optimize=False)
+    reference = slice_outputs(ran.names, ran.outputs, interface)
     try:
-        candidate = run(pruned, feeds, provider, optimize=False).outputs
+        candidate = run(pruned, slice_feeds(feeds, interface), provider, optimize=False).outputs
     except CheckFailedError as exc:  # a missed consumer often makes the pruned model unrunnable
         cmp = Comparison(float("inf"), 0.0, float("inf"), False, False)
         return OracleResult(False, len(exact.groups), cmp, f"pruned model does not run: {exc}")

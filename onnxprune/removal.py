@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from . import ir
+from . import cache_io, ir
 from .errors import PlanError
 from .group import Group
 from .ir import Graph
@@ -92,3 +92,9 @@ def collect(graph: Graph, groups: list[Group], plan: Plan) -> Removal:
         if len(idx) >= ir.static_dim(graph, *space):
             raise PlanError(f"the plan removes every channel of '{space[0]}' along axis {space[1]}")
     return removal
+
+
+def interface_changes(graph: Graph, groups: list[Group], plan: Plan) -> dict[str, tuple[int, list[int]]]:
+    """The KV-cache graph inputs / outputs the plan changes (Group.interface): name -> (axis, removed)."""
+    names = {t for g, _ in matched_groups(groups, plan) for t in g.interface}
+    return cache_io.changes(collect(graph, groups, plan).spaces, names) if names else {}

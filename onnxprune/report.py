@@ -51,12 +51,35 @@ class PruneReport:
     calibration: dict = field(default_factory=dict)  # samples, compensation, fidelity (see calib.fidelity)
     nothing_pruned: str | None = None  # one line saying why, when the plan removes no channel
     sensitivity: dict | None = None  # measured per-group curves (see sensitivity.measure), with --sensitivity
+    # the model's inputs / outputs whose shape the plan changed (KV cache, --prune-cache): the new signature
+    signature: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
 
     def save_json(self, path: str) -> None:
         paths.write_text(path, json.dumps(self.to_json(), indent=1, default=str))
+
+
+FIDELITY_SAMPLES = 100  # held-out samples under which the fidelity line says it is a rough estimate
+
+
+def signature_rows(graph: Graph, interface: Mapping[str, tuple[int, list[int]]]) -> list[dict]:
+    """One row per graph input / output whose shape changes: name, kind, declared dims before and after
+    (symbolic dims keep their names)."""
+    from .ir import Model
+    model = Model(graph.proto)
+    declared = {s.name: list(s.dims) for s in model.inputs + model.outputs}
+    rows = []
+    for name, (axis, removed) in sorted(interface.items()):
+        before = declared.get(name) or list(graph.shape(name) or ())
+        after = list(before)
+        size = graph.dim(name, axis)
+        if 0 <= axis < len(after) and size is not None:
+            after[axis] = size - len(removed)
+        rows.append({"tensor": name, "kind": "input" if graph.is_graph_input(name) else "output", "axis": axis,
+                     "removed": list(removed), "before": before, "after": after})
+    return rows
 
 
 def frozen_reasons(groups: list[Group], top: int = 8) -> list[tuple[str, int]]:
@@ -172,6 +195,10 @@ def format_text(r: PruneReport) -> str:
     if r.nothing_pruned:
         lines.append(f"  {r.nothing_pruned}")
     lines.extend(_unit_lines(r.group_rows))
+    if r.signature:
+        lines.append(f"  signature changed ({len(r.signature)} KV-cache inputs / outputs, --prune-cache):")
+        lines.extend(f"    {row['kind']} {row['tensor']}: {_dims(row['before'])} -> {_dims(row['after'])}"
+                     for row in r.signature)
     for provider, v in r.validation.get("providers", {}).items():
         if v.get("skipped"):
             lines.append(f"  {provider:5s}    skipped: {v['skipped']}")
@@ -191,6 +218,10 @@ def format_text(r: PruneReport) -> str:
     return "\n".join(lines)
 
 
+def _dims(dims: list) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
 def _calibration_lines(c: dict) -> list[str]:
     """Fidelity of the pruned model on held-out calibration samples, one line per output."""
     if not c:
@@ -201,6 +232,9 @@ def _calibration_lines(c: dict) -> list[str]:
         top1 = f", top-1 agreement {row['top1_agreement'] * 100:.1f}%" if "top1_agreement" in row else ""
         lines.append(f"  fidelity {name}: cosine mean {row['cosine_mean']:.4f} (min {row['cosine_min']:.4f}), "
                      f"relative error {row['relative_error']:.3g}{top1} on {fid['samples']} held-out samples")
+    if fid.get("outputs") and fid.get("samples", 0) < FIDELITY_SAMPLES:
+        lines.append(f"  note: fidelity rests on {fid['samples']} held-out samples, under {FIDELITY_SAMPLES}: a rough "
+                     "estimate (give --calib more samples than --calib-samples to hold out more)")
     return lines
 
 

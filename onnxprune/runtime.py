@@ -79,17 +79,21 @@ def run(model: ModelOrPath, feeds: dict[str, np.ndarray], provider: str = "cpu",
     return run_interleaved([model], feeds, provider, optimize, repeats, threads)[0]
 
 
-def run_interleaved(models: list[ModelOrPath], feeds: dict[str, np.ndarray], provider: str = "cpu",
+Feeds = dict[str, np.ndarray]
+
+
+def run_interleaved(models: list[ModelOrPath], feeds: Feeds | list[Feeds], provider: str = "cpu",
                     optimize: bool = True, repeats: int = 0, threads: int = 0) -> list[RunResult]:
     """Run each model once, then time them taking turns `repeats` times (medians), so that drift
-    in the machine's load hits every model alike."""
+    in the machine's load hits every model alike. `feeds`: one for all, or one per model."""
     sessions = [session(m, provider, optimize, threads) for m in models]
+    per_model = feeds if isinstance(feeds, list) else [feeds] * len(models)
     times: list[list[float]] = [[] for _ in models]
     try:
-        outputs = [s.run(None, feeds) for s in sessions]  # also the warm-up
+        outputs = [s.run(None, f) for s, f in zip(sessions, per_model)]  # also the warm-up
         for _ in range(repeats):
-            for s, t in zip(sessions, times):
-                t.append(_timed_ms(s, feeds))
+            for s, t, f in zip(sessions, times, per_model):
+                t.append(_timed_ms(s, f))
     except Exception as exc:  # only ONNX Runtime runs inside: its failure to run the model
         raise CheckFailedError(f"ONNX Runtime ({provider}) failed to run the model: {first_line(exc)}") from None
     return [RunResult(out, [o.name for o in s.get_outputs()], float(np.median(t)) if t else None)

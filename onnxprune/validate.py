@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import ir
+from . import cache_io, ir
 from .errors import BadInputError, CheckFailedError
 from .ir import ModelProto
 from .options import PROVIDERS  # light constants, shared with the CLI
@@ -207,12 +207,15 @@ def file_size(path: str) -> int:
 
 
 def validate_pruned(original_path: str, pruned: ModelProto | str, feeds: dict[str, np.ndarray],
-                    providers: list[str], repeats: int = 10, threads: int = 0) -> dict:
+                    providers: list[str], repeats: int = 10, threads: int = 0,
+                    interface: cache_io.InterfaceChanges | None = None) -> dict:
     """Run original and pruned on the same feeds on each provider; raise CheckFailedError on a broken model.
 
     An output that the original itself makes non-finite on these feeds is not held against the
     pruned model: it is listed in `result["notes"]` instead. The caller has already run
-    `check_model` on `pruned`."""
+    `check_model` on `pruned`. `interface`: KV-cache inputs / outputs the plan changed (cache_io):
+    the pruned model gets them at the kept heads and is compared there."""
+    interface = interface or {}
     have = available_providers()
     result: dict = {"providers": {}}
     notes: dict[str, str] = {}  # output name -> note
@@ -224,7 +227,9 @@ def validate_pruned(original_path: str, pruned: ModelProto | str, feeds: dict[st
             continue
         log.info("validating on %s", provider)
         try:
-            before, after = run_interleaved([original_path, pruned], feeds, provider, repeats=repeats, threads=threads)
+            before, after = run_interleaved([original_path, pruned], [feeds, cache_io.slice_feeds(feeds, interface)],
+                                            provider, repeats=repeats, threads=threads)
+            before.outputs = cache_io.slice_outputs(before.names, before.outputs, interface)
         except CheckFailedError as exc:
             _check_original_runs(original_path, feeds, provider)
             raise CheckFailedError(f"the pruned model is broken (the original runs on the same inputs): {exc}"

@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("base", {"errors", "paths", "kinds", "formats"}),
     ("ir", {"ir"}),  # the only place that touches protobuf
     ("options", {"options"}),  # the CLI's choice lists; reads ir.limits
-    ("indexmap", {"indexmap", "edit"}),
+    ("indexmap", {"indexmap", "edit", "cache_io"}),
     ("rules", {"rules"}),  # per-op knowledge
     ("groups", {"group"}),
     ("depgraph", {"depgraph"}),
@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("runtime", {"runtime"}),  # the only place that loads ONNX Runtime (besides ir.integrity's load check)
     ("checks", {"validate", "calib"}),
     ("passes", {"apply", "fold", "fold_bodies", "oracle", "compensate", "activation", "report",
-                 "sensitivity", "report_html_text", "report_html_calib"}),
+                 "sensitivity", "report_html_text", "report_html_calib", "genai_config"}),
     ("config", {"config"}),
     ("api", {"api", "testing", "rule_harness", "report_html"}),
     ("cli", {"cli", "__main__", ""}),
