@@ -305,3 +305,41 @@ def test_kv_cache_state_freezes_the_heads(tmp_path):
     analysis = analyze(save(model, tmp_path))
     reasons = [g.frozen_reason for g in analysis.groups if g.frozen_reason]
     assert any("key-value state" in r for r in reasons) and not _heads_groups(analysis)
+
+
+def _gqa_with_cache(hd: int = 8, kv: int = 2, past: int = 3) -> onnx.ModelProto:
+    """GroupQueryAttention as ONNX Runtime's model builder writes a decoder layer: past key / value graph
+    inputs [1, kv, P, hd], present key / value graph outputs (batch 1: ORT's kernel wants it for a prompt
+    with past context)."""
+    d, kv_dim = H * hd, kv * hd
+    inits = {"wq": weight(D, d), "wk": weight(D, kv_dim), "wv": weight(D, kv_dim), "wo": weight(d, D),
+             "seqlens": np.full(1, past + S - 1, np.int32), "total": np.array(past + S, np.int32)}
+    nodes = [node("MatMul", ["x", f"w{p}"], p) for p in "qkv"]
+    nodes.append(helper.make_node("GroupQueryAttention", ["q", "k", "v", "past_key_values.0.key",
+                                                          "past_key_values.0.value", "seqlens", "total"],
+                                  ["att", "present.0.key", "present.0.value"], name="gqa", domain="com.microsoft",
+                                  num_heads=H, kv_num_heads=kv))
+    nodes.append(node("MatMul", ["att", "wo"], "y"))
+    cache, present = [1, kv, past, hd], [1, kv, past + S, hd]
+    return ms_model(nodes, {"x": [1, S, D], "past_key_values.0.key": cache, "past_key_values.0.value": cache},
+                    {"y": [1, S, D], "present.0.key": present, "present.0.value": present}, inits)
+
+
+def test_group_query_attention_with_a_kv_cache_prunes_heads_with_prune_cache(tmp_path):
+    """The KV cache follows GroupQueryAttention's heads axis to the graph's inputs and outputs: the heads
+    prune with --prune-cache (new cache shapes), and are left whole without it."""
+    from onnxprune import PruneConfig
+    path = save(_gqa_with_cache(), tmp_path)
+    analysis = analyze(path)
+    (heads,) = _heads_groups(analysis)
+    assert heads.exact and heads.unit_count == 2 and not heads.frozen_reason
+    assert set(heads.interface) == {"past_key_values.0.key", "past_key_values.0.value", "present.0.key",
+                                    "present.0.value"}
+    assert not analysis.plan(PruneConfig(ratio=0.5, round_to=1)).groups
+    plan = analysis.plan(PruneConfig(ratio=0.5, round_to=1, prune_cache=True))
+    assert plan.groups and analysis.verify(plan).passed
+    pruned = analysis.apply(plan).proto
+    d = dims(pruned)
+    assert d["wk"] == d["wv"] == [D, 8] and attr(pruned, "gqa", "kv_num_heads") == 1
+    cache = next(i for i in pruned.graph.input if i.name == "past_key_values.0.key")
+    assert [x.dim_value for x in cache.type.tensor_type.shape.dim] == [1, 1, 3, 8]

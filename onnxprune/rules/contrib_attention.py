@@ -13,7 +13,9 @@
   each head, so a head's channels go together.
 
 Removing whole heads keeps every other head's function (each head has its
-own softmax): exact. KV-cache inputs and outputs (past / present) freeze.
+own softmax): exact. GroupQueryAttention's KV cache (past / present key and
+value) follows its heads axis, so the graph's cache inputs and outputs decide
+(--prune-cache); MultiHeadAttention's and Attention's past / present freeze.
 """
 from __future__ import annotations
 
@@ -128,6 +130,10 @@ class _HeadsRule(Rule):
     def widths(self, node: Node, qs: int, k: int, v: int, heads: int) -> tuple[int, int, int] | None:
         return qs, v // heads, 1
 
+    # (inputs, outputs) holding the KV cache [B, kv heads, T, head size] whose heads axis the rule follows
+    # (the graph's cache inputs / outputs then decide: cache_io, --prune-cache); () freezes on any state
+    cache: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
+
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         state_in, state_out = self.state
         if any(node.input(i) for i in state_in) or any(node.output(j) for j in state_out):
@@ -136,13 +142,21 @@ class _HeadsRule(Rule):
         geo = self.geometry(node, graph, fx)
         if geo is None:
             return
-        data = (port.is_input and port.index in (0, 1, 2)) or (not port.is_input and port.index == 0)
-        if not data or positive_axis(axis, 3) != 2:
-            fx.freeze(f"{port.kind}put {port.index} axis {axis} is not the hidden axis of query, key, value or output")
-            return
         qs, vs, group = geo
-        widths = {0: qs * group, 1: qs, 2: vs} if port.is_input else {0: vs * group}
-        units = _heads(pairs, widths[port.index])  # (KV head or head, root)
+        cache_in, cache_out = self.cache
+        if (port.index in cache_in) if port.is_input else (port.index in cache_out):
+            if positive_axis(axis, 4) != 1:
+                fx.freeze(f"{port.kind}put {port.index} (KV cache) is followed along axis {axis}, not its heads")
+                return
+            units = pairs  # (KV head, root)
+        else:
+            data = (port.is_input and port.index in (0, 1, 2)) or (not port.is_input and port.index == 0)
+            if not data or positive_axis(axis, 3) != 2:
+                fx.freeze(f"{port.kind}put {port.index} axis {axis} is not the hidden axis of query, key, value "
+                          "or output")
+                return
+            widths = {0: qs * group, 1: qs, 2: vs} if port.is_input else {0: vs * group}
+            units = _heads(pairs, widths[port.index])  # (KV head or head, root)
         fx.label(HEADS)
         fx.to_input(0, 2, _span(units, qs * group))
         fx.to_input(1, 2, _span(units, qs))
@@ -183,9 +197,9 @@ class MultiHeadAttentionRule(_HeadsRule):
 
 @register("GroupQueryAttention", domain=MS)
 class GroupQueryAttentionRule(_HeadsRule):
-    """Units are KV heads, each with its query heads; present_key / present_value are [B, kv, T, hs]."""
+    """Units are KV heads, each with its query heads; past / present key and value are [B, kv, T, hs]."""
 
-    state = ((3, 4), ())
+    cache = ((3, 4), (1, 2))
 
     def widths(self, node: Node, qs: int, k: int, v: int, heads: int) -> tuple[int, int, int] | None:
         kv = int(node.attr("kv_num_heads", 0))
@@ -203,6 +217,9 @@ class GroupQueryAttentionRule(_HeadsRule):
         qs, _, group = geo
         for j in (1, 2):
             fx.to_output(j, 1, units)
+        for i in (3, 4):
+            if node.input(i):
+                fx.to_input(i, 1, units)
         fx.edit_attr("num_heads", -1, (node.output(0), 2), div=qs)
         fx.edit_attr("kv_num_heads", -1, (node.input(1), 2), div=qs)
 
@@ -211,7 +228,9 @@ class GroupQueryAttentionRule(_HeadsRule):
         kv = int(node.attr("kv_num_heads", 0))
         if q is None or k is None or len(q) != 3 or len(k) != 3 or kv < 1 or k[2] is None:
             return None
-        present = (q[0], kv, q[1], int(k[2]) // kv)
+        # with a past cache the present length is past + new tokens, or the shared buffer's: unknown here
+        length = None if len(input_shapes) > 3 and input_shapes[3] is not None else q[1]
+        present = (q[0], kv, length, int(k[2]) // kv)
         return [tuple(q), present, present]
 
 
