@@ -23,6 +23,7 @@ from .ir import Graph, Model
 from .ir.model import IN_MEMORY, read_checked
 from .oracle import OracleResult, run_oracle
 from .planner import Plan, Planner
+from .allocation import allocate
 from .targets import CostModel, plan_for_target
 from .removal import interface_changes
 from .report import (PruneReport, frozen_reasons, group_rows, model_stats, nothing_pruned_reason,
@@ -143,7 +144,8 @@ def group_scores(analysis: Analysis, config: PruneConfig, stats: dict | None = N
             for g in analysis.prunable if (g.exact or config.inexact) and (not g.interface or config.prune_cache)}
 
 
-def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None, scores: dict | None = None) -> Plan:
+def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None, scores: dict | None = None,
+             measured: dict | None = None) -> Plan:
     """A plan from a checked config: the saved plan if `plan_in` is set, else scored by `importance`
     (`scores`: those of `group_scores`, when the caller has them already).
 
@@ -154,7 +156,12 @@ def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None,
     planner = Planner(analysis.groups, scores, config.plan_options(analysis))
     metric, target = ("params", config.target_params) if config.target_params is not None \
         else ("macs", config.target_macs)
-    if target is not None:
+    allocated = None
+    if target is not None and measured and config.measured_allocation:
+        allocated = allocate(planner, CostModel(analysis.graph, analysis.groups), metric, target, measured)
+    if allocated is not None:
+        plan = allocated
+    elif target is not None:
         plan = plan_for_target(planner, CostModel(analysis.graph, analysis.groups), metric, target)
     else:
         plan = planner.plan()
@@ -207,12 +214,24 @@ def measure_sensitivity(analysis: Analysis, config: PruneConfig, cal: Calibratio
                         scores: dict | None = None) -> dict | None:
     """With config.sensitivity: per-group relative output error at a few fractions removed, on the
     held-out samples (the calibration samples when none are held out); None otherwise."""
-    if not config.sensitivity or cal is None:
+    if not (config.sensitivity or config.measured_allocation) or cal is None:
         return None
     if not scores:
         scores = group_scores(analysis, config, cal.stats)
     data = cal.held_out if cal.held_out is not None else cal.data
     return sensitivity.measure(analysis.graph, analysis.groups, scores, data, budget_s=config.sensitivity_budget)
+
+
+def _allocation_note(plan: Plan, config: PruneConfig) -> str:
+    """One line: how the measured sensitivity was used."""
+    used = plan.meta.get("allocation")
+    if used:
+        fallback = used.get("mean_curve_groups", 0)
+        rest = f"; {fallback} groups not measured took the mean curve" if fallback else ""
+        return f"allocation: measured sensitivity spreads the {used['metric']} target over the groups{rest}"
+    if config.measured_allocation:
+        return "allocation: the measured curves could not meet the target; one ratio for all groups instead"
+    return "sensitivity is measured and reported only: the plan spreads a --target-* by it (with --calib)"
 
 
 def default_output(model_path: str) -> str:
@@ -262,7 +281,7 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     measured = measure_sensitivity(analysis, config, cal, scores)
     if measured is not None:
         lap("sensitivity")
-    plan = plan_for(analysis, config, cal.stats if cal else None, scores)
+    plan = plan_for(analysis, config, cal.stats if cal else None, scores, measured)
     lap("plan")
     log.info("removing %d channels from %d groups", sum(len(pg.pruned) for pg in plan.groups), len(plan.groups))
     pruned = apply_plan(analysis.graph, analysis.groups, plan)
@@ -276,7 +295,7 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     report.calibration = calibration
     if measured is not None:
         report.sensitivity = measured
-        report.notes.append("sensitivity is measured and reported only: the plan does not use it yet")
+        report.notes.append(_allocation_note(plan, config))
     if not cal:
         report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
     _check_and_write(model_path, output_path, analysis, pruned, config, report, lap, interface)
@@ -375,7 +394,10 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
         notes.append(f"{cached} groups of attention heads left unpruned: they reach the KV-cache inputs and "
                      "outputs; --prune-cache prunes them (the model's signature changes)")
     target = plan.meta.get("target")
-    if target:
+    if target and plan.meta.get("allocation"):
+        notes.append(f"target {target['metric']} {target['fraction']:g}: the plan keeps {target['kept']:.4f} "
+                     "(per-group ratios from measured sensitivity)")
+    elif target:
         notes.append(f"target {target['metric']} {target['fraction']:g}: the plan keeps {target['kept']:.4f} "
                      f"(planner ratio {plan.meta.get('ratio', 0):.4f})")
     ranged = sum(1 for pg in plan.groups if pg.id in by_id and by_id[pg.id].shared_range_reasons)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .options import (ACTIVATION_CRITERIA, COMMANDS, COMPENSATIONS, PRUNE, PROVIDERS, REDUCTIONS, WEIGHT_CRITERIA,
-                      OptionError, at_least, comma_list, each, in_range, input_shape, integer, literal, number,
-                      one_of, option, options_of, shape_dict)
+from .options import (ACTIVATION_CRITERIA, ALLOCATIONS, COMMANDS, COMPENSATIONS, PRUNE, PROVIDERS, REDUCTIONS,
+                      WEIGHT_CRITERIA, OptionError, at_least, comma_list, each, in_range, input_shape, integer,
+                      literal, number, one_of, option, options_of, shape_dict)
 from .selection import parse_ratio_for
 
 if TYPE_CHECKING:
@@ -120,6 +120,11 @@ class PruneConfig:
         "--compensate", choices=COMPENSATIONS, check=one_of(COMPENSATIONS),
         help="adjust consumers of removed channels: none, bias (fold removed means into the bias), "
              "lsq (refit kept weights by least squares); default bias with --calib, else none"))
+    allocation: str = field(default="auto", metadata=option(
+        "--allocation", choices=ALLOCATIONS, check=one_of(ALLOCATIONS), commands=PRUNE,
+        help="how a --target-* is spread over the groups: measured (each group's measured sensitivity, the "
+             "least total output error; needs --calib), uniform (one ratio for all), auto (measured with "
+             "--calib, else uniform)"))
     sensitivity: bool = field(default=False, metadata=option(
         "--sensitivity", action="store_true", commands=PRUNE,
         help="with --calib: measure how much each group's removal changes the outputs (curves in the report)"))
@@ -152,6 +157,9 @@ class PruneConfig:
             raise OptionError(f"{what} needs calibration data: give {{calib}}, an .npz of input arrays")
         if self.sensitivity and not self.calib:
             raise OptionError("{sensitivity} measures on calibration samples: give {calib}, an .npz of input arrays")
+        if self.allocation == "measured" and not self.calib:
+            raise OptionError("{allocation} measured spreads a target by measured sensitivity: give {calib}, an .npz "
+                              "of input arrays")
         if self.prune_cache and self.calib:
             raise OptionError("{prune_cache} with {calib} is not supported yet: the calibration samples' KV-cache "
                               "inputs would need the pruned heads removed; prune without {calib}")
@@ -175,6 +183,12 @@ class PruneConfig:
     def compensation(self) -> str:
         from .compensate import DEFAULT_MODE
         return self.compensate or (DEFAULT_MODE if self.calib else "none")
+
+    @property
+    def measured_allocation(self) -> bool:
+        """Whether a target is spread by measured sensitivity (allocation.py)."""
+        has_target = self.target_params is not None or self.target_macs is not None
+        return has_target and bool(self.calib) and self.allocation != "uniform" and not self.plan_in
 
     def plan_options(self, analysis) -> PlanOptions:
         """Planner options with the user's patterns resolved to the analysed groups."""

@@ -21,6 +21,7 @@ WEIGHT_CRITERIA = ("l1", "l2", "bn", "lamp", "fpgm", "random")  # importance.py
 ACTIVATION_CRITERIA = ("act",)  # activation.py (needs --calib)
 REDUCTIONS = ("sum", "mean", "max")  # how a group's slice scores combine
 COMPENSATIONS = ("none", "bias", "lsq")  # compensate.py
+ALLOCATIONS = ("auto", "measured", "uniform")  # allocation.py
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}  # validate.py
 
 COMMANDS = ("prune", "verify", "analyze")

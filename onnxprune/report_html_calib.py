@@ -67,7 +67,8 @@ def _sensitivity(s: Any, rows: list[dict] | None = None) -> str:
             f"<div class=\"sub\">relative error of all outputs (||y&#8242; &#8722; y|| / ||y||) on "
             f"{esc(s.get('samples', '-'))} samples when only one group loses the fraction of its lowest-scoring "
             f"units; measured in {esc(s.get('seconds', '-'))} s; all cards share one error scale, fraction 0 to "
-            f"{esc(max(fractions, default='-'))} across. The plan does not use these curves yet.</div>"]
+            f"{esc(max(fractions, default='-'))} across. With --calib and a --target-*, the plan spreads the "
+            "target by them.</div>"]
     if skipped:
         reasons = sorted({str(x.get("reason")) for x in skipped})
         head.append(f"<p class=\"sub\">{len(skipped)} groups not measured: {esc('; '.join(reasons))}</p>")

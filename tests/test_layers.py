@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("groups", {"group"}),
     ("depgraph", {"depgraph"}),
     ("planning", {"importance", "planner", "selection"}),
-    ("removal", {"removal", "targets"}),
+    ("removal", {"removal", "targets", "allocation"}),
     ("runtime", {"runtime"}),  # the only place that loads ONNX Runtime (besides ir.integrity's load check)
     ("checks", {"validate", "calib"}),
     ("passes", {"apply", "fold", "fold_bodies", "oracle", "compensate", "activation", "report",

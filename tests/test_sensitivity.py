@@ -86,7 +86,7 @@ def test_the_cli_writes_curves_in_json_text_and_html(tmp_path, capsys):
                  "--providers", "cpu", "--report-json", js, "--report-html", page]) == 0
     text = capsys.readouterr().out
     assert "sensitivity: 2 groups x 4 fractions measured on 8 samples" in text and "most sensitive: ha" in text
-    assert "the plan does not use it yet" in text
+    assert "sensitivity is measured and reported only: the plan spreads a --target-* by it" in text
     data = json.load(open(js))["sensitivity"]
     assert data["fractions"] == [0.1, 0.2, 0.3, 0.5] and len(data["groups"]) == 2 and data["samples"] == 8
     html = open(page, encoding="utf-8").read()
