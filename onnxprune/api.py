@@ -419,7 +419,7 @@ def _report(model_path: str, output_path: str, analysis: Analysis, plan: Plan, p
         signature=signature_rows(analysis.graph, interface),
         nothing_pruned=nothing_pruned_reason(analysis.graph, analysis.groups, plan,
                                              plan.meta.get("ratio", config.ratio), config.round_to, config.inexact,
-                                             config.plan_in))
+                                             config.plan_in, config.prune_cache))
 
 
 def verify(model: ModelSource, config: PruneConfig | None = None) -> OracleResult:

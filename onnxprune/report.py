@@ -94,7 +94,7 @@ def _generic(reason: str) -> str:
 
 
 def nothing_pruned_reason(graph: Graph, groups: list[Group], plan: Plan, ratio: float, round_to: int,
-                          inexact: bool, plan_in: str | None = None) -> str | None:
+                          inexact: bool, plan_in: str | None = None, prune_cache: bool = False) -> str | None:
     """One line saying why the plan removes nothing (None when it removes channels)."""
     if any(pg.pruned for pg in plan.groups):
         return None
@@ -109,7 +109,10 @@ def nothing_pruned_reason(graph: Graph, groups: list[Group], plan: Plan, ratio: 
         return f"nothing pruned: all {len(groups)} groups are frozen ({top})"
     if plan_in:
         return f"nothing pruned: the plan '{plan_in}' removes no channels"
-    eligible = [g for g in prunable if g.exact or inexact]
+    if not prune_cache and all(g.interface for g in prunable):
+        return (f"nothing pruned: the {len(prunable)} prunable groups all reach the KV-cache inputs and outputs; "
+                "--prune-cache prunes them (the model's signature changes)")
+    eligible = [g for g in prunable if (g.exact or inexact) and (prune_cache or not g.interface)]
     if not eligible:
         return (f"nothing pruned: the {len(prunable)} prunable groups are all inexact (normalisation over the "
                 "pruned axis); --inexact prunes them")

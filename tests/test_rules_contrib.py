@@ -343,3 +343,11 @@ def test_group_query_attention_with_a_kv_cache_prunes_heads_with_prune_cache(tmp
     assert d["wk"] == d["wv"] == [D, 8] and attr(pruned, "gqa", "kv_num_heads") == 1
     cache = next(i for i in pruned.graph.input if i.name == "past_key_values.0.key")
     assert [x.dim_value for x in cache.type.tensor_type.shape.dim] == [1, 1, 3, 8]
+
+
+def test_kv_cache_heads_alone_say_why_nothing_is_pruned(tmp_path, capsys):
+    from onnxprune import cli
+    path = save(_gqa_with_cache(), tmp_path)
+    assert cli.main([path, "-o", str(tmp_path / "out.onnx"), "--ratio", "0.5", "--round-to", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing pruned: the 1 prunable groups all reach the KV-cache inputs and outputs; --prune-cache" in out
