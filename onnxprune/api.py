@@ -219,7 +219,10 @@ def measure_sensitivity(analysis: Analysis, config: PruneConfig, cal: Calibratio
     if not scores:
         scores = group_scores(analysis, config, cal.stats)
     data = cal.held_out if cal.held_out is not None else cal.data
-    return sensitivity.measure(analysis.graph, analysis.groups, scores, data, budget_s=config.sensitivity_budget)
+    # an allocation may take a group past half its units: measure that far too
+    fractions = sensitivity.ALLOCATION_FRACTIONS if config.measured_allocation else sensitivity.FRACTIONS
+    return sensitivity.measure(analysis.graph, analysis.groups, scores, data, fractions,
+                               budget_s=config.sensitivity_budget)
 
 
 def _allocation_note(plan: Plan, config: PruneConfig) -> str:

@@ -25,6 +25,7 @@ from .planner import Plan, PlanGroup, UnitTable, local_count
 log = logging.getLogger(__name__)
 
 FRACTIONS = (0.1, 0.2, 0.3, 0.5)
+ALLOCATION_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)  # allocation.py may spend up to 0.9 of a group
 BUDGET_S = 60.0
 MAX_GROUPS = 200
 LOG_EVERY_S = 5.0
