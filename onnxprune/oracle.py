@@ -44,6 +44,13 @@ log = logging.getLogger(__name__)
 TOLERANCE = 1e-4
 
 
+# An ill-conditioned model (random weights whose activations reach 1e10, a sigmoid of their difference)
+# turns float32 summation noise into whole output steps; the oracle then compares against the model's
+# own sensitivity to a change of its inputs this small, measured only when the plain check fails.
+INPUT_JITTER = 1e-6
+NOISE_FACTOR = 4
+
+
 @dataclass
 class OracleResult:
     passed: bool
@@ -75,6 +82,17 @@ def _zero_of(graph: Graph, name: str):
         if zero is not None:
             return zero
     return None
+
+
+def noise_floor(model: ModelProto, feeds: dict, reference: list, interface: dict, provider: str) -> float:
+    """Relative output change of `model` when its float inputs change by INPUT_JITTER (seeded)."""
+    rng = np.random.default_rng(1)
+    jittered = {k: (v * (1 + INPUT_JITTER * rng.standard_normal(v.shape)).astype(v.dtype)
+                    if np.issubdtype(v.dtype, np.floating) else v) for k, v in feeds.items()}
+    if all(jittered[k] is feeds[k] for k in feeds):
+        return 0.0
+    ran = run(model, jittered, provider, optimize=False)
+    return compare(reference, slice_outputs(ran.names, ran.outputs, interface)).relative
 
 
 def removal_tensors(graph: Graph, groups: list[Group], plan: Plan) -> list[str]:
@@ -112,6 +130,12 @@ def run_oracle(graph: Graph, groups: list[Group], plan: Plan, input_shapes: dict
     passed = cmp.shapes_match and cmp.finite and cmp.relative <= tolerance
     detail = (f"{len(exact.groups)} exact groups, max |diff| {cmp.max_abs:.3g} "
               f"(relative {cmp.relative:.3g}, tolerance {tolerance:g})")
+    if not passed and cmp.shapes_match and cmp.finite:
+        noise = noise_floor(zeroed, feeds, reference, interface, provider)
+        if cmp.relative <= NOISE_FACTOR * noise:
+            passed = True
+            detail += (f"; within {NOISE_FACTOR}x the model's own noise on these inputs ({noise:.3g}: a "
+                       f"{INPUT_JITTER:g} relative change of its float inputs moves its outputs that much)")
     if not cmp.shapes_match:
         detail = "output shapes differ: " + detail
     log.info("oracle %s: %s", "passed" if passed else "FAILED", detail)
