@@ -123,8 +123,9 @@ class PruneConfig:
     allocation: str = field(default="auto", metadata=option(
         "--allocation", choices=ALLOCATIONS, check=one_of(ALLOCATIONS), commands=PRUNE,
         help="how a --target-* is spread over the groups: measured (each group's measured sensitivity, the "
-             "least total output error; needs --calib), uniform (one ratio for all), auto (measured with "
-             "--calib, else uniform)"))
+             "least total output error; needs --calib), uniform (one ratio for all), auto (with --calib: "
+             "the measured one unless one ratio for all is closer to the original on the held-out "
+             "samples; else uniform)"))
     sensitivity: bool = field(default=False, metadata=option(
         "--sensitivity", action="store_true", commands=PRUNE,
         help="with --calib: measure how much each group's removal changes the outputs (curves in the report)"))

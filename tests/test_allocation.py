@@ -75,3 +75,39 @@ def test_a_plain_ratio_keeps_its_meaning_with_calibration(setup):
     report, _ = _run(setup, "ratio", "--ratio", "0.25")
     rows = [r for r in report["group_rows"] if not r["frozen"]]
     assert rows and all(r["pruned"] == 8 for r in rows), rows
+
+
+def _cancelling():
+    """y = (x W1) W3 + (x W2) W4 + relu(x W5) W6, with W2 = W1 and W4 = -W3: the first two branches cancel
+    when both lose the same channels (they score alike), so each alone looks very sensitive and the
+    measured allocation spends the whole target on the third branch, which uniform pruning spares."""
+    rng = np.random.default_rng(0)
+    w1 = weight(N_IN, H)
+    w3 = (rng.standard_normal((H, N_OUT)) * 2).astype(np.float32)
+    inits = {"w1": w1, "w2": w1.copy(), "w3": w3, "w4": -w3, "w5": weight(N_IN, H),
+             "w6": (rng.standard_normal((H, N_OUT)) / np.sqrt(H)).astype(np.float32)}
+    nodes = [node("MatMul", ["x", "w1"], "m1"), node("MatMul", ["m1", "w3"], "ya"),
+             node("MatMul", ["x", "w2"], "m2"), node("MatMul", ["m2", "w4"], "yb"),
+             node("MatMul", ["x", "w5"], "m5"), node("Relu", ["m5"], "h5"), node("MatMul", ["h5", "w6"], "yc"),
+             node("Add", ["ya", "yb"], "yab"), node("Add", ["yab", "yc"], "y")]
+    return make_model(nodes, {"x": ["n", N_IN]}, {"y": ["n", N_OUT]}, inits)
+
+
+def test_auto_allocation_keeps_one_ratio_when_the_measured_one_is_further_from_the_original(tmp_path):
+    """Per-group curves measured one group at a time need not add up; the default then keeps the
+    uniform plan, says so, and reports both errors. --allocation measured takes the measured one as asked."""
+    path = save(_cancelling(), tmp_path, "cancel.onnx")
+    x = np.random.default_rng(1).standard_normal((200, N_IN)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", x=x)
+    (reference,) = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x[100:]})
+    setup = (tmp_path, path, x)
+    auto, y_auto = _run(setup, "auto", "--target-params", "0.7")
+    forced, y_forced = _run(setup, "forced", "--target-params", "0.7", "--allocation", "measured")
+    check = auto["plan"]["meta"]["allocation"]["check"] if "plan" in auto else None
+    notes = " ".join(auto["notes"])
+    assert "allocation: one ratio for all groups, not the measured allocation" in notes, auto["notes"]
+    assert not any("one ratio for all groups, not" in n for n in forced["notes"]), forced["notes"]
+    err = {k: float(np.linalg.norm(y - reference) / np.linalg.norm(reference))
+           for k, y in (("auto", y_auto), ("forced", y_forced))}
+    assert err["auto"] < 0.5 * err["forced"], (err, check)
+    assert abs(auto["after"]["params"] / auto["before"]["params"] - 0.7) <= 0.01 + 1e-9

@@ -264,12 +264,13 @@ TARGETS = (0.9, 0.75, 0.6)  # kept fraction of MACs (CNN) or parameters (MiniLM)
 
 
 def bench_targets(name: str, path: str, npz: str, samples: int, test: dict, out_dir: str, metric: str) -> None:
-    """Uniform ratio vs measured allocation at each target, the defaults with --calib (act + bias)."""
+    """Uniform ratio vs measured allocation vs the default (auto: the measured one unless uniform is closer
+    on the held-out samples) at each target, with --calib (act + bias)."""
     base = accuracy(path, test) if "labels" in test else None
     print(f"\n| model | target | allocation | {metric} kept | cosine | relative error | top-1 agreement | accuracy "
           "| time |\n|---|---|---|---|---|---|---|---|---|", flush=True)
     for target in TARGETS:
-        for allocation in ("uniform", "measured"):
+        for allocation in ("uniform", "measured", "auto"):
             out = os.path.join(out_dir, f"{name}_{target}_{allocation}.onnx")
             t0 = time.perf_counter()
             kw = {"target_macs" if metric == "MACs" else "target_params": target}
