@@ -86,6 +86,7 @@ class _Growth:
         self.shared: dict[str, dict[int, dict[int, set[int]]]] = {}
         self.edit_nodes: dict[str, set[int]] = {}  # shape constant -> nodes whose edits rewrite it
         self.required: dict[tuple[str, int], str] = {}  # space -> freeze reason when never reached
+        self.scaled: list[tuple[tuple[str, int], tuple[str, int], int, str]] = []  # Effects.scaled
         # spaces of weights computed from constants -> role of the initializer cuts they stand for
         self.roles: dict[tuple[str, int], Role] = {}
         # (shared initializer, user node index, axis) -> the window a Slice user reads
@@ -197,6 +198,7 @@ class _Growth:
                 self.edit_nodes.setdefault(target[1], set()).add(fx.node.index)
         for space, reason in fx.required:
             self.required.setdefault(space, reason)
+        self.scaled.extend(fx.scaled)
         self.inexact.extend(r for r in fx.inexact_reasons if r not in self.inexact)
         self.shared_range.extend(r for r in fx.shared_range_reasons if r not in self.shared_range)
         self.kinds.extend(k for k in fx.kinds if k not in self.kinds)
@@ -233,6 +235,9 @@ class _Growth:
         for (tensor, axis), reason in self.required.items():
             if (tensor, axis) not in self.spaces:
                 return reason
+        for source, target, scale, reason in self.scaled:
+            if target not in self.spaces or not _scaled_positions(self.spaces[source], self.spaces[target], scale):
+                return f"{reason}: it does not lose {scale} positions for each one '{source[0]}' loses"
         return None
 
     def _edit_problem(self) -> str | None:
@@ -299,3 +304,19 @@ def couple_units(size: int, relations: list[tuple[np.ndarray, np.ndarray]]) -> n
 def _dynamic_inputs(graph) -> bool:
     """Whether some graph input's shape is not fully static (then --input-shape may fix a size)."""
     return any(any(d is None for d in graph.shapes.get(name, (None,))) for name in graph.graph_inputs)
+
+
+def _scaled_positions(source, target, scale: int) -> bool:
+    """Each set of roots that removes together (coupled through a position of either space) holds
+    `scale` times as many positions in `target` as in `source`, so any removal takes k x as many
+    from the target's size as from the source's (both indexmap keys)."""
+    src, tgt = indexmap.decode(source), indexmap.decode(target)
+    if set(np.unique(src[:, 1]).tolist()) != set(np.unique(tgt[:, 1]).tolist()):
+        return False
+    size = int(max(src[:, 1].max(), tgt[:, 1].max())) + 1
+    units = couple_units(size, [(src[:, 0], src[:, 1]), (tgt[:, 0], tgt[:, 1])])
+
+    def positions_per_unit(pairs) -> np.ndarray:
+        unit_of = np.unique(np.stack([units[pairs[:, 1]], pairs[:, 0]], axis=1), axis=0)[:, 0]
+        return np.bincount(unit_of, minlength=int(units.max()) + 1)
+    return bool(np.array_equal(positions_per_unit(tgt), scale * positions_per_unit(src)))

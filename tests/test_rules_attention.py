@@ -343,7 +343,7 @@ ONE = {"x": (1, S, D)}
 
 def test_heads_count_computed_by_mul_of_the_batch_freezes(tmp_path):
     """dynamo's [S, B*H, HD] target: B*H = Mul(Shape(x)[0], H) at run time. It does not follow a
-    pruned head count by itself; it cannot be traced to a constant either, so the heads freeze
+    pruned head count by itself (the batch size is not in the group), so the heads freeze
     (before, the group was pruned and the pruned model failed in its Reshape)."""
     from onnxprune import analyze
     from onnxprune.testing import make_plan, random_inputs, run_model
@@ -352,7 +352,8 @@ def test_heads_count_computed_by_mul_of_the_batch_freezes(tmp_path):
     analysis = analyze(save(encoder_layers(mul_heads=True), tmp_path), ONE)
     heads = [g for g in analysis.groups if g.root[0].endswith("q_mm") or "attention heads" in g.kinds]
     assert heads and all(g.frozen_reason for g in heads), [g.frozen_reason for g in heads]
-    assert any("cannot be traced to a constant" in g.frozen_reason for g in heads)
+    assert any("x the size of 'x' axis 0, which does not follow the channels" in g.frozen_reason for g in heads), \
+        [g.frozen_reason for g in heads]
     scores = {g.id: np.arange(g.unit_count, dtype=float) for g in analysis.prunable}
     plan = make_plan(analysis, scores, 0.5)
     assert analysis.verify(plan, input_shapes=ONE).passed

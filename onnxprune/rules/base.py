@@ -81,6 +81,9 @@ class Effects:
     kinds: list[str] = field(default_factory=list)
     # (tensor, axis) spaces that must be in the same group, each with the freeze reason otherwise
     required: list[tuple[tuple[str, int], str]] = field(default_factory=list)
+    # (source space, target space, k): a shape element k x the source's size sets the target's size at
+    # run time, so every unit must lose k times as many target positions as source positions
+    scaled: list[tuple[tuple[str, int], tuple[str, int], int, str]] = field(default_factory=list)
     # role of the cuts made on constant inputs: OUT, or IN while walking up the constant
     # subgraph that computes a consumed weight (DequantizeLinear, Transpose... of an initializer)
     const_role: Role = Role.OUT
@@ -181,10 +184,17 @@ class Effects:
         if kind not in self.kinds:
             self.kinds.append(kind)
 
-    def require(self, space: tuple[str, int], reason: str) -> None:
+    def require(self, space: tuple[str, int], reason: str, scale: int = 1,
+                target: tuple[str, int] | None = None) -> None:
         """The effects only hold when `space` (tensor, axis) loses the same channels: a shape element
-        copying that size at run time. The group freezes with `reason` when it does not reach it."""
+        copying that size at run time. The group freezes with `reason` when it does not reach it.
+        With `scale` k != 1 the element is k x that size and sets the size of `target`, which must
+        then lose k positions for each one `space` loses (repeat_kv: kv heads x n_rep query heads)."""
         self.required.append((space, f"{self.node}: {reason}"))
+        if scale != 1 and target is None:
+            self.freeze(f"{reason} (scaled by {scale}, with no target size to check)")
+        elif scale != 1 and target is not None:
+            self.scaled.append((space, target, scale, f"{self.node}: {reason}"))
 
     def freeze(self, reason: str) -> None:
         if self.frozen_reason is None:

@@ -331,9 +331,11 @@ class ReshapeRule(_MergeRule):
 
     def follow_size(self, node: Node, graph: Graph, in_axis: int, out_axis: int, fx: Effects) -> bool:
         source = trace_shape_element(graph, node.input(1), out_axis)
-        if source.dim is not None:  # copies a tensor's size at run time: follows when that size does
-            fx.require(source.dim, f"target shape element {out_axis} copies the size of '{source.dim[0]}' "
-                                   f"axis {source.dim[1]}, which does not follow the channels")
+        if source.dim is not None:  # copies a tensor's size at run time (times k): follows when that size does
+            times = f"{source.scale} x " if source.scale != 1 else ""
+            fx.require(source.dim, f"target shape element {out_axis} copies {times}the size of '{source.dim[0]}' "
+                                   f"axis {source.dim[1]}, which does not follow the channels", source.scale,
+                       (node.output(0), out_axis))
             return True
         if source.const is None:
             fx.freeze(f"target shape element {out_axis} is computed at run time and cannot be traced to a "

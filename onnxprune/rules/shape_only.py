@@ -8,14 +8,16 @@ arithmetic in exported graphs expects.
 1-D shape tensor (Reshape target, Expand shape, Resize sizes...), where one
 element of that tensor comes from: a constant element to rewrite, or the
 dimension of a tensor it copies at run time (Shape -> Slice / Gather ->
-Concat ...), which follows the pruned sizes by itself.
+Concat ...), which follows the pruned sizes by itself, possibly times a
+constant (Mul: repeat_kv's kv heads x n_rep), or through the -1 guard of a
+legacy-exported `expand` (Where(Equal(s, -1), ones, s) is s for any size).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from ..indexmap import Pairs
-from ..ir import Graph, Node
+from ..ir import Graph, Node, to_array
 from .base import Effects, Port, Rule, const_ints, positive_axis, register
 
 # ops that keep a shape value's elements in flat order
@@ -52,14 +54,16 @@ class ShapeElement:
     """Where one element of a shape tensor comes from.
 
     `const` is the initializer holding it (with the flat `index` there and its
-    `value`); `dim` is the (tensor, axis) whose size it copies at run time;
-    neither is set when it cannot be traced.
+    `value`); `dim` is the (tensor, axis) whose size it copies at run time,
+    times `scale`; neither is set when it cannot be traced (`value` alone: a
+    value computed from constants at run time, known but not rewritable).
     """
 
     const: str | None = None
     index: int = 0
     value: int | None = None
     dim: tuple[str, int] | None = None
+    scale: int = 1
 
 
 def trace_shape_element(graph: Graph, tensor: str, element: int, depth: int = 0) -> ShapeElement:
@@ -71,6 +75,9 @@ def trace_shape_element(graph: Graph, tensor: str, element: int, depth: int = 0)
     node = graph.producer(tensor)
     if node is None or depth > _MAX_DEPTH or node.domain not in ("", "ai.onnx"):
         return ShapeElement()
+    tracer = _TRACERS.get(node.op_type)
+    if tracer is not None:
+        return tracer(graph, node, element, depth + 1)
     step = _STEPS.get(node.op_type)
     found = step(graph, node, element) if step else None
     if found is None:
@@ -92,8 +99,9 @@ def follow_shape_element(graph: Graph, fx: Effects, shape: str, element: int, sp
     """
     source = trace_shape_element(graph, shape, element)
     if source.dim is not None:
-        fx.require(source.dim, f"element {element} of shape '{shape}' copies the size of '{source.dim[0]}' "
-                               f"axis {source.dim[1]}, which does not follow the channels")
+        times = f"{source.scale} x " if source.scale != 1 else ""
+        fx.require(source.dim, f"element {element} of shape '{shape}' copies {times}the size of '{source.dim[0]}' "
+                               f"axis {source.dim[1]}, which does not follow the channels", source.scale, space)
         return True
     if source.const is None:
         fx.freeze(f"element {element} of shape '{shape}' is computed at run time and cannot be traced "
@@ -192,6 +200,53 @@ def _gather_step(graph: Graph, node: Node, element: int) -> Step:
 def _same_order_step(graph: Graph, node: Node, element: int) -> Step:
     return "elem", node.input(0), element
 
+
+def _operand_element(graph: Graph, name: str, element: int, depth: int) -> ShapeElement:
+    """Element `element` of a broadcasting operand: a one-element operand gives its only element."""
+    shape = graph.shape(name)
+    if shape is not None and len(shape) <= 1 and (not shape or shape[0] == 1):
+        element = 0
+    return trace_shape_element(graph, name, element, depth)
+
+
+def _constant_of_shape(graph: Graph, node: Node, element: int, depth: int) -> ShapeElement:
+    value = node.attr("value")
+    values = [0] if value is None else to_array(value).reshape(-1).tolist()
+    if len(values) != 1 or not float(values[0]).is_integer():
+        return ShapeElement()
+    return ShapeElement(value=int(values[0]))
+
+
+def _mul(graph: Graph, node: Node, element: int, depth: int) -> ShapeElement:
+    """A size times a constant follows by itself (scaled); two known values multiply."""
+    a, b = (_operand_element(graph, name, element, depth) for name in node.inputs[:2])
+    if a.dim is not None and b.dim is not None:
+        return ShapeElement()
+    if a.dim is None and b.dim is None:
+        return ShapeElement() if a.value is None or b.value is None else ShapeElement(value=a.value * b.value)
+    size, factor = (a, b) if a.dim is not None else (b, a)
+    if factor.value is None or factor.value < 1:
+        return ShapeElement()
+    return ShapeElement(dim=size.dim, scale=size.scale * factor.value)
+
+
+def _where(graph: Graph, node: Node, element: int, depth: int) -> ShapeElement:
+    """Where(Equal(s, c), x, s) with c < 0 is s for every size s: the guard a legacy-exported
+    `expand` puts around its target (-1 keeps a dim, which no size equals)."""
+    cond = graph.producer(node.input(0))
+    data = node.input(2)
+    if cond is None or cond.op_type != "Equal" or data not in cond.inputs[:2] or cond.inputs[0] == cond.inputs[1]:
+        return ShapeElement()
+    other = cond.inputs[1] if cond.inputs[0] == data else cond.inputs[0]
+    guard = _operand_element(graph, other, element, depth)
+    source = trace_shape_element(graph, data, element, depth)
+    if guard.value is None or guard.value >= 0 or (source.value is not None and source.value < 0):
+        return ShapeElement()
+    return source if source.dim is not None else ShapeElement(value=source.value)
+
+
+# ops whose element is computed from several inputs: traced by a function of their own
+_TRACERS = {"ConstantOfShape": _constant_of_shape, "Mul": _mul, "Where": _where}
 
 _STEPS = {"Shape": _shape_step, "Concat": _concat_step, "Slice": _slice_step, "Gather": _gather_step,
           **{op: _same_order_step for op in _SAME_ORDER}}

@@ -92,7 +92,7 @@ class ResizeRule(Rule):
             fx.edit_const(sizes_name, element, (node.output(0), axis))
             return True
         source = trace_shape_element(graph, sizes_name, element)
-        if source.dim == (node.input(0), axis):
+        if source.dim == (node.input(0), axis) and source.scale == 1:
             return True  # Shape of the resized input itself: follows the pruned count at run time
         found = (f"copies '{source.dim[0]}' axis {source.dim[1]}" if source.dim else
                  f"is the constant {source.value}" if source.const else "cannot be traced")
