@@ -4,6 +4,8 @@ step run with the new cache shapes. The decoder comes from tools/gen_llama.py (n
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -109,3 +111,49 @@ def test_prune_cache_with_calibration_is_refused_in_one_line(decoder, tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and "--prune-cache with --calib is not supported yet" in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+REAL = Path(__file__).resolve().parents[1] / "models" / "tiny_llama_kv"
+
+
+def _real_flags() -> list[str]:
+    shapes = json.loads((REAL / "model.onnx.json").read_text())["input_shapes"]
+    return [a for n, dims in shapes.items() for a in ("--input-shape", f"{n}:{','.join(map(str, dims))}")]
+
+
+def test_a_real_transformers_export_prunes_heads_and_ffn_and_decodes(tmp_path, capsys):
+    """models/tiny_llama_kv: a random LlamaForCausalLM exported by torch with Optimum's cache names
+    (tools/export_llama_cache.py). Its heads reach the cache through run-time Shape/Mul/Expand arithmetic
+    (repeat_kv), not constants: they prune only because that arithmetic is traced."""
+    out_dir = tmp_path / "pruned"
+    out_dir.mkdir()
+    out = out_dir / "model.onnx"
+    src = tmp_path / "src"
+    shutil.copytree(REAL, src)
+    assert cli.main([str(src / "model.onnx"), "-o", str(out), "--ratio", "0.5", "--prune-cache",
+                     *_real_flags()]) == 0
+    text = capsys.readouterr().out
+    assert "signature changed (8 KV-cache inputs / outputs" in text and "attention heads: 2 of 4 removed" in text
+    pruned = onnx.load(str(out))
+    assert _dims(pruned, "past_key_values.0.key")[1] == 1 and _dims(pruned, "present.1.value")[1] == 1
+    genai = json.loads((out_dir / "genai_config.json").read_text())["model"]["decoder"]
+    assert genai["num_key_value_heads"] == 1 and genai["num_attention_heads"] == 2
+    before = sum(int(np.prod(t.dims)) for t in onnx.load(str(src / "model.onnx")).graph.initializer)
+    assert sum(int(np.prod(t.dims)) for t in pruned.graph.initializer) < 0.8 * before  # FFN and heads
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    cache = {f"past_key_values.{i}.{k}": np.zeros((1, 1, 0, 16), np.float32) for i in range(2)
+             for k in ("key", "value")}
+    feeds = {"input_ids": rng.integers(0, 500, (1, 3)), "attention_mask": np.ones((1, 3), np.int64),
+             "position_ids": np.arange(3)[None], **cache}
+    for step in range(2):  # a prefix, then one token fed the pruned model's own cache
+        names = [o.name for o in sess.get_outputs()]
+        outputs = dict(zip(names, sess.run(None, feeds)))
+        total = feeds["attention_mask"].shape[1]
+        assert all(outputs[f"present.{i}.{k}"].shape == (1, 1, total, 16) for i in range(2) for k in ("key", "value"))
+        assert np.isfinite(outputs["logits"]).all()
+        feeds = {"input_ids": np.array([[7]]), "attention_mask": np.ones((1, total + 1), np.int64),
+                 "position_ids": np.array([[total]]),
+                 **{n.replace("present", "past_key_values"): v for n, v in outputs.items() if n.startswith("present")}}
+    assert cli.main(["verify", str(src / "model.onnx"), "--ratio", "0.5", "--prune-cache", *_real_flags()]) == 0
+    assert "oracle PASSED" in capsys.readouterr().out

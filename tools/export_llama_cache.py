@@ -6,7 +6,7 @@ Inputs: input_ids, attention_mask, position_ids [batch, seq] and
 past_key_values.N.key / .value [batch, kv_heads, past, head_dim]; outputs:
 logits and present.N.key / .value. Random weights from a config (hidden 64,
 2 layers, 4 query heads on 2 KV heads, FFN 128, vocab 500), eager attention;
-batch, sequence and past length are dynamic. Writes OUT.json beside it with
+batch, sequence and past length are dynamic. Writes OUT.json (model.onnx -> model.onnx.json) beside it with
 the shapes to analyse it at (`input_shapes`, one decode step: 4 new tokens
 after 3 cached) and a genai_config.json-style head count. Needs torch and
 transformers (not dependencies of onnxprune; install them in a venv of their
@@ -91,8 +91,11 @@ def export(out: Path, exporter: str) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
+            auto = torch.export.Dim.AUTO  # sizes tied to each other (mask = past + sequence) are found by export
+            spec = [{a: auto for a in axes[name]} for name in inputs]
+            dims = (*spec[:3], tuple(spec[3:]))  # *past is one argument to torch.export
             torch.onnx.export(step, example(), str(out), input_names=inputs, output_names=outputs,
-                              dynamic_axes=axes, dynamo=True, opset_version=18, external_data=False)
+                              dynamic_shapes=dims, dynamo=True, opset_version=18, external_data=False)
         else:
             torch.onnx.export(step, example(), str(out), input_names=inputs, output_names=outputs,
                               dynamic_axes=axes, dynamo=False, opset_version=17)
