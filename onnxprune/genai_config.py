@@ -41,8 +41,11 @@ def update_beside(model_path: str, output_path: str, signature: list[dict]) -> s
         return f"{NAME} beside the input not updated: cannot read model.decoder from it ({exc})"
     (kv_after,), (kv_before,) = counts, before
     decoder["num_key_value_heads"] = kv_after
+    heads = ""
     if isinstance(decoder.get("num_attention_heads"), int):
-        decoder["num_attention_heads"] = decoder["num_attention_heads"] * kv_after // kv_before
+        q_before = decoder["num_attention_heads"]
+        decoder["num_attention_heads"] = q_before * kv_after // kv_before
+        heads = f", num_attention_heads {q_before} -> {decoder['num_attention_heads']}"
     paths.write_text(target, json.dumps(config, indent=4) + "\n")
     log.info("wrote %s", target)
-    return f"{NAME} written beside the output: num_key_value_heads {kv_before} -> {kv_after}"
+    return f"{NAME} written beside the output: num_key_value_heads {kv_before} -> {kv_after}{heads}"
