@@ -239,20 +239,33 @@ def keep_better_allocation(analysis: Analysis, config: PruneConfig, cal: Calibra
     errors = [_output_error(analysis, calibration, model, data)
               for calibration, model in ((calibration, pruned), (uniform_calibration, uniform_pruned))]
     kept = "measured" if errors[0] <= errors[1] else "uniform"
-    check = {"measured_error": round(errors[0], 6), "uniform_error": round(errors[1], 6), "samples": data.count,
-             "held_out": cal.held_out is not None, "kept": kept}
-    log.info("allocation: relative output error %.4g measured vs %.4g uniform on %d samples: keeping %s",
-             errors[0], errors[1], data.count, kept)
+    check = {"measured_error": round(errors[0][1], 6), "uniform_error": round(errors[1][1], 6),
+             "samples": data.count, "held_out": cal.held_out is not None, "kept": kept}
+    if errors[0][0] or errors[1][0]:
+        check.update(measured_top1_changed=round(errors[0][0], 6), uniform_top1_changed=round(errors[1][0], 6))
+    log.info("allocation: top-1 changed %.4g vs %.4g, relative output error %.4g vs %.4g (measured vs uniform) "
+             "on %d samples: keeping %s", errors[0][0], errors[1][0], errors[0][1], errors[1][1], data.count, kept)
     if kept == "measured":
         return plan.with_meta(allocation={**plan.meta["allocation"], "check": check}), pruned, calibration
     return uniform.with_meta(allocation={"kind": "uniform", "check": check}), uniform_pruned, uniform_calibration
 
 
-def _output_error(analysis: Analysis, calibration: dict, pruned, data: calib.CalibData) -> float:
-    """Mean relative output error of `pruned` against the original (the held-out fidelity when measured)."""
+def _output_error(analysis: Analysis, calibration: dict, pruned, data: calib.CalibData) -> tuple[float, float]:
+    """How far `pruned` is from the original (the held-out fidelity when measured): the share of samples
+    whose top-1 class changes (0 when no output looks like class scores), then the mean relative output
+    error. For a classifier the class is what the user sees: on EfficientNet-Lite0 at 0.6 of the MACs
+    the measured allocation had the lower relative error (0.972 vs 0.980) and 20x the top-1 changes."""
     fidelity = calibration.get("fidelity") or calib.fidelity(analysis.graph.proto, pruned, data)
     rows = list(fidelity["outputs"].values())
-    return float(np.mean([r["relative_error"] for r in rows])) if rows else 0.0
+    top1 = [r["top1_agreement"] for r in rows if "top1_agreement" in r]
+    changed = 1.0 - float(np.mean(top1)) if top1 else 0.0
+    return changed, float(np.mean([r["relative_error"] for r in rows])) if rows else 0.0
+
+
+def _closeness(check: dict, kind: str) -> str:
+    top1 = check.get(f"{kind}_top1_changed")
+    changed = f"top-1 changed on {top1 * 100:.1f} %, " if top1 is not None else ""
+    return f"{changed}output error {check[f'{kind}_error']:.4g}"
 
 
 def _allocation_note(plan: Plan, config: PruneConfig) -> str:
@@ -260,14 +273,14 @@ def _allocation_note(plan: Plan, config: PruneConfig) -> str:
     used = plan.meta.get("allocation")
     check = (used or {}).get("check")
     if check and check["kept"] == "uniform":
-        return (f"allocation: one ratio for all groups, not the measured allocation: its output error on "
-                f"{check['samples']} {'held-out ' if check['held_out'] else ''}samples was lower "
-                f"({check['uniform_error']:.4g} vs {check['measured_error']:.4g})")
+        return (f"allocation: one ratio for all groups, not the measured allocation: on {check['samples']} "
+                f"{'held-out ' if check['held_out'] else ''}samples it was closer to the original "
+                f"({_closeness(check, 'uniform')} vs {_closeness(check, 'measured')})")
     if used:
         fallback = used.get("mean_curve_groups", 0)
         rest = f"; {fallback} groups not measured took the mean curve" if fallback else ""
         if check:
-            rest += (f"; output error {check['measured_error']:.4g} vs {check['uniform_error']:.4g} for one ratio "
+            rest += (f"; {_closeness(check, 'measured')} vs {_closeness(check, 'uniform')} for one ratio "
                      f"for all groups on {check['samples']} {'held-out ' if check['held_out'] else ''}samples")
         return f"allocation: measured sensitivity spreads the {used['metric']} target over the groups{rest}"
     if config.measured_allocation:
