@@ -387,8 +387,9 @@ def _check_and_write(model_path: str, output_path: str, analysis: Analysis, prun
                      report: PruneReport, lap: _Laps, interface: dict | None = None) -> None:
     """Check the pruned model as the original is checked (whatever the flags), validate it against the
     original unless told not to, and write it; a model that fails is never left on disk."""
-    # The checker and ONNX Runtime take a model over 2 GB only as a file: write it first, remove it if it fails
-    saved_first = ir.is_large(pruned)
+    # The checker and ONNX Runtime take a model over 2 GB, or one whose weights stay on disk, only as a file:
+    # write it first, remove it if it fails
+    saved_first = ir.saved_from_file(pruned)
     if saved_first:
         _save(pruned, output_path, lap)
     try:

@@ -31,7 +31,10 @@ def apply_plan(graph: Graph, groups: list[Group], plan: Plan, source: ModelProto
     removal = collect(graph, groups, plan)
     base = source if source is not None else graph.proto
     read = graph.const if source is None else ir.initializer_reader(source)
-    cut = {name: kept_part(_present(read(name), name), axes) for name, axes in removal.slices.items()}
+    stays = ir.on_disk(base)  # external weights: cut when the output is written, never read whole here
+    shapes = ir.initializer_shapes(base, [name for name in removal.slices if name in stays])
+    cut = {name: ir.Kept(kept_indices(shapes[name], axes)) if name in stays
+           else kept_part(_present(read(name), name), axes) for name, axes in removal.slices.items()}
     elements, attrs = _edits(graph, removal)
     dims: dict[str, dict[int, int]] = defaultdict(dict)
     for space in removal.spaces:
@@ -64,20 +67,27 @@ def _check_sizes(removal: Removal, graph: Graph, inferred: dict) -> None:
                                    f"channels, but ONNX shape inference of the pruned model finds {shape[space[1]]}")
 
 
+def kept_indices(shape: tuple[int, ...], removed: dict[int, set[int]]) -> dict[int, np.ndarray]:
+    """Axis -> the indices kept along it, for each axis that loses some."""
+    keep = {}
+    for axis, idx in removed.items():
+        mask = np.ones(shape[axis], dtype=bool)
+        mask[np.fromiter(idx, dtype=np.int64)] = False
+        if not mask.all():
+            keep[axis] = np.nonzero(mask)[0]
+    return keep
+
+
 def kept_part(value: np.ndarray, removed: dict[int, set[int]]) -> np.ndarray:
     """`value` without the removed indices along each axis, gathered in one pass (np.delete per
     axis copies a 400 MB matrix once per axis)."""
-    keep = [np.arange(n) for n in value.shape]
-    for axis, idx in removed.items():
-        mask = np.ones(value.shape[axis], dtype=bool)
-        mask[np.fromiter(idx, dtype=np.int64)] = False
-        keep[axis] = np.nonzero(mask)[0]
-    cut = [a for a in range(value.ndim) if len(keep[a]) < value.shape[a]]
-    if not cut:
+    keep = kept_indices(value.shape, removed)
+    if not keep:
         return value
-    if len(cut) == 1:
-        return np.take(value, keep[cut[0]], axis=cut[0])
-    return value[np.ix_(*keep)]
+    if len(keep) == 1:
+        ((axis, idx),) = keep.items()
+        return np.take(value, idx, axis=axis)
+    return value[np.ix_(*[keep.get(a, np.arange(n)) for a, n in enumerate(value.shape)])]
 
 
 def _edits(graph: Graph, removal: Removal) -> tuple[dict[str, dict[int, Any]], list[ir.AttrEdit]]:

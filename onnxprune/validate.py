@@ -6,7 +6,6 @@ Sessions and runs live in runtime.py; `run`, `run_interleaved`, `session`, `RunR
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 
@@ -201,9 +200,8 @@ def _tensors(values) -> list[np.ndarray]:
 
 
 def file_size(path: str) -> int:
-    size = os.path.getsize(path)
-    data = path + ".data"
-    return size + (os.path.getsize(data) if os.path.exists(data) else 0)
+    """Bytes of the model file and the external data files it names."""
+    return ir.saved_size(path)
 
 
 def validate_pruned(original_path: str, pruned: ModelProto | str, feeds: dict[str, np.ndarray],

@@ -146,7 +146,7 @@ def test_a_real_transformers_export_prunes_heads_and_ffn_and_decodes(tmp_path, c
              for k in ("key", "value")}
     feeds = {"input_ids": rng.integers(0, 500, (1, 3)), "attention_mask": np.ones((1, 3), np.int64),
              "position_ids": np.arange(3)[None], **cache}
-    for step in range(2):  # a prefix, then one token fed the pruned model's own cache
+    for _ in range(2):  # a prefix, then one token fed the pruned model's own cache
         names = [o.name for o in sess.get_outputs()]
         outputs = dict(zip(names, sess.run(None, feeds)))
         total = feeds["attention_mask"].shape[1]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .edit import (copy_model, get_node_attr, initializer_map, replace_initializer, set_node_attr, set_value_dims,
+from .edit import (Kept, copy_model, get_node_attr, initializer_map, replace_initializer, set_node_attr, set_value_dims,
                    to_array)
 
 
@@ -32,7 +32,8 @@ class AttrEdit:
 class Cut:
     """The model changes of a removal, in names and plain values."""
 
-    values: dict[str, np.ndarray]  # initializer -> its kept part (replaced without copying the original first)
+    values: dict[str, np.ndarray | Kept]  # initializer -> its kept part (replaced without copying the original
+    # first), or the kept indices of an external one (cut when written)
     elements: dict[str, dict[int, Any]]  # constant -> flat element -> new value
     attrs: list[AttrEdit]
     dims: dict[str, dict[int, int]]  # tensor -> axis -> new size, for value_info and graph outputs

@@ -7,11 +7,20 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import scopes
+from . import external, scopes
 
 
-def copy_model(proto: onnx.ModelProto, new_values: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
-    """A copy of `proto` whose initializers named in `new_values` hold those values instead.
+class Kept:
+    """The kept indices of each cut axis (axis -> indices) of an initializer whose data stays in its
+    external file until the model is written (ir.external.pending)."""
+
+    def __init__(self, indices: dict[int, np.ndarray]) -> None:
+        self.indices = indices
+
+
+def copy_model(proto: onnx.ModelProto, new_values: dict[str, np.ndarray | Kept] | None = None) -> onnx.ModelProto:
+    """A copy of `proto` whose initializers named in `new_values` hold those values instead (a `Kept`:
+    that cut of the external original, pending).
 
     Replaced initializers are never copied first: on a 500 MB model whose
     weights are all cut, that halves the memory traffic of pruning.
@@ -24,20 +33,24 @@ def copy_model(proto: onnx.ModelProto, new_values: dict[str, np.ndarray] | None 
     _copy_fields(proto.graph, out.graph, skip="initializer")
     for t in proto.graph.initializer:
         if t.name in new_values:
-            _fill(out.graph.initializer.add(), t.name, new_values[t.name])
+            _fill(out.graph.initializer.add(), t.name, new_values[t.name], t)
         else:
             out.graph.initializer.add().CopyFrom(t)
     for _, body in list(scopes.walk(out.graph))[1:]:  # weights living inside If / Loop / Scan bodies
         for t in body.initializer:
             if t.name in new_values:
-                name = t.name
+                name, source = t.name, onnx.TensorProto()
+                source.CopyFrom(t)  # small: a body's weight is cut from this copy of it
                 t.Clear()
-                _fill(t, name, new_values[name])
+                _fill(t, name, new_values[name], source)
     return out
 
 
-def _fill(tensor: onnx.TensorProto, name: str, value: np.ndarray) -> None:
+def _fill(tensor: onnx.TensorProto, name: str, value: np.ndarray | Kept, source: onnx.TensorProto) -> None:
     """Write `value` into a fresh initializer in place (appending a built TensorProto copies it again)."""
+    if isinstance(value, Kept):
+        external.pending(tensor, source, value.indices)
+        return
     value = np.asarray(value)
     if value.dtype.byteorder == ">" or value.dtype == object or value.dtype.kind in "USO":
         tensor.CopyFrom(numpy_helper.from_array(value, name))  # rare: let onnx handle the layout
@@ -79,6 +92,9 @@ def replace_initializer(tensor: onnx.TensorProto, value: np.ndarray) -> None:
 
 
 def to_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """The tensor's value; an external tensor's is read from its file (memory-mapped when untouched)."""
+    if external.is_external(tensor):
+        return external.read(tensor)
     return numpy_helper.to_array(tensor)
 
 
@@ -244,7 +260,7 @@ def _reshare_in(g: onnx.GraphProto) -> None:
 
 def _same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
     return (a.data_type == b.data_type and list(a.dims) == list(b.dims)
-            and np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b)))
+            and np.array_equal(to_array(a), to_array(b)))
 
 
 def as_identity(proto: onnx.ModelProto, node_indices: list[int]) -> onnx.ModelProto:

@@ -110,11 +110,16 @@ class Graph:
         and shared by every caller, so it is read-only: a caller that changes values copies first."""
         if name not in self.initializers:
             return None
-        if name not in self._const_cache:
-            value = numpy_helper.to_array(self.initializers[name])
-            value.setflags(write=False)
+        if name in self._const_cache:
+            return self._const_cache[name]
+        from . import external  # not at the top: external -> integrity -> graph
+
+        tensor = self.initializers[name]
+        value = external.read(tensor) if external.is_external(tensor) else numpy_helper.to_array(tensor)
+        value.setflags(write=False)
+        if not external.is_external(tensor):  # external weights are mapped again when asked: bounded memory
             self._const_cache[name] = value
-        return self._const_cache[name]
+        return value
 
     def float_eps(self, name: str) -> float | None:
         """Machine epsilon of an initializer's floating-point type; None for other types."""

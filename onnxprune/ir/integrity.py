@@ -143,6 +143,10 @@ _NO_SHAPE = "Field 'shape' of 'type' is required but missing"
 def run_checker(model: onnx.ModelProto | str, full_check: bool = True) -> None:
     """onnx.checker, except that graph inputs and outputs may leave out their shape (unknown rank), as
     ONNX Runtime allows; such a model is checked without shape inference. Raises the checker's errors."""
+    from . import external
+
+    if not isinstance(model, str) and external.has_external(model):
+        model = external.loaded(model)  # the checker reads relative locations only, from a file
     try:
         onnx.checker.check_model(model, full_check=full_check)
         return

@@ -9,7 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelLoadError
-from . import integrity, limits, scopes
+from . import external, integrity, limits, scopes
 from .edit import tensors_read
 from .graph import CLONE_MARK, Graph, _outer_scope_names, numel
 from .shapes import infer_shapes
@@ -19,7 +19,7 @@ NCHWC_DOMAIN = "com.microsoft.nchwc"
 
 
 def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Graph:
-    """Load a model (external data included), normalise it and infer static shapes."""
+    """Load a model (external data left on disk, read when used), normalise it and infer static shapes."""
     proto = read_model(path)
     normalise(proto)
     shapes = infer_shapes(proto, input_shapes or {})
@@ -28,7 +28,7 @@ def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | Non
 
 def _parse(path: str) -> onnx.ModelProto:
     try:
-        return onnx.load(path, load_external_data=True)
+        return onnx.load(path, load_external_data=False)  # external data stays on disk (ir.external)
     except FileNotFoundError as exc:  # external data named by the model
         raise ModelLoadError(f"'{path}' names external data '{exc.filename}' that does not exist") from None
     except IsADirectoryError as exc:
@@ -40,7 +40,8 @@ def _parse(path: str) -> onnx.ModelProto:
 
 
 def read_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Read a model file (external data included) and check it: text, tensors, opset, onnx.checker.
+    """Read a model file and check it: text, tensors, external data, opset, onnx.checker. External
+    tensors stay in their files (ir.external), by absolute location.
 
     Opset 7 and 8 models are upgraded to opset 9; IR version 3 models (initializers listed as graph
     inputs) are lifted to IR version 4. Raises ModelLoadError naming the file and the problem.
@@ -61,9 +62,7 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
             f"'{path}' is in ONNX Runtime's blocked NCHWc layout ({blocked.op_type} node '{blocked.name}', domain "
             f"'{NCHWC_DOMAIN}'), which ORT_ENABLE_ALL saves for one CPU's vector width: prune the original "
             "model, or one saved at ORT_ENABLE_EXTENDED")
-    for t in proto.graph.initializer:  # a payload missing or short for its dims: check_tensors names it
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            raise ModelLoadError(f"external data of initializer '{t.name}' could not be loaded from beside '{path}'")
+    external.resolve(proto, path)  # external data present, inside the model's folder, long enough
     integrity.check_tensors(proto, path)
     integrity.check_opset_and_schema(proto, path)
     return integrity.upgraded(proto, path)

@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 import numpy as np
 import onnx
 
+from . import external
 from .edit import initializer_map, replace_initializer, to_array
 from .graph import Graph
 
@@ -37,6 +38,12 @@ def initializer_reader(model: onnx.ModelProto) -> Callable[[str], np.ndarray | N
         return None if tensor is None else to_array(tensor)
 
     return read
+
+
+def on_disk(model: onnx.ModelProto) -> set[str]:
+    """Initializers (in any scope) whose cuts can stay on disk until the model is written: external,
+    of a numpy element type (ir.Kept)."""
+    return {name for name, t in initializer_map(model).items() if external.can_stay(t)}
 
 
 def initializer_shapes(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, tuple[int, ...]]:
@@ -72,5 +79,5 @@ def static_dim(graph: Graph, name: str, axis: int) -> int:
 
 
 def serialize(model: onnx.ModelProto) -> bytes:
-    """The model's protobuf bytes (what ONNX Runtime loads from memory)."""
-    return model.SerializeToString()
+    """The model's protobuf bytes (what ONNX Runtime loads from memory), external data read in."""
+    return (external.loaded(model) if external.has_external(model) else model).SerializeToString()
