@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import indexmap
 from .edit import Edit
 from .kinds import Role
 
@@ -65,7 +66,7 @@ class Slice(_Frozen):
 
     def indices(self, pruned: np.ndarray) -> np.ndarray:
         """Sorted positions of this slice removed when the roots flagged in `pruned` go."""
-        return np.unique(self.positions[pruned[self.roots]])
+        return indexmap.unique(self.positions[pruned[self.roots]])
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +82,7 @@ class Space(_Frozen):
     roots: np.ndarray
 
     def indices(self, pruned: np.ndarray) -> np.ndarray:
-        return np.unique(self.positions[pruned[self.roots]])
+        return indexmap.unique(self.positions[pruned[self.roots]])
 
 
 @dataclass(frozen=True, eq=False)

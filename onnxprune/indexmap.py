@@ -86,9 +86,22 @@ def decode(keys: np.ndarray) -> Pairs:
     return np.stack([keys // _KEY_SHIFT, keys % _KEY_SHIFT], axis=1)
 
 
+def unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a 1-D array. numpy 2.4's np.unique hashes integers by default, 20-45x
+    slower than sorting on these keys (4096 keys: 2.3 ms against 0.05 ms); growing the groups of a 7B
+    decoder spent 96 of its 112 s there."""
+    ordered = np.sort(values)
+    if len(ordered) < 2:
+        return ordered
+    first = np.empty(len(ordered), dtype=bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]
+
+
 def merge(known: np.ndarray | None, pairs: Pairs) -> tuple[np.ndarray, Pairs]:
     """Union `pairs` into the sorted key set `known`; return (new set, pairs that were new)."""
-    keys = np.unique(encode(pairs))
+    keys = unique(encode(pairs))
     if known is None:
         return keys, decode(keys)
     fresh = np.setdiff1d(keys, known, assume_unique=True)

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import paths
+from . import indexmap, paths
 from .errors import PlanError
 from .group import Group
 
@@ -249,7 +249,7 @@ class UnitTable:
         self.per_unit: list[dict] = [dict() for _ in range(n_units)]
         for s in group.spaces:
             # a position shared by coupled roots belongs to one unit: count it once
-            keys = np.unique(s.positions * n_units + group.units[s.roots])
+            keys = indexmap.unique(s.positions * n_units + group.units[s.roots])
             counts = np.bincount(keys % n_units, minlength=n_units)
             for u in np.nonzero(counts)[0]:
                 self.per_unit[u][(s.tensor, s.axis)] = int(counts[u])
