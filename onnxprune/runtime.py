@@ -50,9 +50,18 @@ def session(model: ModelOrPath, provider: str = "cpu", optimize: bool = True, th
     if threads:
         opts.intra_op_num_threads = threads
     full = PROVIDERS[provider]
-    source = _path_source(model) if isinstance(model, str) else _bytes_or_path(model)
+    arrays: dict[str, np.ndarray] = {}
+    if isinstance(model, str):
+        source = _path_source(model)
+    else:
+        source, arrays = _from_memory(model)
+    values = [ort.OrtValue.ortvalue_from_numpy(a) for a in arrays.values()]
+    if values:  # external weights, mapped from their files: ONNX Runtime uses them in place
+        opts.add_external_initializers(list(arrays), values)
     try:
-        return ort.InferenceSession(source, opts, providers=[full])
+        created = ort.InferenceSession(source, opts, providers=[full])
+        created._onnxprune_arrays = (arrays, values)  # ORT does not own them: they live as long as the session
+        return created
     except Exception as exc:  # ONNX Runtime's own exception types differ across versions and builds
         raise CheckFailedError(f"ONNX Runtime ({provider}) cannot load the model: {first_line(exc)}") from None
 
@@ -67,10 +76,11 @@ def _path_source(path: str) -> str | bytes:
             return f.read()
 
 
-def _bytes_or_path(model: ModelProto) -> bytes:
-    if not ir.is_large(model):
-        return ir.serialize(model)
-    raise BadInputError("models over 2 GB are validated from their saved file")
+def _from_memory(model: ModelProto) -> tuple[bytes, dict[str, np.ndarray]]:
+    source, arrays = ir.session_parts(model)
+    if len(source) > ir.limits.EXTERNAL_DATA_THRESHOLD:
+        raise BadInputError("models over 2 GB are validated from their saved file")
+    return source, arrays
 
 
 def run(model: ModelOrPath, feeds: dict[str, np.ndarray], provider: str = "cpu", optimize: bool = True,

@@ -277,7 +277,7 @@ def evaluate(model: ModelProto, names: list[str], input_shapes: dict[str, tuple[
     """Values of intermediate tensors `names` for seeded random inputs, or None when the model cannot be
     evaluated: no random input can be made for it, or ONNX Runtime cannot load or run it. Any other
     exception is a bug and propagates. `nodes` (the names of the nodes computing `names`) go into the log."""
-    probe = ir.with_outputs(model, names)
+    probe = ir.needed_for(model, names)  # only what `names` need: no weights for shape arithmetic
     try:
         feeds = random_inputs(model, input_shapes)
         outputs = run(probe, feeds, optimize=False).outputs

@@ -61,9 +61,10 @@ def _fill(tensor: onnx.TensorProto, name: str, value: np.ndarray | Kept, source:
     tensor.raw_data = np.ascontiguousarray(value).tobytes()
 
 
-def _copy_fields(src, dst, skip: str) -> None:
+def _copy_fields(src, dst, skip: str | tuple[str, ...]) -> None:
+    skipped = (skip,) if isinstance(skip, str) else skip
     for field_desc, value in src.ListFields():
-        if field_desc.name == skip:
+        if field_desc.name in skipped:
             continue
         if hasattr(value, "extend"):  # repeated field (descriptor APIs differ across protobuf versions)
             getattr(dst, field_desc.name).extend(value)
@@ -203,6 +204,31 @@ def with_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     del out.graph.output[:]
+    out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    return out
+
+
+def needed_for(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A model computing only `names` (its outputs): the top-level nodes they depend on and the
+    initializers those read; every graph input stays. Evaluating a few shape tensors of a 7B decoder
+    so reads none of its weights."""
+    g = proto.graph
+    producer = {o: n for n in g.node for o in n.output}
+    needed, nodes, todo = set(), set(), list(names)
+    while todo:
+        tensor = todo.pop()
+        if tensor in needed:
+            continue
+        needed.add(tensor)
+        node = producer.get(tensor)
+        if node is not None and id(node) not in nodes:
+            nodes.add(id(node))
+            todo.extend(tensors_read(node))
+    out = onnx.ModelProto()
+    _copy_fields(proto, out, skip="graph")
+    _copy_fields(g, out.graph, skip=("node", "initializer", "output", "value_info"))
+    out.graph.node.extend(n for n in g.node if any(o in needed for o in n.output))
+    out.graph.initializer.extend(t for t in g.initializer if t.name in needed)
     out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
     return out
 

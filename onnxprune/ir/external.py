@@ -157,13 +157,12 @@ def _stored(t: onnx.TensorProto) -> np.ndarray:
 
 
 def _mapped(location: str, offset: int, dtype: np.dtype, dims: tuple[int, ...]) -> np.ndarray:
-    """A read-only array over the file's bytes, its pages mapped in at once (MAP_POPULATE: one call,
-    not a page fault per 4 kB); unmapped when the array is dropped."""
+    """A read-only array over the file's bytes (only the pages touched become resident); unmapped when
+    the array is dropped."""
     count = int(np.prod(dims))
     start = offset - offset % mmap.ALLOCATIONGRANULARITY
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
     with open(location, "rb") as f:
-        mapping = mmap.mmap(f.fileno(), offset - start + count * dtype.itemsize, flags=flags, prot=mmap.PROT_READ,
+        mapping = mmap.mmap(f.fileno(), offset - start + count * dtype.itemsize, access=mmap.ACCESS_READ,
                             offset=start)
     return np.frombuffer(mapping, dtype=dtype, count=count, offset=offset - start).reshape(dims)
 
@@ -223,6 +222,33 @@ def loaded(proto: onnx.ModelProto) -> onnx.ModelProto:
             t.data_location = onnx.TensorProto.DEFAULT
             t.raw_data = raw
     return out
+
+
+# element types ONNX Runtime takes as numpy arrays (ml_dtypes' bfloat16 and packed types it does not)
+_ORT_ARRAY_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,
+                    onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16, onnx.TensorProto.INT32,
+                    onnx.TensorProto.UINT32, onnx.TensorProto.INT64, onnx.TensorProto.UINT64, onnx.TensorProto.BOOL}
+RUNTIME_LOCATION = "onnxprune-given-at-session-creation"  # never opened: ONNX Runtime gets the arrays instead
+
+
+def session_parts(proto: onnx.ModelProto) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The model's protobuf for ONNX Runtime from memory, and the arrays of its external top-level
+    initializers, to be handed over as the session's external initializers (memory-mapped, not copied:
+    a model of any size loads this way). Other external tensors are read into the protobuf."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    arrays: dict[str, np.ndarray] = {}
+    for t in out.graph.initializer:
+        if is_external(t) and t.data_type in _ORT_ARRAY_TYPES:
+            arrays[t.name] = np.ascontiguousarray(read(t))
+            set_location(t, {"location": RUNTIME_LOCATION, "offset": "0", "length": str(needed_bytes(t))})
+    for _, t in all_tensors(out.graph):
+        if is_external(t) and info(t)["location"] != RUNTIME_LOCATION:
+            raw = tensor_bytes(t)
+            del t.external_data[:]
+            t.data_location = onnx.TensorProto.DEFAULT
+            t.raw_data = raw
+    return out.SerializeToString(), arrays
 
 
 def tensor_bytes(t: onnx.TensorProto) -> bytes:

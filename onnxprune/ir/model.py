@@ -26,8 +26,12 @@ class TensorSpec:
 
 
 class Model:
-    """An ONNX model. `save` writes it (with an external data file when over 2 GB, as the CLI does);
-    `proto` is the explicit escape hatch to the underlying `onnx.ModelProto`."""
+    """An ONNX model. `save` writes it (with an external data file when it has external data or is over
+    2 GB, as the CLI does); `proto` is the explicit escape hatch to the underlying `onnx.ModelProto`.
+
+    A model loaded from a file with external data reads its weights from that file until it is saved
+    (its tensors name it by absolute path, and pruned ones hold their kept indices): keep the input's
+    files in place until then, and save with `save`, not `onnx.save`."""
 
     def __init__(self, proto: onnx.ModelProto):
         if not isinstance(proto, onnx.ModelProto):
@@ -36,7 +40,8 @@ class Model:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
-        """Read and check a model file (external data included); raises ModelLoadError naming the problem."""
+        """Read and check a model file (external data checked, left on disk); raises ModelLoadError naming
+        the problem."""
         return cls(read_model(path))
 
     @classmethod

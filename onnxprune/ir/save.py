@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -24,6 +26,7 @@ ALIGN_FROM = 1 << 20  # tensors from this size start on a page boundary, where O
 ALIGN = 4096
 CHUNK_BYTES = 64 << 20  # bytes read at once when copying or gathering a tensor
 PROGRESS_S = 5.0
+WRITERS = min(4, os.cpu_count() or 1)  # threads gathering the chunks of one cut tensor
 
 
 def is_large(proto: onnx.ModelProto) -> bool:
@@ -173,19 +176,29 @@ def _write_external(t: onnx.TensorProto, fd: int, position: int) -> None:
             return
         rows = np.arange(dims[0], dtype=np.int64) if rows is None else rows
         step = max(1, CHUNK_BYTES // max(row_bytes, 1))
-        buffer = np.empty(min(step, dims[0]) * row_bytes, dtype=np.uint8)
-        for start in range(0, len(rows), step):
+        kept_row_bytes = int(np.prod([len(keep[a]) if a in keep else n for a, n in enumerate(dims) if a],
+                                     dtype=np.int64)) * dtype.itemsize
+        buffers = threading.local()
+
+        def write_chunk(start: int) -> None:
+            """Read, gather and write one chunk of rows (threads: pread, take and pwrite release the GIL)."""
+            if not hasattr(buffers, "array"):
+                buffers.array = np.empty(min(step, dims[0]) * row_bytes, dtype=np.uint8)
             chunk = rows[start:start + step]
             first, span = int(chunk[0]), int(chunk[-1] - chunk[0]) + 1
             if span > step:  # kept rows too far apart for one read: one run at a time
-                block = np.concatenate([_rows(src, offset, a, n, row_bytes, dtype, dims, buffer).copy()
+                block = np.concatenate([_rows(src, offset, a, n, row_bytes, dtype, dims, buffers.array).copy()
                                         for a, n in _runs(chunk)])
             else:
-                block = _rows(src, offset, first, span, row_bytes, dtype, dims, buffer)
+                block = _rows(src, offset, first, span, row_bytes, dtype, dims, buffers.array)
                 if span != len(chunk):
                     block = block[chunk - first]
             part = np.ascontiguousarray(external.gather(block, keep))
-            position += os.pwrite(fd, memoryview(part).cast("B"), position)  # type: ignore[arg-type]
+            os.pwrite(fd, memoryview(part).cast("B"), position + start * kept_row_bytes)  # type: ignore[arg-type]
+
+        starts = range(0, len(rows), step)
+        with ThreadPoolExecutor(max_workers=min(WRITERS, len(starts))) as pool:
+            list(pool.map(write_chunk, starts))
     finally:
         os.close(src)
 

@@ -78,6 +78,14 @@ def static_dim(graph: Graph, name: str, axis: int) -> int:
     return int(size)
 
 
+def session_parts(model: onnx.ModelProto) -> tuple[bytes, dict[str, np.ndarray]]:
+    """What ONNX Runtime loads from memory: the protobuf (external weights left out, over 2 GB only if
+    the protobuf itself is) and the external weights as arrays, name -> array (ir.external)."""
+    if not external.has_external(model):
+        return model.SerializeToString(), {}
+    return external.session_parts(model)
+
+
 def serialize(model: onnx.ModelProto) -> bytes:
     """The model's protobuf bytes (what ONNX Runtime loads from memory), external data read in."""
     return (external.loaded(model) if external.has_external(model) else model).SerializeToString()
