@@ -28,6 +28,7 @@ from .targets import CostModel, plan_for_target
 from .removal import interface_changes
 from .report import (PruneReport, frozen_reasons, group_rows, model_stats, nothing_pruned_reason,
                      signature_rows)
+from .progress import Progress
 from .validate import available_providers, check_like_original, file_size, random_inputs, validate_pruned
 
 if TYPE_CHECKING:
@@ -140,8 +141,14 @@ def _effective_shapes(proto, given: dict, hint: dict) -> dict:
 def group_scores(analysis: Analysis, config: PruneConfig, stats: dict | None = None) -> dict:
     """Unit scores (group id -> array, larger = keep) of the groups the config lets the planner prune."""
     rng = np.random.default_rng(config.seed)
-    return {g.id: unit_scores(g, _root_scores(g, analysis.graph, config, rng, stats))
-            for g in analysis.prunable if (g.exact or config.inexact) and (not g.interface or config.prune_cache)}
+    todo = [g for g in analysis.prunable if (g.exact or config.inexact) and (not g.interface or config.prune_cache)]
+    progress = Progress(log, "scoring", len(todo), " groups")
+    scores = {}
+    for g in todo:
+        scores[g.id] = unit_scores(g, _root_scores(g, analysis.graph, config, rng, stats))
+        progress.add()
+    progress.finish()
+    return scores
 
 
 def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None, scores: dict | None = None,

@@ -20,6 +20,7 @@ from .group import Group, Slice, Space
 from .indexmap import Pairs
 from .ir import Graph, Node
 from .kinds import EditKind, PortKind, Role
+from .progress import Progress
 from .rules import Effects, Port, rule_for
 from .rules.shape_only import shape_readers
 
@@ -43,7 +44,9 @@ def build_groups(graph: Graph) -> list[Group]:
     """One group per root channel space not already reached by an earlier group."""
     groups: list[Group] = []
     claimed: set[tuple[str, int]] = set()
+    progress = Progress(log, "grouping", len(graph.nodes), " nodes")
     for node in graph.nodes:
+        progress.add()
         for tensor, axis in rule_for(node).roots(node, graph):
             rank = graph.rank(tensor)
             if rank is not None and axis < 0:
@@ -59,6 +62,7 @@ def build_groups(graph: Graph) -> list[Group]:
             group, visited = _Growth(graph, len(groups), node.name, (tensor, axis), size).run()
             claimed.update(visited)
             groups.append(group)
+    progress.finish()
     log.info("%d groups, %d frozen", len(groups), sum(g.frozen_reason is not None for g in groups))
     return groups
 

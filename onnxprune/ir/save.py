@@ -11,12 +11,12 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
 
+from ..progress import Progress
 from . import external, limits
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,6 @@ EXTERNAL_MIN = 1024  # in-protobuf tensors from this size move to the data file 
 ALIGN_FROM = 1 << 20  # tensors from this size start on a page boundary, where ONNX Runtime can map them
 ALIGN = 4096
 CHUNK_BYTES = 64 << 20  # bytes read at once when copying or gathering a tensor
-PROGRESS_S = 5.0
 WRITERS = min(4, os.cpu_count() or 1)  # threads gathering the chunks of one cut tensor
 
 
@@ -109,7 +108,7 @@ def _write_with_data(proto: onnx.ModelProto, model_path: str, data_path: str, da
               if external.is_external(t) or (t.HasField("raw_data") and len(t.raw_data) >= EXTERNAL_MIN)]
     # (tensor, its external entries or None, its bytes or None): the caller's model is restored after
     moved: list[tuple[onnx.TensorProto, list[tuple[str, str]] | None, bytes | None]] = []
-    progress = _Progress(os.path.basename(data_path), sum(_size(t) for t in moving))
+    progress = Progress(log, f"writing {os.path.basename(data_path)}", sum(_size(t) for t in moving), " GB", 1e9)
     fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         position = 0
@@ -143,7 +142,7 @@ def _write_with_data(proto: onnx.ModelProto, model_path: str, data_path: str, da
                 del t.external_data[:]
                 t.ClearField("data_location")
                 t.raw_data = held or b""
-    progress.done()
+    progress.finish()
     return bool(moved)
 
 
@@ -231,25 +230,3 @@ def _copy_range(src: int, dst: int, offset: int, position: int, length: int) -> 
         if n <= 0:
             raise OSError(f"external data ends {length - done} bytes early")
         done += n
-
-
-class _Progress:
-    """A log line every few seconds of a long write, with the time left."""
-
-    def __init__(self, name: str, total: int) -> None:
-        self.name, self.total, self.written = name, total, 0
-        self.start = self.last = time.perf_counter()
-
-    def add(self, size: int) -> None:
-        self.written += size
-        now = time.perf_counter()
-        if now - self.last >= PROGRESS_S and self.written < self.total:
-            rate = self.written / max(now - self.start, 1e-9)
-            log.info("writing %s: %.2f of %.2f GB (%.0fs, about %.0fs left)", self.name, self.written / 1e9,
-                     self.total / 1e9, now - self.start, (self.total - self.written) / max(rate, 1.0))
-            self.last = now
-
-    def done(self) -> None:
-        seconds = time.perf_counter() - self.start
-        if seconds >= PROGRESS_S:
-            log.info("wrote %s: %.2f GB in %.0fs", self.name, self.total / 1e9, seconds)
