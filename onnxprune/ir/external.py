@@ -164,6 +164,8 @@ def _mapped(location: str, offset: int, dtype: np.dtype, dims: tuple[int, ...]) 
     with open(location, "rb") as f:
         mapping = mmap.mmap(f.fileno(), offset - start + count * dtype.itemsize, access=mmap.ACCESS_READ,
                             offset=start)
+    if hasattr(mmap, "MADV_WILLNEED"):  # read ahead the whole tensor: it is about to be read through
+        mapping.madvise(mmap.MADV_WILLNEED)
     return np.frombuffer(mapping, dtype=dtype, count=count, offset=offset - start).reshape(dims)
 
 

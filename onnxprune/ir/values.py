@@ -78,6 +78,11 @@ def static_dim(graph: Graph, name: str, axis: int) -> int:
     return int(size)
 
 
+def has_external(model: onnx.ModelProto) -> bool:
+    """Whether some weight of the model is stored in an external data file (and read from there)."""
+    return external.has_external(model)
+
+
 def session_parts(model: onnx.ModelProto) -> tuple[bytes, dict[str, np.ndarray]]:
     """What ONNX Runtime loads from memory: the protobuf (external weights left out, over 2 GB only if
     the protobuf itself is) and the external weights as arrays, name -> array (ir.external)."""
