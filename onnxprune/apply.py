@@ -81,13 +81,7 @@ def kept_indices(shape: tuple[int, ...], removed: dict[int, set[int]]) -> dict[i
 def kept_part(value: np.ndarray, removed: dict[int, set[int]]) -> np.ndarray:
     """`value` without the removed indices along each axis, gathered in one pass (np.delete per
     axis copies a 400 MB matrix once per axis)."""
-    keep = kept_indices(value.shape, removed)
-    if not keep:
-        return value
-    if len(keep) == 1:
-        ((axis, idx),) = keep.items()
-        return np.take(value, idx, axis=axis)
-    return value[np.ix_(*[keep.get(a, np.arange(n)) for a, n in enumerate(value.shape)])]
+    return ir.take_kept(value, kept_indices(value.shape, removed))
 
 
 def _edits(graph: Graph, removal: Removal) -> tuple[dict[str, dict[int, Any]], list[ir.AttrEdit]]:

@@ -15,6 +15,7 @@ from .edit import (Kept, add_after, add_initializer, as_identity, copy_model, fo
                    initializer_map, needed_for, probe_model, replace_initializer, replace_with_constants,
                    reshare_clones, set_initializer, set_node_attr, set_node_input, set_value_dims, to_array,
                    with_outputs)
+from .external import gather as take_kept
 from .graph import Graph, Node, Shape, numel, opset_of
 from .load import load, normalise, read_model
 from .model import Model, TensorSpec
@@ -33,5 +34,5 @@ __all__ = ["add_after", "add_initializer", "as_identity", "AttrEdit", "constant"
            "numel", "opset_of", "probe_model", "read_model", "refresh_annotations", "register_shape_hook",
            "remove_saved", "replace_initializer", "replace_with_constants", "reshare_clones", "save", "serialize",
            "set_initializer", "set_initializers", "set_node_attr", "set_node_input", "set_node_shapes",
-           "set_value_dims", "Shape", "standard_op_shapes", "static_dim", "TensorSpec", "to_array",
+           "set_value_dims", "Shape", "standard_op_shapes", "static_dim", "take_kept", "TensorSpec", "to_array",
            "top_level_tensors", "with_input_shapes", "with_outputs"]
