@@ -23,7 +23,7 @@ from .ir import Graph, Model
 from .ir.model import IN_MEMORY, read_checked
 from .oracle import OracleResult, run_oracle
 from .planner import Plan, Planner
-from .allocation import allocate
+from .allocation import allocate, closeness_text, compare_allocations
 from .targets import CostModel, plan_for_target
 from .removal import interface_changes
 from .report import (PruneReport, frozen_reasons, group_rows, model_stats, nothing_pruned_reason,
@@ -238,41 +238,19 @@ def keep_better_allocation(analysis: Analysis, config: PruneConfig, cal: Calibra
     groups when that model is closer to the original on the held-out samples (the calibration samples when
     none are held out). Per-group curves measured one group at a time do not always add up: on a real
     EfficientNet-Lite0 the measured allocation lost to the uniform one, and the default must never do worse
-    than it. Both errors are kept in the plan's meta."""
+    than it. Both models' measures are kept in the plan's meta (allocation.compare_allocations)."""
     uniform = plan_for(analysis, config, cal.stats, scores, None)
     uniform_pruned = apply_plan(analysis.graph, analysis.groups, uniform)
     uniform_calibration = finish_calibration(analysis, uniform, uniform_pruned, config, cal)
     data = cal.held_out if cal.held_out is not None else cal.data
-    errors = [_output_error(analysis, calibration, model, data)
-              for calibration, model in ((calibration, pruned), (uniform_calibration, uniform_pruned))]
-    kept = "measured" if errors[0] <= errors[1] else "uniform"
-    check = {"measured_error": round(errors[0][1], 6), "uniform_error": round(errors[1][1], 6),
-             "samples": data.count, "held_out": cal.held_out is not None, "kept": kept}
-    if errors[0][0] or errors[1][0]:
-        check.update(measured_top1_changed=round(errors[0][0], 6), uniform_top1_changed=round(errors[1][0], 6))
-    log.info("allocation: top-1 changed %.4g vs %.4g, relative output error %.4g vs %.4g (measured vs uniform) "
-             "on %d samples: keeping %s", errors[0][0], errors[1][0], errors[0][1], errors[1][1], data.count, kept)
-    if kept == "measured":
+    fidelities = [calibration.get("fidelity") or calib.fidelity(analysis.graph.proto, model, data)
+                  for calibration, model in ((calibration, pruned), (uniform_calibration, uniform_pruned))]
+    check = compare_allocations(fidelities[0], fidelities[1], data.count, cal.held_out is not None)
+    log.info("allocation: measured %s, uniform %s on %d samples: keeping %s", check["measured"], check["uniform"],
+             data.count, check["kept"])
+    if check["kept"] == "measured":
         return plan.with_meta(allocation={**plan.meta["allocation"], "check": check}), pruned, calibration
     return uniform.with_meta(allocation={"kind": "uniform", "check": check}), uniform_pruned, uniform_calibration
-
-
-def _output_error(analysis: Analysis, calibration: dict, pruned, data: calib.CalibData) -> tuple[float, float]:
-    """How far `pruned` is from the original (the held-out fidelity when measured): the share of samples
-    whose top-1 class changes (0 when no output looks like class scores), then the mean relative output
-    error. For a classifier the class is what the user sees: on EfficientNet-Lite0 at 0.6 of the MACs
-    the measured allocation had the lower relative error (0.972 vs 0.980) and 20x the top-1 changes."""
-    fidelity = calibration.get("fidelity") or calib.fidelity(analysis.graph.proto, pruned, data)
-    rows = list(fidelity["outputs"].values())
-    top1 = [r["top1_agreement"] for r in rows if "top1_agreement" in r]
-    changed = 1.0 - float(np.mean(top1)) if top1 else 0.0
-    return changed, float(np.mean([r["relative_error"] for r in rows])) if rows else 0.0
-
-
-def _closeness(check: dict, kind: str) -> str:
-    top1 = check.get(f"{kind}_top1_changed")
-    changed = f"top-1 changed on {top1 * 100:.1f} %, " if top1 is not None else ""
-    return f"{changed}output error {check[f'{kind}_error']:.4g}"
 
 
 def _allocation_note(plan: Plan, config: PruneConfig) -> str:
@@ -282,13 +260,13 @@ def _allocation_note(plan: Plan, config: PruneConfig) -> str:
     if check and check["kept"] == "uniform":
         return (f"allocation: one ratio for all groups, not the measured allocation: on {check['samples']} "
                 f"{'held-out ' if check['held_out'] else ''}samples it was closer to the original "
-                f"({_closeness(check, 'uniform')} vs {_closeness(check, 'measured')})")
+                f"(uniform: {closeness_text(check, 'uniform')}; measured: {closeness_text(check, 'measured')})")
     if used:
         fallback = used.get("mean_curve_groups", 0)
         rest = f"; {fallback} groups not measured took the mean curve" if fallback else ""
         if check:
-            rest += (f"; {_closeness(check, 'measured')} vs {_closeness(check, 'uniform')} for one ratio "
-                     f"for all groups on {check['samples']} {'held-out ' if check['held_out'] else ''}samples")
+            rest += (f"; on {check['samples']} {'held-out ' if check['held_out'] else ''}samples, measured: "
+                     f"{closeness_text(check, 'measured')}; one ratio for all: {closeness_text(check, 'uniform')}")
         return f"allocation: measured sensitivity spreads the {used['metric']} target over the groups{rest}"
     if config.measured_allocation:
         return "allocation: the measured curves could not meet the target; one ratio for all groups instead"
