@@ -413,7 +413,7 @@ def check_paths(model_path: str, output_path: str, config: PruneConfig, names: d
 def _save(pruned, output_path: str, lap: _Laps) -> None:
     log.info("writing %s", output_path)
     try:
-        ir.save(pruned, output_path, keep=False)  # the pipeline does not read `pruned` afterwards
+        ir.save(pruned, output_path)
     except OSError as exc:
         raise OutputWriteError(f"cannot write '{output_path}': {exc.strerror or exc}") from None
     lap("save")

@@ -24,7 +24,7 @@ from .scopes import top_level_tensors
 from .shapes import (has_static_inputs, infer_shapes, input_specs, register_shape_hook, set_node_shapes,
                      standard_op_shapes, with_input_shapes)
 from .values import (ModelProto, constant, has_external, on_disk, session_parts, initializer_reader,
-                     initializer_shapes, is_tensor_type, np_dtype, serialize, set_initializers, static_dim)
+                     initializer_shapes, is_tensor_type, np_dtype, set_initializers, static_dim)
 
 __all__ = ["add_after", "add_initializer", "as_identity", "AttrEdit", "constant", "copy_model", "Cut", "cut_model",
            "downstream", "fold_in_graph", "get_node_attr", "Graph", "has_static_inputs", "infer_shapes",
@@ -32,7 +32,7 @@ __all__ = ["add_after", "add_initializer", "as_identity", "AttrEdit", "constant"
            "saved_from_file", "saved_size", "session_parts", "initializer_shapes", "input_specs", "integrity",
            "is_large", "is_tensor_type", "limits", "load", "Model", "ModelProto", "Node", "normalise", "np_dtype",
            "numel", "opset_of", "probe_model", "read_model", "refresh_annotations", "register_shape_hook",
-           "remove_saved", "replace_initializer", "replace_with_constants", "reshare_clones", "save", "serialize",
+           "remove_saved", "replace_initializer", "replace_with_constants", "reshare_clones", "save",
            "set_initializer", "set_initializers", "set_node_attr", "set_node_input", "set_node_shapes",
            "set_value_dims", "Shape", "standard_op_shapes", "static_dim", "take_kept", "TensorSpec", "to_array",
            "top_level_tensors", "with_input_shapes", "with_outputs"]

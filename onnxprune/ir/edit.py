@@ -213,21 +213,15 @@ def needed_for(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     initializers those read; every graph input stays. Evaluating a few shape tensors of a 7B decoder
     so reads none of its weights."""
     g = proto.graph
-    producer = {o: n for n in g.node for o in n.output}
-    needed, nodes, todo = set(), set(), list(names)
-    while todo:
-        tensor = todo.pop()
-        if tensor in needed:
-            continue
-        needed.add(tensor)
-        node = producer.get(tensor)
-        if node is not None and id(node) not in nodes:
-            nodes.add(id(node))
-            todo.extend(tensors_read(node))
+    needed, kept = set(names), []
+    for n in reversed(g.node):  # topological order (load sorts it): readers come after producers
+        if any(o in needed for o in n.output):
+            kept.append(n)
+            needed.update(tensors_read(n))
     out = onnx.ModelProto()
     _copy_fields(proto, out, skip="graph")
     _copy_fields(g, out.graph, skip=("node", "initializer", "output", "value_info"))
-    out.graph.node.extend(n for n in g.node if any(o in needed for o in n.output))
+    out.graph.node.extend(reversed(kept))
     out.graph.initializer.extend(t for t in g.initializer if t.name in needed)
     out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
     return out

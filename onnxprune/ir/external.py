@@ -23,7 +23,7 @@ from onnx import numpy_helper
 
 from ..errors import ModelLoadError
 from . import scopes
-from .integrity import _FP8, _ITEMSIZE, _SUB_BYTE
+from .integrity import _ITEMSIZE, _raw_bytes
 
 EXTERNAL = onnx.TensorProto.EXTERNAL
 KEEP = "onnxprune.keep."  # + axis: the kept indices of that axis of the source (int64, base64)
@@ -60,16 +60,9 @@ def info(t: onnx.TensorProto) -> dict[str, str]:
     return {e.key: e.value for e in t.external_data}
 
 
-def needed_bytes(t: onnx.TensorProto, dims: list[int] | None = None) -> int | None:
-    """Raw bytes of a tensor of `t`'s type and `dims` (its own by default); None for STRING."""
-    count = int(np.prod(list(t.dims) if dims is None else dims, dtype=object))
-    if t.data_type in _ITEMSIZE:
-        return count * _ITEMSIZE[t.data_type]
-    if t.data_type in _FP8:
-        return count
-    if t.data_type in _SUB_BYTE:
-        return (count + 1) // 2
-    return None
+def needed_bytes(t: onnx.TensorProto) -> int | None:
+    """Raw bytes of the tensor as its type and dims need them; None for STRING."""
+    return _raw_bytes(t.data_type, int(np.prod(list(t.dims), dtype=object)))
 
 
 def resolve(proto: onnx.ModelProto, path: str) -> None:
@@ -219,11 +212,16 @@ def loaded(proto: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(proto)
     for _, t in all_tensors(out.graph):
         if is_external(t):
-            raw = tensor_bytes(t)
-            del t.external_data[:]
-            t.data_location = onnx.TensorProto.DEFAULT
-            t.raw_data = raw
+            _read_in(t)
     return out
+
+
+def _read_in(t: onnx.TensorProto) -> None:
+    """Make an external tensor an in-protobuf one holding its (kept) bytes."""
+    raw = tensor_bytes(t)
+    del t.external_data[:]
+    t.data_location = onnx.TensorProto.DEFAULT
+    t.raw_data = raw
 
 
 # element types ONNX Runtime takes as numpy arrays (ml_dtypes' bfloat16 and packed types it does not)
@@ -246,10 +244,7 @@ def session_parts(proto: onnx.ModelProto) -> tuple[bytes, dict[str, np.ndarray]]
             set_location(t, {"location": RUNTIME_LOCATION, "offset": "0", "length": str(needed_bytes(t))})
     for _, t in all_tensors(out.graph):
         if is_external(t) and info(t)["location"] != RUNTIME_LOCATION:
-            raw = tensor_bytes(t)
-            del t.external_data[:]
-            t.data_location = onnx.TensorProto.DEFAULT
-            t.raw_data = raw
+            _read_in(t)
     return out.SerializeToString(), arrays
 
 

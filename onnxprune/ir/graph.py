@@ -6,7 +6,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from . import scopes
 
@@ -113,9 +112,10 @@ class Graph:
         if name in self._const_cache:
             return self._const_cache[name]
         from . import external  # not at the top: external -> integrity -> graph
+        from .edit import to_array
 
         tensor = self.initializers[name]
-        value = external.read(tensor) if external.is_external(tensor) else numpy_helper.to_array(tensor)
+        value = to_array(tensor)
         value.setflags(write=False)
         if not external.is_external(tensor):  # external weights are mapped again when asked: bounded memory
             self._const_cache[name] = value

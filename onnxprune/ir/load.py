@@ -28,14 +28,10 @@ def load(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | Non
 
 def _parse(path: str) -> onnx.ModelProto:
     try:
-        return onnx.load(path, load_external_data=False)  # external data stays on disk (ir.external)
-    except FileNotFoundError as exc:  # external data named by the model
-        raise ModelLoadError(f"'{path}' names external data '{exc.filename}' that does not exist") from None
-    except IsADirectoryError as exc:
-        raise ModelLoadError(f"'{path}' names external data '{exc.filename}', which is a directory") from None
+        return onnx.load(path, load_external_data=False)  # external data: checked by external.resolve
     except MemoryError:
         raise ModelLoadError(f"'{path}' does not fit in memory") from None
-    except Exception as exc:  # protobuf and the external-data loader raise several unrelated types
+    except Exception as exc:  # protobuf raises several unrelated types
         raise ModelLoadError(f"cannot read '{path}' as an ONNX model: {integrity.one_line(exc)}") from None
 
 

@@ -79,7 +79,7 @@ class Model:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically; a model too large for one protobuf gets PATH.data beside it. The model stays usable."""
-        save(self._proto, path, keep=True)
+        save(self._proto, path)
 
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}{list(s.dims)}" for s in self.inputs)
@@ -97,7 +97,7 @@ def read_checked(model: Model | onnx.ModelProto | str | os.PathLike) -> onnx.Mod
     else:
         with tempfile.TemporaryDirectory(prefix="onnxprune-") as tmp:
             path = os.path.join(tmp, "model.onnx")
-            save(Model.of(model).proto, path, keep=True)
+            save(Model.of(model).proto, path)
             try:
                 proto = read_model(path)
             except ModelLoadError as exc:

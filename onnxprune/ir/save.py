@@ -64,10 +64,9 @@ def remove_saved(path: str | os.PathLike) -> None:
             os.remove(name)
 
 
-def save(proto: onnx.ModelProto, path: str | os.PathLike, keep: bool = True) -> None:
+def save(proto: onnx.ModelProto, path: str | os.PathLike) -> None:
     """Write atomically; models with external data, or too large for one protobuf, get a data file
-    beside them. `proto` is unchanged afterwards (`keep` is accepted for callers that do not need that)."""
-    del keep  # streaming leaves the model as it was at no cost
+    beside them. `proto` is unchanged afterwards."""
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
@@ -153,7 +152,7 @@ def _size(t: onnx.TensorProto) -> int:
 def _write_external(t: onnx.TensorProto, fd: int, position: int) -> None:
     """Copy an external tensor's stored bytes to `fd` at `position`: byte ranges when untouched or cut
     along its first axis only (in the kernel), else the kept part of a chunk of its source's rows at a
-    time, read into one reused buffer."""
+    time, each thread reading into a buffer of its own."""
     entries = external.info(t)
     offset = int(entries.get("offset", 0))
     keep = external.kept_indices(t)

@@ -89,8 +89,3 @@ def session_parts(model: onnx.ModelProto) -> tuple[bytes, dict[str, np.ndarray]]
     if not external.has_external(model):
         return model.SerializeToString(), {}
     return external.session_parts(model)
-
-
-def serialize(model: onnx.ModelProto) -> bytes:
-    """The model's protobuf bytes (what ONNX Runtime loads from memory), external data read in."""
-    return (external.loaded(model) if external.has_external(model) else model).SerializeToString()
