@@ -52,9 +52,10 @@ def test_constraints_pin_the_runtime_and_test_dependencies_within_pyproject():
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for dep in project["dependencies"] + project["optional-dependencies"]["test"]:
-        name, floor = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", dep).groups()
+        name, floor, excluded = re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)((?:,!=[0-9.]+)*)", dep).groups()
         pin = pins[name.lower().replace("-", "_")]  # constraints may spell onnx-ir onnx_ir
         assert _version(pin) >= _version(floor), f"{name}=={pin} is below pyproject's {dep}"
+        assert pin not in excluded.split(",!=")[1:], f"{name}=={pin} is a release pyproject's {dep} excludes"
 
 
 def _run_stubbed(tmp_path, exits: dict[str, int]) -> subprocess.CompletedProcess:

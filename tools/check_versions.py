@@ -134,6 +134,7 @@ def run_config(name: str, pins: list[str] | None, log_dir: Path, src: Path, test
                    detail=_conflict(inst.stdout + inst.stderr))
         return row
     row["versions"] = installed(python)
+    row["import_onnx_s"] = import_seconds(python, "onnx")
     t0 = time.time()
     env = dict(os.environ)
     env.setdefault("ONNXPRUNE_ZOO", str(ROOT.parent / "shared" / "zoo"))
@@ -158,6 +159,18 @@ def installed(python: Path) -> dict[str, str]:
         if sep and name.lower().replace("-", "_") in WATCHED:
             versions[name.lower().replace("-", "_")] = version
     return versions
+
+
+def import_seconds(python: Path, module: str, runs: int = 3) -> float:
+    """Best wall time of `python -c "import module"` (with .pyc caches): start-up drift, e.g. a slow
+    ml_dtypes release, shows here before users feel it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    best = float("inf")
+    for _ in range(runs + 1):  # the first run writes the .pyc files
+        t0 = time.perf_counter()
+        subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, env=env)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _last_lines(text: str, n: int) -> str:
@@ -186,11 +199,13 @@ def _failures(stdout: str, top: int = 8) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = "| config | " + " | ".join(WATCHED) + " | passed | failed | errors | skipped | result | suite time |"
-    lines = [head, "|" + "---|" * (len(WATCHED) + 7)]
+    head = ("| config | " + " | ".join(WATCHED)
+            + " | import onnx | passed | failed | errors | skipped | result | suite time |")
+    lines = [head, "|" + "---|" * (len(WATCHED) + 8)]
     for r in rows:
         v, c = r.get("versions", {}), r.get("counts", {})
-        lines.append(f"| {r['name']} | " + " | ".join(v.get(k, "-") for k in WATCHED)
+        startup = f"{r['import_onnx_s']:.2f} s" if "import_onnx_s" in r else "-"
+        lines.append(f"| {r['name']} | " + " | ".join(v.get(k, "-") for k in WATCHED) + f" | {startup}"
                      + f" | {c.get('passed', 0)} | {c.get('failed', 0)} | {c.get('errors', 0)} | "
                      f"{c.get('skipped', 0)} | {r['status']} | {r['seconds']:.0f} s |")
     return "\n".join(lines)
