@@ -246,13 +246,14 @@ class UnitTable:
         n_units = group.unit_count
         self.roots_per_unit = np.bincount(group.units, minlength=n_units)
         self.space_size = {(s.tensor, s.axis): s.size for s in group.spaces}
-        self.per_unit: list[dict] = [dict() for _ in range(n_units)]
+        # per space, how many of its positions each unit holds
+        self.positions_of: dict[tuple[str, int], np.ndarray] = {}
         for s in group.spaces:
             # a position shared by coupled roots belongs to one unit: count it once
             keys = indexmap.unique(s.positions * n_units + group.units[s.roots])
             counts = np.bincount(keys % n_units, minlength=n_units)
-            for u in np.nonzero(counts)[0]:
-                self.per_unit[u][(s.tensor, s.axis)] = int(counts[u])
+            self.positions_of[(s.tensor, s.axis)] = counts
+        self.per_unit: list[dict] = []  # filled on first need: most plans never leave the prefix
 
     def choose(self, unit_scores: np.ndarray, n_prune: int, round_to: int = 1) -> np.ndarray:
         """The lowest-scoring units, about `n_prune` of them, leaving every space non-empty and
@@ -276,23 +277,49 @@ class UnitTable:
 
     def _take(self, order: np.ndarray, n_units: int | None = None, n_roots: int | None = None) -> np.ndarray:
         """Greedy in score order: `n_units` units, or exactly `n_roots` roots (empty if impossible)."""
-        kept = dict(self.space_size)
-        chosen: list[int] = []
-        budget = n_roots
-        for u in order:
+        order = np.asarray(order, dtype=np.int64)
+        start = self._accepted_prefix(order, n_units, n_roots)
+        taken = order[:start]
+        kept = {k: size - int(self.positions_of[k][taken].sum()) for k, size in self.space_size.items()}
+        chosen = [int(u) for u in taken]
+        budget = None if n_roots is None else n_roots - int(self.roots_per_unit[taken].sum())
+        for u in order[start:]:
             if (n_units is not None and len(chosen) >= n_units) or budget == 0:
                 break
             cost = int(self.roots_per_unit[u])
             if budget is not None and cost > budget:
                 continue
-            if all(kept[k] - c >= 1 for k, c in self.per_unit[u].items()):
-                for k, c in self.per_unit[u].items():
+            holds = self._per_unit()[u]
+            if all(kept[k] - c >= 1 for k, c in holds.items()):
+                for k, c in holds.items():
                     kept[k] -= c
                 chosen.append(int(u))
                 budget = None if budget is None else budget - cost
         if budget:
             return np.zeros(0, dtype=np.int64)
         return np.array(sorted(chosen), dtype=np.int64)
+
+    def _accepted_prefix(self, order: np.ndarray, n_units: int | None, n_roots: int | None) -> int:
+        """How many leading units of `order` the greedy takes one after another without skipping: while
+        every space keeps a position, the root budget holds, and the unit count is not reached."""
+        limit = len(order) if n_units is None else min(n_units, len(order))
+        if n_roots is not None:  # a unit is taken while roots are still wanted and it fits what is left
+            after = np.cumsum(self.roots_per_unit[order[:limit]])
+            before = after - self.roots_per_unit[order[:limit]]
+            limit = min(int(np.searchsorted(after, n_roots, side="right")),
+                        int(np.searchsorted(before, n_roots, side="left")))
+        for key, size in self.space_size.items():
+            used = np.cumsum(self.positions_of[key][order[:limit]])
+            limit = min(limit, int(np.searchsorted(used, size - 1, side="right")))
+        return limit
+
+    def _per_unit(self) -> list[dict]:
+        if not self.per_unit:
+            self.per_unit = [dict() for _ in range(self.group.unit_count)]
+            for key, counts in self.positions_of.items():
+                for u in np.nonzero(counts)[0]:
+                    self.per_unit[u][key] = int(counts[u])
+        return self.per_unit
 
 
 def local_count(units: int, ratio: float) -> int:

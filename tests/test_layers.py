@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "onnxprune"
 # Bottom to top. "" is the package itself (onnxprune/__init__.py). Add a new module to the
 # layer of the modules it imports or is imported by; split a layer rather than allow an upward import.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("base", {"errors", "paths", "kinds", "formats", "progress"}),
+    ("base", {"errors", "paths", "kinds", "formats", "progress", "readahead"}),
     ("ir", {"ir"}),  # the only place that touches protobuf
     ("options", {"options"}),  # the CLI's choice lists; reads ir.limits
     ("indexmap", {"indexmap", "edit", "cache_io"}),

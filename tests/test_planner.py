@@ -229,3 +229,45 @@ def test_plan_json_names_a_shared_constants_copy_by_its_consumer(tmp_path):
     assert {s["tensor"] for s in slices} == {"w1", "b", "w2", "w3"}
     assert sorted((s["node"], s["input"]) for s in slices if s["tensor"] == "b") == [("Conv_a", 2), ("Conv_c", 2)]
     assert all("node" not in s for s in slices if s["tensor"] != "b")
+
+
+def _reference_take(table, order, n_units=None, n_roots=None):
+    """The greedy as specified: in score order, take a unit when it leaves every space a position and
+    fits the root budget; stop at n_units units or when the budget is spent."""
+    kept, chosen, budget = dict(table.space_size), [], n_roots
+    for u in order:
+        if (n_units is not None and len(chosen) >= n_units) or budget == 0:
+            break
+        cost = int(table.roots_per_unit[u])
+        if budget is not None and cost > budget:
+            continue
+        if all(kept[k] - int(c[u]) >= 1 for k, c in table.positions_of.items()):
+            for k, c in table.positions_of.items():
+                kept[k] -= int(c[u])
+            chosen.append(int(u))
+            budget = None if budget is None else budget - cost
+    return [] if budget else sorted(chosen)
+
+
+def test_unit_table_take_matches_the_greedy_on_random_tables():
+    """The vectorised prefix of UnitTable._take picks exactly what the unit-by-unit greedy picks,
+    including zero-cost units, exhausted spaces and unreachable root budgets."""
+    from types import SimpleNamespace
+
+    from onnxprune.planner import UnitTable
+
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        n = int(rng.integers(1, 12))
+        table = UnitTable.__new__(UnitTable)
+        table.group = SimpleNamespace(unit_count=n)
+        table.roots_per_unit = rng.integers(0, 3, n)
+        table.positions_of, table.space_size, table.per_unit = {}, {}, []
+        for k in range(int(rng.integers(1, 4))):
+            counts = rng.integers(0, 3, n)
+            table.positions_of[("t", k)] = counts
+            table.space_size[("t", k)] = int(max(1, counts.sum() - rng.integers(0, 3)))
+        order = rng.permutation(n)
+        for kw in ({"n_units": int(rng.integers(0, n + 1))},
+                   {"n_roots": int(rng.integers(0, table.roots_per_unit.sum() + 1))}):
+            assert table._take(order, **kw).tolist() == _reference_take(table, order, **kw), kw

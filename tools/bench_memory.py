@@ -56,7 +56,8 @@ def measure(argv: list[str], quiet: bool = True) -> Run:
     """Wall time and the child's peak RSS (wait4's ru_maxrss, kB on Linux)."""
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: a chatty child never blocks
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL if quiet else None, stderr=err if quiet else None)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL if quiet else None, stderr=err if quiet else None,
+                                env=USER_ENV)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = code = os.waitstatus_to_exitcode(status)
@@ -84,16 +85,21 @@ def drop_caches() -> None:
         sys.exit(f"--cold needs root to write /proc/sys/vm/drop_caches: {exc.strerror}")
 
 
+# As a user runs it: Python writes and reuses .pyc files (some sandboxes set PYTHONDONTWRITEBYTECODE,
+# which adds ~0.3 s of compiling to every start; the first of the repeated runs writes them).
+USER_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 COLD = False  # set by --cold: every timed run starts from an empty page cache
 
 
-def median_run(argv: list[str], repeat: int, cleanup) -> Run:
-    runs = []
-    for _ in range(repeat):
-        if COLD:
-            drop_caches()
-        runs.append(measure(argv))
-        cleanup()
+def one_run(argv: list[str], cleanup) -> Run:
+    if COLD:
+        drop_caches()
+    run = measure(argv)
+    cleanup()
+    return run
+
+
+def median(runs: list[Run]) -> Run:
     return Run(statistics.median(r.wall_s for r in runs), max(r.peak_rss_bytes for r in runs),
                max(r.code for r in runs))
 
@@ -117,13 +123,16 @@ def bench(name: str, model: Path, work: Path, repeat: int, extra: list[str],
 
     if not COLD:
         warm(files)
-    copy = median_run(["cp", *map(str, files), str(copy_dir)], repeat, clean_copy)
-    rows = []
-    for variant, flags in variants.items():
-        argv = [sys.executable, "-m", "onnxprune", str(model), "--ratio", RATIO, "-o", str(out), *flags, *extra]
-        rows.append(Row(name, variant, size, copy, median_run(argv, repeat, clean_out)))
+    argvs = {variant: [sys.executable, "-m", "onnxprune", str(model), "--ratio", RATIO, "-o", str(out), *flags,
+                       *extra] for variant, flags in variants.items()}
+    copies: list[Run] = []
+    prunes: dict[str, list[Run]] = {v: [] for v in variants}
+    for _ in range(repeat):  # interleaved: a shared disk's speed drifts within minutes
+        copies.append(one_run(["cp", *map(str, files), str(copy_dir)], clean_copy))
+        for variant, argv in argvs.items():
+            prunes[variant].append(one_run(argv, clean_out))
     copy_dir.rmdir()
-    return rows
+    return [Row(name, variant, size, median(copies), median(runs)) for variant, runs in prunes.items()]
 
 
 def generated(preset: str, directory: Path, regen: bool, **changes) -> Path:
@@ -155,6 +164,9 @@ def decoder_shapes(preset: str, batch: int = 1, seq: int = 16, past: int = 16) -
 
 
 def print_table(rows: list[Row]) -> None:
+    from importlib.metadata import version
+
+    print(", ".join(f"{name} {version(name)}" for name in ("onnx", "onnxruntime", "numpy", "ml_dtypes")))
     print("| model | variant | size | copy s | onnxprune s | x copy | peak RSS GB | RSS / model |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

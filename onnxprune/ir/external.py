@@ -65,10 +65,11 @@ def needed_bytes(t: onnx.TensorProto) -> int | None:
     return _raw_bytes(t.data_type, int(np.prod(list(t.dims), dtype=object)))
 
 
-def resolve(proto: onnx.ModelProto, path: str) -> None:
-    """Check every external tensor of a model read from `path` and make its location absolute.
-    Raises ModelLoadError naming the file, the tensor and the problem."""
+def resolve(proto: onnx.ModelProto, path: str) -> set[str]:
+    """Check every external tensor of a model read from `path` and make its location absolute; returns
+    the data files. Raises ModelLoadError naming the file, the tensor and the problem."""
     folder = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    files: set[str] = set()
     for where, t in all_tensors(proto.graph):
         if not is_external(t):
             continue
@@ -105,6 +106,8 @@ def resolve(proto: onnx.ModelProto, path: str) -> None:
             raise ModelLoadError(f"{label} (dims {list(t.dims)}) needs bytes {offset}..{offset + need} of "
                                  f"'{location}', which holds {size}")
         set_location(t, {"location": full, "offset": str(offset), "length": str(need)})
+        files.add(full)
+    return files
 
 
 def set_location(t: onnx.TensorProto, entries: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..errors import ModelLoadError
+from .. import readahead
 from . import external, integrity, limits, scopes
 from .edit import tensors_read
 from .graph import CLONE_MARK, Graph, _outer_scope_names, numel
@@ -58,7 +59,8 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
             f"'{path}' is in ONNX Runtime's blocked NCHWc layout ({blocked.op_type} node '{blocked.name}', domain "
             f"'{NCHWC_DOMAIN}'), which ORT_ENABLE_ALL saves for one CPU's vector width: prune the original "
             "model, or one saved at ORT_ENABLE_EXTENDED")
-    external.resolve(proto, path)  # external data present, inside the model's folder, long enough
+    data_files = external.resolve(proto, path)  # external data present, inside the model's folder, long enough
+    readahead.start(data_files)  # into the page cache while the graph is analysed
     integrity.check_tensors(proto, path)
     integrity.check_opset_and_schema(proto, path)
     return integrity.upgraded(proto, path)
