@@ -96,6 +96,9 @@ def analyze(model: ModelSource, input_shapes: dict | None = None, shape_hint: di
     if ir.has_static_inputs(proto):
         graph = _folded(Graph(proto, inferred))  # the shape arithmetic becomes constants of the pruned model too
     else:
+        folded = fold_shape_arithmetic(Graph(proto, inferred))  # what depends on constants alone
+        if folded is not None:
+            proto, inferred = folded, ir.infer_shapes(folded, given)
         graph = Graph(proto, {**inferred, **static_shapes(proto, shapes)})
     return Analysis(graph, build_groups(graph), shapes)
 

@@ -15,7 +15,7 @@ import numpy as np
 from . import ir
 from .ir import Graph, ModelProto
 from .rules import rule_for
-from .validate import evaluate
+from .validate import evaluate, evaluate_constants
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,15 @@ MAX_FOLDED_ELEMENTS = 1 << 20
 MAX_SEED_ELEMENTS = 64
 
 
-def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
+def foldable_tensors(graph: Graph, constants_only: bool = False) -> tuple[set[str], list[str]]:
     """(every tensor computed from shapes and constants only, the ones read by other nodes).
 
     A node counts when it reads a shape that shape inference knows statically (it then holds for
     every input value), or reads only such tensors and constants, or reads only small integer
-    (shape-like) constants. Random ops never count.
+    (shape-like) constants. Random ops never count. With `constants_only`, no shape read counts
+    (for a model with dynamic inputs).
 
-    Call only when every model input is static.
+    Call only when every model input is static, or with `constants_only`.
     """
     derived: set[str] = set()
     derived_nodes = set()
@@ -46,7 +47,7 @@ def foldable_tensors(graph: Graph) -> tuple[set[str], list[str]]:
         if not rule.deterministic:
             continue
         if rule.reads_shape_only:
-            if not rule.static_shape_read(node, graph):
+            if constants_only or not rule.static_shape_read(node, graph):
                 continue  # a shape that depends on input values (Pad by an input's values, NonZero...)
         elif not (all(i in derived or graph.is_const(i) for i in sources)
                   and (any(i in derived for i in sources) or all(_small_const(graph, i) for i in sources)
@@ -102,14 +103,18 @@ def _small(shape) -> bool:
 
 
 def fold_shape_arithmetic(graph: Graph) -> ModelProto | None:
-    """A copy of the model with shape arithmetic replaced by initializers, or None if nothing folds."""
-    if not ir.has_static_inputs(graph.proto):
-        return None  # a dynamic dimension: folding would bake one size into the model
-    derived, frontier = foldable_tensors(graph)
+    """A copy of the model with shape arithmetic replaced by initializers, or None if nothing folds.
+    With a dynamic input dimension only constant arithmetic folds (shapes would bake one size in)."""
+    static = ir.has_static_inputs(graph.proto)
+    derived, frontier = foldable_tensors(graph, constants_only=not static)
     if not frontier:
         return None
-    producers = [node.name for node in (graph.producer(n) for n in frontier) if node is not None]
-    values = evaluate(graph.proto, frontier, {n: tuple(graph.shape(n) or ()) for n in graph.graph_inputs}, producers)
+    if static:
+        producers = [node.name for node in (graph.producer(n) for n in frontier) if node is not None]
+        values = evaluate(graph.proto, frontier, {n: tuple(graph.shape(n) or ()) for n in graph.graph_inputs},
+                          producers)
+    else:
+        values = evaluate_constants(graph.proto, frontier)
     if values is not None:  # sequences and optionals stay computed
         values = {n: v for n, v in values.items() if isinstance(v, np.ndarray)}
     if not values:

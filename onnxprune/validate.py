@@ -291,6 +291,17 @@ def evaluate(model: ModelProto, names: list[str], input_shapes: dict[str, tuple[
     return dict(zip(names, outputs))
 
 
+def evaluate_constants(model: ModelProto, names: list[str]) -> dict | None:
+    """Values of tensors `names` that depend on constants only (no graph input), or None when ONNX
+    Runtime cannot load or run the nodes computing them."""
+    try:
+        outputs = run(ir.needed_for(model, names, inputs=False), {}, optimize=False).outputs
+    except NOT_EVALUABLE as exc:
+        log.info("constant arithmetic not folded (%s): %s", _listed("tensors", names), exc)
+        return None
+    return dict(zip(names, outputs))
+
+
 def _listed(what: str, names: list[str], most: int = 5) -> str:
     shown = ", ".join(f"'{n}'" for n in names[:most])
     return f"{what} {shown}{' ...' if len(names) > most else ''}"

@@ -213,6 +213,26 @@ def test_dynamic_batch_is_not_folded(tmp_path):
     assert y.shape == (3, 5, HW * HW, 1)  # still any batch
 
 
+def test_constant_pads_fold_in_a_dynamic_batch_model(tmp_path):
+    """torch's F.pad computes its pads from constants (ConstantOfShape, Concat, Reshape, Slice, Cast), so an
+    EfficientNet export with a dynamic batch reads every Pad's pads from a computed tensor. They depend on
+    no input: folded, the channels through the Pad prune (left computed, the group froze)."""
+    inits = {"w1": weight(C, 3, 3, 3), "w2": weight(5, C, 3, 3), "head": np.array([0, 0, 1], np.int64),
+             "n_zeros": np.array([3], np.int64), "tail": np.array([1, 1], np.int64),
+             "flat": np.array([-1], np.int64), "start": np.array([0], np.int64), "end": np.array([8], np.int64)}
+    nodes = [node("ConstantOfShape", ["n_zeros"], "zeros", value=numpy_helper.from_array(np.array([0], np.int64))),
+             node("Concat", ["head", "zeros", "tail"], "joined", axis=0), node("Reshape", ["joined", "flat"], "flat_pads"),
+             node("Slice", ["flat_pads", "start", "end"], "sliced"), node("Cast", ["sliced"], "pads", to=7),
+             node("Conv", ["x", "w1"], "a"), node("Pad", ["a", "pads"], "p"), node("Conv", ["p", "w2"], "y")]
+    model = make_model(nodes, {"x": ["N", 3, HW + 2, HW + 2]}, {"y": None}, inits)
+    analysis, plan, pruned = prune_with_oracle(model, tmp_path, ratio=0.5, input_shapes={"x": (2, 3, HW + 2, HW + 2)})
+    assert dims(pruned)["w1"][0] == C // 2
+    assert pruned.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    assert "ConstantOfShape" not in [n.op_type for n in pruned.graph.node]
+    (y,) = _outputs(pruned, random_inputs(pruned, {"x": (3, 3, HW + 2, HW + 2)}))
+    assert y.shape[0] == 3
+
+
 def test_dynamic_batch_with_a_divided_target_prunes_given_input_shapes(tmp_path):
     """ONNX shape inference cannot see through Div; a copy folded for the given shapes tells the analysis
     the static shapes, while the pruned model keeps its dynamic batch."""

@@ -208,10 +208,10 @@ def with_outputs(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return out
 
 
-def needed_for(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+def needed_for(proto: onnx.ModelProto, names: list[str], inputs: bool = True) -> onnx.ModelProto:
     """A model computing only `names` (its outputs): the top-level nodes they depend on and the
-    initializers those read; every graph input stays. Evaluating a few shape tensors of a 7B decoder
-    so reads none of its weights."""
+    initializers those read; every graph input stays (none when not `inputs`: `names` depend on
+    constants only). Evaluating a few shape tensors of a 7B decoder so reads none of its weights."""
     g = proto.graph
     needed, kept = set(names), []
     for n in reversed(g.node):  # topological order (load sorts it): readers come after producers
@@ -224,6 +224,8 @@ def needed_for(proto: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     out.graph.node.extend(reversed(kept))
     out.graph.initializer.extend(t for t in g.initializer if t.name in needed)
     out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
+    if not inputs:
+        del out.graph.input[:]
     return out
 
 
