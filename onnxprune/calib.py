@@ -181,7 +181,8 @@ def run_batches(model: ModelProto, data: CalibData, names: list[str] | None,
     `names` are tensors to expose (None: the model's own outputs). `progress=False` leaves the
     progress lines to a caller that runs many models and reports its own.
     """
-    runnable = ir.with_outputs(model, names) if names is not None else model
+    # only the nodes the names need: a refit of an early layer runs an early part of the network
+    runnable = ir.needed_for(model, names) if names is not None else model
     sess = session(runnable, "cpu", optimize=True)
     out_names = [o.name for o in sess.get_outputs()]
     total = max(1, -(-data.count // data.batch))

@@ -118,8 +118,9 @@ class PruneConfig:
     # None: compensate.DEFAULT_MODE with calibration data, else none
     compensate: str | None = field(default=None, metadata=option(
         "--compensate", choices=COMPENSATIONS, check=one_of(COMPENSATIONS),
-        help="adjust consumers of removed channels: none, bias (fold removed means into the bias), "
-             "lsq (refit kept weights by least squares); default bias with --calib, else none"))
+        help="adjust consumers of removed channels: none, bias (fold removed means into the bias), moments "
+             "(bias, then restore each output channel's mean and spread), lsq (refit kept weights by least "
+             "squares, ridge validated on held-out rows); default lsq with --calib, else none"))
     allocation: str = field(default="auto", metadata=option(
         "--allocation", choices=ALLOCATIONS, check=one_of(ALLOCATIONS), commands=PRUNE,
         help="how a --target-* is spread over the groups: measured (each group's measured sensitivity, the "
@@ -153,7 +154,7 @@ class PruneConfig:
             if len(given) > 1:
                 raise OptionError(f"{{{given[0]}}} and {{{given[1]}}} are exclusive; give one")
         uses_act = self.criterion in ACTIVATION_CRITERIA
-        if not self.calib and (uses_act or self.compensate in ("bias", "lsq")):
+        if not self.calib and (uses_act or self.compensate not in (None, "none")):
             what = f"{{importance}} {self.importance}" if uses_act else f"{{compensate}} {self.compensate}"
             raise OptionError(f"{what} needs calibration data: give {{calib}}, an .npz of input arrays")
         if self.sensitivity and not self.calib:

@@ -20,7 +20,7 @@ from .errors import BadInputError
 WEIGHT_CRITERIA = ("l1", "l2", "bn", "lamp", "fpgm", "random")  # importance.py
 ACTIVATION_CRITERIA = ("act",)  # activation.py (needs --calib)
 REDUCTIONS = ("sum", "mean", "max")  # how a group's slice scores combine
-COMPENSATIONS = ("none", "bias", "lsq")  # compensate.py
+COMPENSATIONS = ("none", "bias", "moments", "lsq")  # compensate.py
 ALLOCATIONS = ("auto", "measured", "uniform")  # allocation.py
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}  # validate.py
 

@@ -87,7 +87,7 @@ def test_cli_with_calibration_reports_fidelity(tmp_path, capsys):
     assert main([path, "-o", out, "--ratio", "0.5", "--calib", npz, "--calib-samples", "30", "--importance", "act",
                  "--providers", "cpu", "--input-shape", "x:4,6"]) == 0
     text = capsys.readouterr().out
-    assert "compensation bias" in text and "fidelity y: cosine mean" in text and "on 10 held-out samples" in text
+    assert "compensation lsq" in text and "fidelity y: cosine mean" in text and "on 10 held-out samples" in text
 
 
 def test_activation_and_compensation_need_calibration(tmp_path, capsys):

@@ -81,7 +81,7 @@ def test_bias_compensates_constant_conv_channels_exactly(tmp_path):
 def test_lsq_recovers_channels_that_are_linear_in_the_kept_ones(tmp_path, monkeypatch):
     """Without a nonlinearity, 8 hidden channels of a 6-d input are linearly dependent: a refit is exact
     (up to the ridge, made tiny here: the default trades exactness for robustness on real activations)."""
-    monkeypatch.setattr(compensate, "RIDGE", 1e-9)
+    monkeypatch.setattr(compensate, "RIDGES", (1e-9,))
     rng = np.random.default_rng(3)
     inits = {"w1": rng.standard_normal((6, 8)).astype(np.float32), "w2": rng.standard_normal((8, 3)).astype(np.float32)}
     model = make_model([node("MatMul", ["x", "w1"], "h"), node("MatMul", ["h", "w2"], "y")],
@@ -121,7 +121,7 @@ def test_conv_form_rows_reproduce_the_conv(tmp_path, attrs):
     np.testing.assert_array_equal(form.weight_from(form.matrix(graph.const("w")), graph.const("w")), graph.const("w"))
 
 
-@pytest.mark.parametrize("mode", ["bias", "lsq"])
+@pytest.mark.parametrize("mode", ["bias", "moments", "lsq"])
 @pytest.mark.parametrize("build, root, shape, pruned", [
     (lambda: _dense("MatMul", constant=()), "h", (6,), [1, 4, 6]),
     (lambda: _dense("Gemm", constant=()), "h", (6,), [0, 7]),
@@ -136,6 +136,47 @@ def test_compensation_keeps_the_dead_channel_oracle(tmp_path, mode, build, root,
     data = _data(shape, 48)
     x = rng().standard_normal((6, *shape)).astype(np.float32)
     assert _error(zeroed, _prune(path, root, pruned, data, mode), x) <= TOLERANCE
+
+
+def _wide_ffn(hidden: int = 48):
+    """x [N, 8] -> MatMul (8 -> hidden) -> Relu -> MatMul (hidden -> 8): a hidden layer as wide as a small
+    calibration set is long."""
+    gen = np.random.default_rng(7)
+    inits = {"w1": gen.standard_normal((8, hidden)).astype(np.float32),
+             "w2": (gen.standard_normal((hidden, 8)) / np.sqrt(hidden)).astype(np.float32)}
+    return make_model([node("MatMul", ["x", "w1"], "h"), node("Relu", ["h"], "r"), node("MatMul", ["r", "w2"], "y")],
+                      {"x": ["N", 8]}, {"y": ["N", 8]}, inits)
+
+
+def test_lsq_validates_its_ridge_where_a_small_one_overfits(tmp_path, monkeypatch):
+    """28 calibration rows for a refit of 32 inputs: the old fixed ridge (1e-3) fits the rows' noise and
+    does worse than bias compensation on new inputs; the ridge chosen on held-out rows does not."""
+    model = _wide_ffn()
+    path = save(model, tmp_path)
+    data, x = _data((8,), 28, seed=5), np.random.default_rng(6).standard_normal((400, 8)).astype(np.float32)
+    removed = list(range(0, 48, 3))
+    bias = _error(model, _prune(path, "h", removed, data, "bias"), x)
+    validated = _error(model, _prune(path, "h", removed, data, "lsq"), x)
+    monkeypatch.setattr(compensate, "RIDGES", (1e-3,))
+    fixed = _error(model, _prune(path, "h", removed, data, "lsq"), x)
+    assert fixed > bias
+    assert validated < bias
+
+
+def test_moments_restore_the_spread_of_each_consumer_output(tmp_path):
+    """Removing hidden units shrinks the variance of what the consumer computes; `moments` scales each
+    output channel back to the original's mean and standard deviation on the calibration rows."""
+    model = _wide_ffn()
+    path = save(model, tmp_path)
+    data = _data((8,), 256, seed=8)
+    x = data.arrays["x"][:compensate.MOMENT_SAMPLES]  # the samples the moments are measured on
+    removed = list(range(0, 48, 2))
+    original = run_model(model, {"x": x}).outputs[0]
+    bias = run_model(_prune(path, "h", removed, data, "bias"), {"x": x}).outputs[0]
+    moments = run_model(_prune(path, "h", removed, data, "moments"), {"x": x}).outputs[0]
+    assert not np.allclose(bias.std(0), original.std(0), rtol=0.05)
+    np.testing.assert_allclose(moments.std(0), original.std(0), rtol=1e-4)
+    np.testing.assert_allclose(moments.mean(0), original.mean(0), atol=1e-4)
 
 
 def test_compensation_still_sees_a_real_change(tmp_path):
