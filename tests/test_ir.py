@@ -221,7 +221,8 @@ def test_constant_pads_fold_in_a_dynamic_batch_model(tmp_path):
              "n_zeros": np.array([3], np.int64), "tail": np.array([1, 1], np.int64),
              "flat": np.array([-1], np.int64), "start": np.array([0], np.int64), "end": np.array([8], np.int64)}
     nodes = [node("ConstantOfShape", ["n_zeros"], "zeros", value=numpy_helper.from_array(np.array([0], np.int64))),
-             node("Concat", ["head", "zeros", "tail"], "joined", axis=0), node("Reshape", ["joined", "flat"], "flat_pads"),
+             node("Concat", ["head", "zeros", "tail"], "joined", axis=0),
+             node("Reshape", ["joined", "flat"], "flat_pads"),
              node("Slice", ["flat_pads", "start", "end"], "sliced"), node("Cast", ["sliced"], "pads", to=7),
              node("Conv", ["x", "w1"], "a"), node("Pad", ["a", "pads"], "p"), node("Conv", ["p", "w2"], "y")]
     model = make_model(nodes, {"x": ["N", 3, HW + 2, HW + 2]}, {"y": None}, inits)
