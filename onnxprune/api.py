@@ -211,7 +211,7 @@ def finish_calibration(analysis: Analysis, plan: Plan, pruned, config: PruneConf
         return {}
     found = compensate.consumers(analysis.graph, analysis.groups, plan)
     missing = [s for s in compensate.stat_spaces(found) if s not in cal.stats]
-    if missing and config.compensation in ("bias", "moments"):
+    if missing and config.compensation in compensate.STAT_MODES:
         cal.stats.update(calib.collect_stats(analysis.graph.proto, cal.data, missing))
     summary = compensate.compensate(analysis.graph, found, pruned, cal.data, cal.stats, config.compensation)
     result = {"samples": cal.data.count, "compensation": summary}

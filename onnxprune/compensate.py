@@ -44,6 +44,7 @@ from .rules.forms import LinearForm
 log = logging.getLogger(__name__)
 
 MODES = COMPENSATIONS  # the list lives in options.py, shared with the CLI
+STAT_MODES = ("bias", "moments")  # the modes that read the consumers' input channel means
 # measured on tools/bench_fidelity.py: with its ridge validated on held-out rows lsq beats bias on
 # EfficientNet-Lite0 (top-1 agreement at -25 % MACs 0.75 against 0.43) and on MiniLM (cosine at -25 %
 # parameters 0.753 against 0.720); a fixed ridge overfit MiniLM's FFN (0.551)
@@ -125,17 +126,11 @@ def compensate(graph: Graph, found: list[Consumer], pruned: ModelProto, data: Ca
     if mode == "bias":
         if stats is None:
             raise ValueError("bias compensation needs the channel statistics of the consumers' inputs")
-        values = Values()
-        for c in found:
-            _bias_values(graph, c, pruned, stats[(c.form.x, c.x_axis)].mean, values)
-        apply_values(pruned, values.weights, values.new_biases)
+        _fold_removed_means(graph, found, pruned, stats)
     elif mode == "moments":
         if data is None or stats is None:
             raise ValueError("moment compensation needs calibration data and channel statistics")
-        values = Values()
-        for c in found:
-            _bias_values(graph, c, pruned, stats[(c.form.x, c.x_axis)].mean, values)
-        apply_values(pruned, values.weights, values.new_biases)
+        _fold_removed_means(graph, found, pruned, stats)
         _restore_moments(graph, found, pruned, data)
     elif mode == "lsq":
         if data is None:
@@ -176,6 +171,27 @@ def _write(c: Consumer, w_like: np.ndarray, m: np.ndarray | None, bias: np.ndarr
         values.new_biases.append((c.form.node, _added_bias(c), c.form.bias_attach, bias.astype(w_like.dtype)))
 
 
+def _fold_removed_means(graph: Graph, found: list[Consumer], pruned: ModelProto,
+                        stats: dict[tuple[str, int], ChannelStats]) -> None:
+    """Bias compensation of every consumer, written into `pruned`."""
+    values = Values()
+    for c in found:
+        _bias_values(graph, c, pruned, stats[(c.form.x, c.x_axis)].mean, values)
+    apply_values(pruned, values.weights, values.new_biases)
+
+
+def _original_linear(graph: Graph, c: Consumer) -> tuple[np.ndarray, np.ndarray | float]:
+    """The original consumer's M [C, K, kept N] and bias (0.0 when none), in float64."""
+    m = c.form.matrix(ir.constant(graph, c.form.weight).astype(np.float64))[:, :, c.kept_out]
+    b = ir.constant(graph, c.form.bias)[c.kept_out].astype(np.float64) if c.form.bias else 0.0
+    return m, b
+
+
+def _first(data: CalibData, samples: int) -> CalibData:
+    """The first `samples` samples (at least one batch)."""
+    return data.take(0, min(data.count, max(samples, data.batch)))
+
+
 def _bias_values(graph: Graph, c: Consumer, pruned: ModelProto, mean: np.ndarray, values: Values) -> None:
     m_orig = c.form.matrix(ir.constant(graph, c.form.weight).astype(np.float64))
     removed = m_orig[c.removed_in][:, :, c.kept_out].sum(axis=1)  # [R, N]
@@ -196,7 +212,7 @@ def _restore_moments(graph: Graph, found: list[Consumer], pruned: ModelProto, da
     topological order, each measured on the model with the ones before it corrected (corrected
     together, a chain corrects twice). A channel whose spread is unchanged (within 1e-4) or zero keeps
     its values exactly: dead channels stay dead."""
-    data = data.take(0, min(data.count, max(MOMENT_SAMPLES, data.batch)))
+    data = _first(data, MOMENT_SAMPLES)
     target = _output_moments(graph.proto, graph, found, data, original=True)
     corrected = 0
     for j, c in enumerate(found):
@@ -226,12 +242,10 @@ def _output_moments(model: ModelProto, graph: Graph, found: list[Consumer], data
     forms = {}
     for j, c in enumerate(found):
         if original:
-            m = c.form.matrix(ir.constant(graph, c.form.weight).astype(np.float64))[:, :, c.kept_out]
-            b = ir.constant(graph, c.form.bias)[c.kept_out].astype(np.float64) if c.form.bias else 0.0
+            forms[j] = _original_linear(graph, c)
         else:
             w, b = _current(model, c, graph)
-            m = c.form.matrix(w.astype(np.float64))
-        forms[j] = (m, b)
+            forms[j] = (c.form.matrix(w.astype(np.float64)), b)
 
     def visit(i: int, values: dict[str, np.ndarray]) -> None:
         for j, c in enumerate(found):
@@ -251,16 +265,16 @@ def _output_moments(model: ModelProto, graph: Graph, found: list[Consumer], data
 
 
 def _least_squares(graph: Graph, found: list[Consumer], pruned: ModelProto, data: CalibData) -> None:
-    data = data.take(0, min(data.count, max(LSQ_SAMPLES, data.batch)))
+    data = _first(data, LSQ_SAMPLES)
     batches = max(1, -(-data.count // data.batch))
     per_batch = max(1, MAX_ROWS // batches)
     targets: list[list[np.ndarray]] = [[] for _ in found]
+    originals = [_original_linear(graph, c) for c in found]  # once, not per batch
 
     def keep_targets(i: int, values: dict[str, np.ndarray]) -> None:
         for j, c in enumerate(found):
             a = c.form.rows(values[c.form.x], np.random.default_rng((j, i)), per_batch).astype(np.float64)
-            m = c.form.matrix(ir.constant(graph, c.form.weight).astype(np.float64))[:, :, c.kept_out]
-            b = ir.constant(graph, c.form.bias)[c.kept_out] if c.form.bias else 0.0
+            m, b = originals[j]
             targets[j].append(np.einsum("rck,ckn->rn", a, m) + b)
 
     calib.run_batches(graph.proto, data, sorted({c.form.x for c in found}), keep_targets, "lsq targets")
