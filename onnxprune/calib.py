@@ -199,6 +199,94 @@ def run_batches(model: ModelProto, data: CalibData, names: list[str] | None,
             last = now
 
 
+Visit = Callable[[int, dict[str, np.ndarray]], None]
+
+
+class Stepwise:
+    """Tensors of a model that changes between targets, target after target, each node run once.
+
+    Compensation refits consumers in topological order, each on its input in the model with the
+    consumers before it refit. A refit changes its consumer's weights and bias only, and everything
+    run for the earlier targets is upstream of this consumer's input, so of an earlier node in
+    topological order: none of it reads the refit consumer, and it all still holds. Each target so
+    runs only the nodes not run yet (`ir.segment`), reading the tensors earlier runs computed, kept
+    for every sample (the batch boundaries are `CalibData.batches()`'s) while a node still to run for
+    a later target reads them. With L targets that is one pass over the network instead of L.
+    `changed` names the initializers a refit wrote: should a node already run read one (a bias shared
+    with an earlier node), everything is computed afresh for the next target.
+    """
+
+    def __init__(self, data: CalibData, targets: list[str], label: str) -> None:
+        self.data = data
+        self.targets = list(targets)
+        self.label = label
+        self.step = 0
+        self.nodes_run = 0
+        self.peak_bytes = 0
+        self._cache: dict[str, list[np.ndarray | None]] = {}  # tensor -> its value in every batch
+        self._read: set[str] = set()  # what the nodes run so far read, initializers included
+
+    def next(self, model: ModelProto, visit: Visit) -> None:
+        """Run `model` (as it is now) up to the next target; `visit(batch_index, {target: value})` sees
+        every batch."""
+        name = self.targets[self.step]
+        self.step += 1
+        available = {k: (v[0].dtype, v[0].ndim) for k, v in self._cache.items() if v and v[0] is not None}
+        seg = ir.segment(model, [name], available, self.targets[self.step:])
+        sess = session(seg.model, "cpu", optimize=True) if seg.model is not None else None
+        in_names = [i.name for i in sess.get_inputs()] if sess else []
+        out_names = [o.name for o in sess.get_outputs()] if sess else []
+        dead = [k for k in self._cache if k not in seg.live]
+        new: dict[str, list[np.ndarray | None]] = {o: [] for o in out_names if o in seg.live}
+        held = sum(a.nbytes for v in self._cache.values() for a in v if a is not None)
+        for i, feeds in enumerate(self.data.batches()):
+            values: dict[str, np.ndarray] = {}
+            if sess is not None:
+                try:
+                    got = sess.run(out_names, {k: self._cache[k][i] if k in self._cache else feeds[k]
+                                               for k in in_names})
+                except Exception as exc:  # only ONNX Runtime runs inside: its failure to run the batch
+                    raise CheckFailedError(f"ONNX Runtime failed on {self.label} {name} batch {i}: "
+                                           f"{first_line(exc)}") from None
+                values = dict(zip(out_names, got))
+            for o, parts in new.items():
+                parts.append(values[o])
+            visit(i, {name: values[name] if name in values else self._value(name, i, feeds)})
+            for k in dead:  # freed batch by batch: a big early activation goes as its last reader runs
+                self._cache[k][i] = None
+        self.peak_bytes = max(self.peak_bytes,
+                              held + sum(a.nbytes for v in new.values() for a in v if a is not None))
+        for k in dead:
+            del self._cache[k]
+        self._cache.update(new)
+        self.nodes_run += seg.nodes
+        self._read |= seg.reads
+        log.debug("%s %d/%d: %d nodes run, %d tensors kept", self.label, self.step, len(self.targets), seg.nodes,
+                  len(self._cache))
+        if self.step == len(self.targets):
+            log.info("%s: %d nodes run for %d targets; at most %.1f MiB of activations kept", self.label,
+                     self.nodes_run, len(self.targets), self.peak_bytes / 2 ** 20)
+            self._cache.clear()
+
+    def _value(self, name: str, i: int, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if name in self._cache:
+            value = self._cache[name][i]
+            if value is not None:
+                return value
+        if name in feeds:
+            return feeds[name]
+        raise CheckFailedError(f"{self.label}: '{name}' is neither computed nor a model input")
+
+    def changed(self, initializers: set[str]) -> None:
+        """A refit wrote these initializers; drop every kept tensor if a node already run reads one."""
+        stale = initializers & self._read
+        if stale:
+            log.info("%s: %s, read by nodes already run, changed: computing the next target afresh", self.label,
+                     ", ".join(sorted(stale)))
+            self._cache.clear()
+            self._read.clear()
+
+
 @dataclass
 class ChannelStats:
     """Per-channel moments of a tensor along one axis (reduced over every other axis)."""

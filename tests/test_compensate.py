@@ -4,7 +4,7 @@ import onnx
 import pytest
 from helpers import make_model, node, rng, save, weight
 
-from onnxprune import Plan, analyze, calib, compensate
+from onnxprune import Plan, analyze, calib, compensate, ir
 from onnxprune.testing import TOLERANCE, compare, plan_removing, run_model, zero_consumers
 
 
@@ -251,3 +251,154 @@ def test_a_tied_weight_is_left_as_pruned_and_named(tmp_path, monkeypatch, caplog
     after = {t.name: onnx.numpy_helper.to_array(t) for t in pruned.graph.initializer}
     assert np.array_equal(after["w2"], before["w2"])  # the tied weight is as pruned
     assert not np.array_equal(after["w3"], before["w3"])  # its untied neighbour was refit
+
+
+# -- one pass over the network for all refits (calib.Stepwise) ---------------------------------------------
+
+def _deep_cnn():
+    """Conv chain with a residual Add, a branch (two convs read r3) and a MatMul head without a bias (its
+    refit adds an Add behind it): x -> c1 -> r1 -> c2 -> r2 -> c3 (+ r1) -> r3 -> {c4 -> r4 -> mean -> fc, c6}."""
+    inits = {"w1": weight(8, 3, 3, 3), "b1": np.abs(weight(8)) + 0.2, "w2": weight(8, 8, 3, 3), "b2": weight(8),
+             "w3": weight(8, 8, 1, 1), "b3": weight(8), "w4": weight(8, 8, 3, 3), "b4": weight(8),
+             "w6": weight(4, 8, 1, 1), "wf": weight(8, 5)}
+    nodes = [node("Conv", ["x", "w1", "b1"], "h1", pads=[1, 1, 1, 1]), node("Relu", ["h1"], "r1"),
+             node("Conv", ["r1", "w2", "b2"], "h2", pads=[1, 1, 1, 1]), node("Relu", ["h2"], "r2"),
+             node("Conv", ["r2", "w3", "b3"], "h3"), node("Add", ["h3", "r1"], "s"), node("Relu", ["s"], "r3"),
+             node("Conv", ["r3", "w4", "b4"], "h4", pads=[1, 1, 1, 1]), node("Relu", ["h4"], "r4"),
+             node("ReduceMean", ["r4"], "f", axes=[2, 3], keepdims=0), node("MatMul", ["f", "wf"], "y1"),
+             node("Conv", ["r3", "w6"], "y2")]
+    return make_model(nodes, {"x": ["N", 3, 8, 8]}, {"y1": ["N", 5], "y2": None}, inits)
+
+
+DEEP_REMOVED = {"h1": [1, 4, 6], "h2": [0, 3], "h4": [2, 5, 7]}
+
+
+class _FullRuns:
+    """The refits' inputs as they were computed before calib.Stepwise: every target runs the model from
+    its graph inputs (calib.run_batches, ir.needed_for), so L targets cost L runs of the network."""
+
+    def __init__(self, data, targets, label):
+        self.data, self.targets, self.step, self.nodes_run = data, list(targets), 0, 0
+
+    def next(self, model, visit):
+        name = self.targets[self.step]
+        self.step += 1
+        self.nodes_run += len(ir.needed_for(model, [name]).graph.node)
+        calib.run_batches(model, self.data, [name], visit, progress=False)
+
+    def changed(self, initializers):
+        pass
+
+
+def _deep_prune(tmp_path, mode, runner=None, monkeypatch=None, model=None):
+    """The deep CNN pruned by DEEP_REMOVED and compensated by `mode` (the refits' inputs through `runner`,
+    default calib.Stepwise); returns (pruned model, the runners used, the consumers' inputs)."""
+    made = []
+    runner = runner or calib.Stepwise
+
+    def recorded(*args):
+        made.append(runner(*args))
+        return made[-1]
+
+    monkeypatch.setattr(calib, "Stepwise", recorded)
+    path = save(model if model is not None else _deep_cnn(), tmp_path, f"deep_{mode}_{runner.__name__}.onnx")
+    analysis = analyze(path)
+    plan = plan_removing(analysis, DEEP_REMOVED)
+    found = compensate.consumers(analysis.graph, analysis.groups, plan)
+    pruned = analysis.apply(plan).proto
+    data = _data((3, 8, 8), 40, seed=21)  # batches of 16, 16 and 8
+    stats = calib.collect_stats(analysis.graph.proto, data, compensate.stat_spaces(found))
+    compensate.compensate(analysis.graph, found, pruned, data, stats, mode)
+    onnx.checker.check_model(pruned, full_check=True)
+    return pruned, made, [c.form.x for c in found]
+
+
+@pytest.mark.parametrize("mode", ["lsq", "moments"])
+def test_stepwise_refits_equal_a_full_run_per_consumer(tmp_path, monkeypatch, mode):
+    """Running only the nodes not run yet, on the tensors kept from earlier runs, gives the weights that
+    running the network up to every consumer's input gives (up to float round-off), and runs every node
+    needed for the consumers' inputs exactly once: on this 12-node model with 5 consumers (two reading
+    one tensor, one behind a residual Add) the full runs take more than twice as many node runs."""
+    model = _deep_cnn()
+    stepwise, steps, xs = _deep_prune(tmp_path, mode, monkeypatch=monkeypatch, model=model)
+    full, full_runs, _ = _deep_prune(tmp_path, mode, _FullRuns, monkeypatch, model)
+    assert xs == ["r1", "r2", "r3", "f", "r3"]  # r3 is kept while f is computed
+    got = {t.name: onnx.numpy_helper.to_array(t) for t in stepwise.graph.initializer}
+    want = {t.name: onnx.numpy_helper.to_array(t) for t in full.graph.initializer}
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert [n.op_type for n in stepwise.graph.node] == [n.op_type for n in full.graph.node]
+    (step,) = steps
+    assert step.nodes_run == len(ir.needed_for(stepwise, xs).graph.node) == 10
+    assert full_runs[0].nodes_run == 2 + 4 + 7 + 10 + 7
+    assert step.peak_bytes > 0
+
+
+@pytest.mark.parametrize("mode", ["lsq", "moments"])
+def test_stepwise_compensation_keeps_the_dead_channel_oracle_of_a_deep_model(tmp_path, monkeypatch, mode):
+    """Consumers already zero on the removed channels of all three groups: compensating layer after layer
+    on kept tensors changes nothing."""
+    analysis = analyze(save(_deep_cnn(), tmp_path))
+    zeroed = zero_consumers(analysis, plan_removing(analysis, DEEP_REMOVED)).proto
+    pruned, _, _ = _deep_prune(tmp_path, mode, monkeypatch=monkeypatch, model=zeroed)
+    x = rng().standard_normal((6, 3, 8, 8)).astype(np.float32)
+    assert _error(zeroed, pruned, x) <= TOLERANCE
+
+
+def test_stepwise_recomputes_after_a_change_to_a_node_already_run(tmp_path):
+    """A refit that writes an initializer an earlier node read (a bias shared upstream) leaves the kept
+    tensors stale: `changed` drops them and the next target is computed afresh."""
+    model = _deep_cnn()
+    data = _data((3, 8, 8), 40, seed=22)
+
+    def step_values(changed: bool) -> np.ndarray:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+        steps = calib.Stepwise(data, ["r1", "r3"], "test")
+        steps.next(proto, lambda i, v: None)
+        ir.set_initializer(proto, "b1", np.full(8, 3.0, np.float32))  # read by c1, run for r1
+        if changed:
+            steps.changed({"b1", "unrelated"})
+        seen = []
+        steps.next(proto, lambda i, v: seen.append(v["r3"]))
+        return np.concatenate(seen)
+
+    def full_values() -> np.ndarray:
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+        ir.set_initializer(proto, "b1", np.full(8, 3.0, np.float32))
+        seen = []
+        calib.run_batches(proto, data, ["r3"], lambda i, v: seen.append(v["r3"]), progress=False)
+        return np.concatenate(seen)
+
+    np.testing.assert_allclose(step_values(True), full_values(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(step_values(False), full_values(), atol=1e-3)
+
+
+def test_segment_feeds_an_available_tensor_to_a_body_that_reads_it(tmp_path):
+    """An If body reads `a` from the outer scope: with `a` available, the segment holds the If alone, takes
+    `a` (and the graph input `cond`) as graph inputs, and computes what the whole model computes."""
+    from onnx import TensorProto, helper
+
+    then_g = helper.make_graph([node("Neg", ["a"], "t")], "then", [], [helper.make_tensor_value_info("t", 1, None)])
+    else_g = helper.make_graph([node("Mul", ["a", "k"], "e")], "else", [],
+                               [helper.make_tensor_value_info("e", 1, None)])
+    model = make_model([node("Relu", ["x"], "a"), node("Sigmoid", ["a"], "b"),
+                        node("If", ["cond"], "y", then_branch=then_g, else_branch=else_g),
+                        node("Add", ["y", "b"], "z")],
+                       {"x": ["N", 4], "cond": []}, {"z": None}, {"k": np.full(4, 2.0, np.float32)},
+                       input_types={"cond": TensorProto.BOOL})
+    seg = ir.segment(model, ["y"], {"a": (np.dtype(np.float32), 2)}, ["z"])
+    assert seg.nodes == 1 and seg.produced == {"y"}
+    assert {i.name for i in seg.model.graph.input} == {"a", "cond"}
+    assert "a" in seg.reads and "k" in seg.reads
+    assert seg.live == {"y"} | {"a"}  # z = y + Sigmoid(a): both still needed
+    assert [o.name for o in seg.model.graph.output] == ["y"]
+    x = rng().standard_normal((3, 4)).astype(np.float32)
+    a = np.maximum(x, 0)
+    for cond in (True, False):
+        feeds = {"a": a, "cond": np.array(cond)}
+        got = run_model(seg.model, feeds).outputs[0]
+        np.testing.assert_allclose(got, -a if cond else 2 * a)
+    assert ir.segment(model, ["a"], {"a": (np.dtype(np.float32), 2)}).model is None

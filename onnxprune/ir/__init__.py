@@ -11,10 +11,10 @@ from . import integrity, limits
 from .annotate import downstream
 from .annotate import refresh as refresh_annotations
 from .cut import AttrEdit, Cut, cut_model
-from .edit import (Kept, add_after, add_initializer, as_identity, copy_model, fold_in_graph, get_node_attr,
-                   initializer_map, needed_for, probe_model, replace_initializer, replace_with_constants,
-                   reshare_clones, set_initializer, set_node_attr, set_node_input, set_value_dims, to_array,
-                   with_outputs)
+from .edit import (Kept, Segment, add_after, add_initializer, as_identity, copy_model, fold_in_graph,
+                   get_node_attr, initializer_map, needed_for, probe_model, replace_initializer,
+                   replace_with_constants, reshare_clones, segment, set_initializer, set_node_attr, set_node_input,
+                   set_value_dims, to_array, with_outputs)
 from .external import gather as take_kept
 from .graph import Graph, Node, Shape, numel, opset_of
 from .load import load, normalise, read_model
@@ -32,7 +32,8 @@ __all__ = ["add_after", "add_initializer", "as_identity", "AttrEdit", "constant"
            "saved_from_file", "saved_size", "session_parts", "initializer_shapes", "input_specs", "integrity",
            "is_large", "is_tensor_type", "limits", "load", "Model", "ModelProto", "Node", "normalise", "np_dtype",
            "numel", "opset_of", "probe_model", "read_model", "refresh_annotations", "register_shape_hook",
-           "remove_saved", "replace_initializer", "replace_with_constants", "reshare_clones", "save",
+           "remove_saved", "replace_initializer", "replace_with_constants", "reshare_clones", "save", "Segment",
+           "segment",
            "set_initializer", "set_initializers", "set_node_attr", "set_node_input", "set_node_shapes",
            "set_value_dims", "Shape", "standard_op_shapes", "static_dim", "take_kept", "TensorSpec", "to_array",
            "top_level_tensors", "with_input_shapes", "with_outputs"]

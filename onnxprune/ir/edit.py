@@ -1,6 +1,7 @@
 """Editing helpers for the modules that build new models (apply, fold, compensate)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -300,3 +301,73 @@ def as_identity(proto: onnx.ModelProto, node_indices: list[int]) -> onnx.ModelPr
     del model.graph.value_info[:]
     model.graph.value_info.extend(kept)
     return model
+
+
+@dataclass
+class Segment:
+    """What `segment` found: the model to run (None: every output is available already), how many
+    nodes it runs, every tensor those nodes produce and read (initializers included), and which
+    available or produced tensors the `later` outputs still need."""
+
+    model: onnx.ModelProto | None
+    nodes: int
+    produced: set[str]
+    reads: set[str]
+    live: set[str]
+
+
+def segment(proto: onnx.ModelProto, outputs: list[str], available: dict[str, tuple[np.dtype, int]],
+            later: list[str] | tuple = ()) -> Segment:
+    """A model computing `outputs` from the `available` tensors (name -> (dtype, rank), values computed
+    earlier), which become its graph inputs, and the original graph inputs: only the top-level nodes not
+    computable from available tensors, and the initializers they read. Its graph outputs are `outputs`
+    and the tensors it produces that the nodes computing `later` would read (`live`, which also names
+    the available tensors `later` still needs), so that a caller running target after target runs each
+    node once. Tensors read from an outer scope by If / Loop / Scan bodies count as read (tensors_read):
+    an available one a body reads is a graph input, which the body sees."""
+    g = proto.graph
+    graph_inputs = {i.name: i for i in g.input}
+    reads_of: dict[int, set[str]] = {}
+
+    def reads(i: int, n: onnx.NodeProto) -> set[str]:
+        if i not in reads_of:
+            reads_of[i] = tensors_read(n)
+        return reads_of[i]
+
+    needed = {o for o in outputs if o not in available and o not in graph_inputs}
+    kept: list[int] = []
+    for i in range(len(g.node) - 1, -1, -1):  # topological order (load sorts it): readers after producers
+        n = g.node[i]
+        if any(o in needed for o in n.output if o):
+            kept.append(i)
+            needed.update(r for r in reads(i, n) if r not in available)
+    kept.reverse()
+    produced = {o for i in kept for o in g.node[i].output if o}
+    read = set().union(*(reads(i, g.node[i]) for i in kept)) if kept else set()
+
+    stop = set(available) | produced  # what the nodes for `later` read instead of computing it again
+    live = {t for t in later if t in stop}
+    want = {t for t in later if t not in stop}
+    for i in range(len(g.node) - 1, -1, -1):
+        n = g.node[i]
+        if any(o in want for o in n.output if o):
+            for r in reads(i, n):
+                (live if r in stop else want).add(r)
+
+    wanted = [o for o in dict.fromkeys(outputs) if o not in available and o not in graph_inputs]
+    if not wanted:
+        return Segment(None, 0, produced, read, live)
+    exposed = wanted + sorted((produced & live) - set(wanted))
+    fed = sorted(r for r in read if r in available)
+    out = onnx.ModelProto()
+    _copy_fields(proto, out, skip="graph")
+    _copy_fields(g, out.graph, skip=("node", "initializer", "input", "output", "value_info"))
+    out.graph.node.extend(g.node[i] for i in kept)
+    # no shape: a cached tensor's batch dimension is whatever the batch is (the last may be short)
+    out.graph.input.extend(
+        onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(available[n][0])),
+                                           [None] * available[n][1]) for n in fed)
+    out.graph.input.extend(graph_inputs[n] for n in sorted(read) if n in graph_inputs)
+    out.graph.initializer.extend(t for t in g.initializer if t.name in read or t.name in wanted)
+    out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in exposed)
+    return Segment(out, len(kept), produced, read, live)
