@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from . import activation, cache_io, calib, compensate, genai_config, ir, paths, sensitivity
+from . import activation, cache_io, calib, compensate, genai_config, ir, paths, saliency, sensitivity
 from .apply import apply_plan
 from .depgraph import build_groups
 from .errors import BadInputError, CheckFailedError, OnnxPruneError, OutputWriteError
@@ -61,12 +61,14 @@ class Analysis:
         (read it, do not edit it)."""
         return Model(self.graph.proto)
 
-    def plan(self, config: PruneConfig | None = None, stats: dict | None = None) -> Plan:
+    def plan(self, config: PruneConfig | None = None, stats: dict | None = None,
+             covariances: dict | None = None) -> Plan:
         """A plan from `config` (default PruneConfig()): the saved plan if `plan_in` is set, else
-        scored by its importance criterion; `stats` are calibration statistics for activation criteria."""
+        scored by its importance criterion; `stats` are calibration statistics for activation criteria,
+        `covariances` the consumers' input covariances for `obs` (`saliency.covariances`)."""
         config = config or PruneConfig()
         config.check()
-        return plan_for(self, config, stats)
+        return plan_for(self, config, stats, covariances=covariances)
 
     def apply(self, plan: Plan) -> Model:
         """The pruned model (a new one: the analysed model is not changed), sharing constants as the input did."""
@@ -141,28 +143,38 @@ def _effective_shapes(proto, given: dict, hint: dict) -> dict:
     return shapes
 
 
-def group_scores(analysis: Analysis, config: PruneConfig, stats: dict | None = None) -> dict:
+def _scored_groups(analysis: Analysis, config: PruneConfig) -> list[Group]:  # those the config lets go
+    return [g for g in analysis.prunable if (g.exact or config.inexact) and (not g.interface or config.prune_cache)]
+
+
+def group_scores(analysis: Analysis, config: PruneConfig, stats: dict | None = None,
+                 covariances: dict | None = None) -> dict:
     """Unit scores (group id -> array, larger = keep) of the groups the config lets the planner prune."""
     rng = np.random.default_rng(config.seed)
-    todo = [g for g in analysis.prunable if (g.exact or config.inexact) and (not g.interface or config.prune_cache)]
+    todo = _scored_groups(analysis, config)
+    if config.criterion in saliency.CRITERIA and covariances is None:
+        raise ValueError(f"importance '{config.criterion}' needs the consumers' input covariances "
+                         "(saliency.covariances on calibration data)")
     progress = Progress(log, "scoring", len(todo), " groups")
     scores = {}
     for g in todo:
-        scores[g.id] = unit_scores(g, _root_scores(g, analysis.graph, config, rng, stats))
+        scores[g.id] = (saliency.group_unit_scores(g, analysis.graph, covariances or {}, stats or {})
+                        if config.criterion in saliency.CRITERIA
+                        else unit_scores(g, _root_scores(g, analysis.graph, config, rng, stats)))
         progress.add()
     progress.finish()
     return scores
 
 
 def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None, scores: dict | None = None,
-             measured: dict | None = None) -> Plan:
+             measured: dict | None = None, covariances: dict | None = None) -> Plan:
     """A plan from a checked config: the saved plan if `plan_in` is set, else scored by `importance`
     (`scores`: those of `group_scores`, when the caller has them already).
 
     Internal (the CLI's pipeline); callers use `Analysis.plan`, which checks the config first."""
     if config.plan_in:
         return Plan.load(config.plan_in)
-    scores = group_scores(analysis, config, stats) if scores is None else scores
+    scores = group_scores(analysis, config, stats, covariances) if scores is None else scores
     planner = Planner(analysis.groups, scores, config.plan_options(analysis))
     metric, target = ("params", config.target_params) if config.target_params is not None \
         else ("macs", config.target_macs)
@@ -192,6 +204,7 @@ class Calibration:
     data: calib.CalibData
     held_out: calib.CalibData | None
     stats: dict
+    covariances: dict | None = None  # consumers' input covariances, for `--importance obs`
 
 
 def calibrate(analysis: Analysis, config: PruneConfig) -> Calibration | None:
@@ -202,7 +215,10 @@ def calibrate(analysis: Analysis, config: PruneConfig) -> Calibration | None:
                              config.calib_samples)
     log.info("calibration: %d samples (%d held out for fidelity)", data.count, held.count if held else 0)
     stats = calib.collect_stats(analysis.graph.proto, data, activation.stat_spaces(analysis.prunable))
-    return Calibration(data, held, stats)
+    covariances = None
+    if config.criterion in saliency.CRITERIA and not config.plan_in:
+        covariances = saliency.covariances(analysis.graph, _scored_groups(analysis, config), data)
+    return Calibration(data, held, stats, covariances)
 
 
 def finish_calibration(analysis: Analysis, plan: Plan, pruned, config: PruneConfig, cal: Calibration | None) -> dict:
@@ -227,12 +243,14 @@ def measure_sensitivity(analysis: Analysis, config: PruneConfig, cal: Calibratio
     if not (config.sensitivity or config.measured_allocation) or cal is None:
         return None
     if not scores:
-        scores = group_scores(analysis, config, cal.stats)
+        scores = group_scores(analysis, config, cal.stats, cal.covariances)
     data = cal.held_out if cal.held_out is not None else cal.data
     # an allocation may take a group past half its units: measure that far too
     fractions = sensitivity.ALLOCATION_FRACTIONS if config.measured_allocation else sensitivity.FRACTIONS
+    # curves after a least-squares refit when the compensation refits and the covariances are at hand
+    refit = cal.covariances if config.compensation == "lsq" else None
     return sensitivity.measure(analysis.graph, analysis.groups, scores, data, fractions,
-                               budget_s=config.sensitivity_budget)
+                               budget_s=config.sensitivity_budget, covariances=refit)
 
 
 def keep_better_allocation(analysis: Analysis, config: PruneConfig, cal: Calibration, scores: dict, plan: Plan,
@@ -317,7 +335,8 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     lap("analyse")
     cal = calibrate(analysis, config)
     log.info("scoring %d prunable groups and planning", len(analysis.prunable))
-    scores = {} if config.plan_in else group_scores(analysis, config, cal.stats if cal else None)
+    scores = {} if config.plan_in else group_scores(analysis, config, cal.stats if cal else None,
+                                                    cal.covariances if cal else None)
     if cal and config.sensitivity:
         lap("statistics")  # so that the sensitivity lap holds the measuring alone
     measured = measure_sensitivity(analysis, config, cal, scores)
@@ -473,7 +492,7 @@ def verify(model: ModelSource, config: PruneConfig | None = None) -> OracleResul
     config.check()
     analysis = analyze(model, config.input_shapes, calib.sample_shapes(config.calib) if config.calib else None)
     cal = calibrate(analysis, config) if config.criterion in activation.CRITERIA else None
-    plan = plan_for(analysis, config, cal.stats if cal else None)
+    plan = plan_for(analysis, config, cal.stats if cal else None, covariances=cal.covariances if cal else None)
     return analysis.verify(plan, config.seed)
 
 

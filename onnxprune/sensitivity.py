@@ -16,6 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from . import saliency
+from .apply import apply_values
 from .calib import CalibData, outputs
 from .group import Group
 from .ir import Graph, ModelProto
@@ -75,9 +77,12 @@ def _choice(group: Group, scores: np.ndarray, fractions: Sequence[float]) -> lis
 
 def measure(graph: Graph, groups: list[Group], scores: Mapping[int, np.ndarray], data: CalibData,
             fractions: Sequence[float] = FRACTIONS, budget_s: float = BUDGET_S,
-            max_groups: int = MAX_GROUPS) -> dict[str, Any]:
+            max_groups: int = MAX_GROUPS, covariances: Mapping[tuple, Any] | None = None) -> dict[str, Any]:
     """Relative output error per prunable exact scored group at each fraction of its units removed.
 
+    With `covariances` (`saliency.covariances`), the consumers of the removed units are refit by least
+    squares from their input covariance, as the compensation will refit them, instead of only zeroed:
+    a curve of what pruning the group costs after compensation.
     Largest groups first; a group not started within `budget_s` seconds, or beyond `max_groups`,
     is listed under "skipped" with the reason."""
     t0 = time.perf_counter()
@@ -95,7 +100,8 @@ def measure(graph: Graph, groups: list[Group], scores: Mapping[int, np.ndarray],
             skipped += [{"id": h.id, "root": h.root_label, "reason": f"time budget {budget_s:g}s spent"}
                         for h in todo[k:]]
             break
-        measured[str(g.id)] = _measure_group(graph, groups, g, scores[g.id], data, fractions, reference)
+        measured[str(g.id)] = _measure_group(graph, groups, g, scores[g.id], data, fractions, reference,
+                                             covariances)
         now = time.perf_counter()
         if now - last >= LOG_EVERY_S or k + 1 == len(todo):
             per = (now - t0) / (k + 1)
@@ -103,12 +109,14 @@ def measure(graph: Graph, groups: list[Group], scores: Mapping[int, np.ndarray],
             log.info("sensitivity: %d/%d groups (%.1fs, about %.0fs left)", k + 1, len(todo), now - t0, left)
             last = now
     return {"metric": "relative_error", "fractions": fractions, "samples": data.count,
+            "compensated": covariances is not None,
             "seconds": round(time.perf_counter() - t0, 3), "budget_s": budget_s, "groups": measured,
             "skipped": skipped}
 
 
 def _measure_group(graph: Graph, groups: list[Group], g: Group, scores: np.ndarray, data: CalibData,
-                   fractions: list[float], reference: list[np.ndarray]) -> dict[str, Any]:
+                   fractions: list[float], reference: list[np.ndarray],
+                   covariances: Mapping[tuple, Any] | None = None) -> dict[str, Any]:
     errors: list[float] = []
     kl: list[float | None] = []
     removed: list[int] = []
@@ -120,7 +128,10 @@ def _measure_group(graph: Graph, groups: list[Group], g: Group, scores: np.ndarr
             kl.append(softmax_kl(reference, reference))
             continue
         plan = Plan((PlanGroup(g.id, g.root, g.exact, g.size, tuple(int(r) for r in roots)),))
-        dead = _outputs(zero_consumers(graph, groups, plan), data, f"sensitivity of {g.root_label} at {f:g}")
+        model = zero_consumers(graph, groups, plan)
+        if covariances is not None:
+            apply_values(model, *saliency.refit_values(graph, g, roots, dict(covariances)))
+        dead = _outputs(model, data, f"sensitivity of {g.root_label} at {f:g}")
         errors.append(relative_error(reference, dead))
         kl.append(softmax_kl(reference, dead))
     row: dict[str, Any] = {"root": g.root_label, "size": g.size, "units": g.unit_count, "units_removed": removed,

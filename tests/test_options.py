@@ -115,7 +115,7 @@ BAD = [
     ("calib_samples", 1, "1", "must be at least 2, got 1"),
     ("seed", -1, "-1", "expects a non-negative integer, got -1"),
     ("providers", ["cpu", "tpu"], "cpu,tpu", "must be one of cpu, cuda, got 'tpu'"),
-    ("importance", "taylor", None, "must be one of l1, l2, bn, lamp, fpgm, random, act, got 'taylor'"),
+    ("importance", "taylor", None, "must be one of l1, l2, bn, lamp, fpgm, random, act, obs, got 'taylor'"),
     ("group_reduction", "median", None, "must be one of sum, mean, max, got 'median'"),
     ("compensate", "full", None, "must be one of none, bias, moments, lsq, got 'full'"),
     ("allocation", "greedy", None, "must be one of auto, measured, uniform, got 'greedy'"),

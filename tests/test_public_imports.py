@@ -40,6 +40,7 @@ UNIT_TESTS = {
     "test_calib.py": {"calib"},
     "test_compensate.py": {"calib", "compensate"},
     "test_importance.py": {"importance"},
+    "test_saliency.py": {"saliency", "calib", "sensitivity"},  # compensated curves
     "test_indexmap.py": {"indexmap", "depgraph"},  # the group-growing kernels against plain references
     "test_invariants.py": {"api", "depgraph", "edit", "group", "kinds", "planner"},  # value types and strict mode
     "test_planner.py": {"planner", "group", "targets"},
