@@ -140,21 +140,30 @@ def compare_allocations(measured: Mapping[str, Any], uniform: Mapping[str, Any],
     every model: on EfficientNet-Lite0 at 0.6 of the MACs the measured plan had the lower relative error
     and 20x the top-1 changes; MiniLM's sentence embeddings are [N, 384] too, where an argmax means
     nothing and the cosine does."""
-    ours, theirs = _measures(measured), _measures(uniform)
-    no_worse = sum(ours[k] <= theirs[k] for k in ours)
-    return {"kept": "measured" if 2 * no_worse > len(ours) else "uniform", "samples": samples,
+    ours, theirs = fidelity_measures(measured), fidelity_measures(uniform)
+    return {"kept": "measured" if no_worse(ours, theirs) else "uniform", "samples": samples,
             "held_out": held_out, "measured": ours, "uniform": theirs}
 
 
-def _measures(fidelity: Mapping[str, Any]) -> dict[str, float]:
+def no_worse(ours: Mapping[str, float], theirs: Mapping[str, float]) -> bool:
+    """Whether `ours` is at least as close to the original as `theirs` on most of the measures."""
+    return 2 * sum(ours[k] <= theirs[k] for k in ours) > len(ours)
+
+
+def fidelity_measures(fidelity: Mapping[str, Any]) -> dict[str, float]:
+    """The measures (smaller = closer) a calib.fidelity result gives, averaged over its outputs."""
     rows = list(fidelity.get("outputs", {}).values())
     if not rows:
         return {"relative_error": 0.0}
     found = {"relative_error": round(float(np.mean([r["relative_error"] for r in rows])), 6),
              "cosine_gap": round(1.0 - float(np.mean([r["cosine_mean"] for r in rows])), 6)}
-    top1 = [r["top1_agreement"] for r in rows if "top1_agreement" in r]
-    if top1:
-        found["top1_changed"] = round(1.0 - float(np.mean(top1)), 6)
+    for key, name in (("top1_agreement", "top1_changed"), ("token_top1_agreement", "token_top1_changed")):
+        values = [r[key] for r in rows if key in r]
+        if values:
+            found[name] = round(1.0 - float(np.mean(values)), 6)
+    kl = [r["token_kl"] for r in rows if "token_kl" in r]
+    if kl:
+        found["token_kl"] = round(float(np.mean(kl)), 6)
     return found
 
 

@@ -178,17 +178,15 @@ def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None,
     planner = Planner(analysis.groups, scores, config.plan_options(analysis))
     metric, target = ("params", config.target_params) if config.target_params is not None \
         else ("macs", config.target_macs)
-    allocated = None
-    if target is not None and measured and config.measured_allocation:
-        allocated = allocate(planner, CostModel(analysis.graph, analysis.groups), metric, target, measured)
+    allocated = allocate(planner, CostModel(analysis.graph, analysis.groups), metric, target, measured) \
+        if target is not None and measured and config.measured_allocation else None
     if allocated is not None:
         plan = allocated
     elif target is not None:
         plan = plan_for_target(planner, CostModel(analysis.graph, analysis.groups), metric, target)
     else:
         plan = planner.plan()
-    plan = plan.with_meta(importance=config.criterion, group_reduction=config.group_reduction)
-    return plan
+    return plan.with_meta(importance=config.criterion, group_reduction=config.group_reduction)
 
 
 def _root_scores(g: Group, graph: Graph, config: PruneConfig, rng, stats: dict | None) -> np.ndarray:
@@ -225,14 +223,16 @@ def finish_calibration(analysis: Analysis, plan: Plan, pruned, config: PruneConf
     """Compensate `pruned` in place and measure its fidelity on the held-out samples."""
     if cal is None:
         return {}
-    found = compensate.consumers(analysis.graph, analysis.groups, plan)
+    graph = analysis.graph
+    found = compensate.consumers(graph, analysis.groups, plan)
     missing = [s for s in compensate.stat_spaces(found) if s not in cal.stats]
     if missing and config.compensation in compensate.STAT_MODES:
-        cal.stats.update(calib.collect_stats(analysis.graph.proto, cal.data, missing))
-    summary = compensate.compensate(analysis.graph, found, pruned, cal.data, cal.stats, config.compensation)
+        cal.stats.update(calib.collect_stats(graph.proto, cal.data, missing))
+    summary = compensate.compensate(graph, found, pruned, cal.data, cal.stats, config.compensation,
+                                    cal.held_out)
     result = {"samples": cal.data.count, "compensation": summary}
-    if cal.held_out is not None:
-        result["fidelity"] = calib.fidelity(analysis.graph.proto, pruned, cal.held_out)
+    if cal.held_out is not None:  # auto measured the model it kept already
+        result["fidelity"] = summary.pop("fidelity", None) or calib.fidelity(graph.proto, pruned, cal.held_out)
     return result
 
 

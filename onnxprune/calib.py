@@ -338,7 +338,8 @@ def outputs(model: ModelProto, data: CalibData, label: str,
 
 
 def fidelity(original: ModelProto, pruned: ModelProto, data: CalibData) -> dict:
-    """Per output: mean/min cosine similarity per sample, relative L2 error, top-1 agreement for [N, classes]."""
+    """Per output: mean/min cosine similarity per sample, relative L2 error, top-1 agreement for [N, classes],
+    and for LM logits [N, positions, vocabulary] the per-token KL and top-1 agreement (`token_scores`)."""
     names, ref = outputs(original, data, "fidelity (original)")
     _, new = outputs(pruned, data, "fidelity (pruned)")
     result: dict[str, Any] = {"samples": data.count, "outputs": {}}
@@ -352,5 +353,29 @@ def fidelity(original: ModelProto, pruned: ModelProto, data: CalibData) -> dict:
                "relative_error": float(np.linalg.norm(a64 - b64) / max(np.linalg.norm(a64), 1e-30))}
         if a.ndim == 2 and a.shape[1] > 1:
             row["top1_agreement"] = float(np.mean(a.argmax(1) == b.argmax(1)))
+        if a.ndim >= 3 and a.shape[-1] >= VOCABULARY:
+            row.update(token_scores(a, b))
         result["outputs"][name] = row
     return result
+
+
+VOCABULARY = 1000  # a last axis this long, behind a sequence axis, holds scores over a vocabulary: LM logits
+
+
+def token_scores(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """For logits [..., positions, vocabulary]: the mean per-token KL(softmax(a) || softmax(b)) in nats (how
+    much worse the pruned model predicts the original's next-token distribution; exp of it is the perplexity
+    ratio on text sampled from the original) and the share of positions whose top-1 token is unchanged.
+    In chunks of positions."""
+    a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+    kl, same = 0.0, 0
+    for start in range(0, len(a2), 256):
+        la = a2[start:start + 256].astype(np.float64)
+        lb = b2[start:start + 256].astype(np.float64)
+        la = la - la.max(1, keepdims=True)
+        lb = lb - lb.max(1, keepdims=True)
+        la -= np.log(np.exp(la).sum(1, keepdims=True))
+        lb -= np.log(np.exp(lb).sum(1, keepdims=True))
+        kl += float(np.sum(np.exp(la) * (la - lb)))
+        same += int(np.sum(la.argmax(1) == lb.argmax(1)))
+    return {"token_kl": kl / max(len(a2), 1), "token_top1_agreement": same / max(len(a2), 1)}

@@ -120,7 +120,8 @@ class PruneConfig:
         "--compensate", choices=COMPENSATIONS, check=one_of(COMPENSATIONS),
         help="adjust consumers of removed channels: none, bias (fold removed means into the bias), moments "
              "(bias, then restore each output channel's mean and spread), lsq (refit kept weights by least "
-             "squares, ridge validated on held-out rows); default lsq with --calib, else none"))
+             "squares, ridge validated on held-out rows), auto (lsq, unless bias is closer to the original on the "
+             "held-out samples); default auto with --calib, else none"))
     allocation: str = field(default="auto", metadata=option(
         "--allocation", choices=ALLOCATIONS, check=one_of(ALLOCATIONS), commands=PRUNE,
         help="how a --target-* is spread over the groups: measured (each group's measured sensitivity, the "

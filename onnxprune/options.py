@@ -21,7 +21,7 @@ WEIGHT_CRITERIA = ("l1", "l2", "bn", "lamp", "fpgm", "random")  # importance.py
 ACTIVATION_CRITERIA = ("act", "obs")  # activation.py, saliency.py (need --calib)
 RECONSTRUCTION_CRITERIA = ("obs",)  # saliency.py: scores units from input covariances, not channel moments
 REDUCTIONS = ("sum", "mean", "max")  # how a group's slice scores combine
-COMPENSATIONS = ("none", "bias", "moments", "lsq")  # compensate.py
+COMPENSATIONS = ("none", "bias", "moments", "lsq", "auto")  # compensate.py
 ALLOCATIONS = ("auto", "measured", "uniform")  # allocation.py
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}  # validate.py
 

@@ -229,10 +229,20 @@ def _calibration_lines(c: dict) -> list[str]:
     """Fidelity of the pruned model on held-out calibration samples, one line per output."""
     if not c:
         return []
-    lines = [f"  calib    {c.get('samples', 0)} samples, compensation {c.get('compensation', {}).get('mode', 'none')}"]
+    comp = c.get("compensation", {})
+    auto = comp.get("auto")
+    chosen = ""
+    if auto:
+        other = "bias" if comp.get("mode") == "lsq" else "lsq"
+        chosen = (f" (auto: closer than {other} on {auto['samples']} held-out samples)" if "samples" in auto
+                  else " (auto: no held-out samples to compare on)")
+    lines = [f"  calib    {c.get('samples', 0)} samples, compensation {comp.get('mode', 'none')}{chosen}"]
     fid = c.get("fidelity") or {}
     for name, row in fid.get("outputs", {}).items():
         top1 = f", top-1 agreement {row['top1_agreement'] * 100:.1f}%" if "top1_agreement" in row else ""
+        if "token_kl" in row:
+            top1 += (f", per-token KL {row['token_kl']:.4f} nats, top-1 tokens unchanged "
+                     f"{row['token_top1_agreement'] * 100:.1f}%")
         lines.append(f"  fidelity {name}: cosine mean {row['cosine_mean']:.4f} (min {row['cosine_min']:.4f}), "
                      f"relative error {row['relative_error']:.3g}{top1} on {fid['samples']} held-out samples")
     if fid.get("outputs") and fid.get("samples", 0) < FIDELITY_SAMPLES:

@@ -402,3 +402,51 @@ def test_segment_feeds_an_available_tensor_to_a_body_that_reads_it(tmp_path):
         got = run_model(seg.model, feeds).outputs[0]
         np.testing.assert_allclose(got, -a if cond else 2 * a)
     assert ir.segment(model, ["a"], {"a": (np.dtype(np.float32), 2)}).model is None
+
+
+def _auto_run(tmp_path, model, calib_samples: int, total: int, mode: str = "auto"):
+    """Prune half the hidden units of `model` through the CLI with `--compensate mode`; the report's
+    compensation and the pruned model's outputs on new inputs."""
+    import json
+
+    from onnxprune.cli import main
+
+    path, out, report = save(model, tmp_path), str(tmp_path / f"{mode}.onnx"), tmp_path / f"{mode}.json"
+    npz = str(tmp_path / "calib.npz")
+    np.savez(npz, x=np.random.default_rng(5).standard_normal((total, 8)).astype(np.float32))
+    assert main([path, "-o", out, "--ratio", "0.5", "--round-to", "1", "--calib", npz, "--calib-samples",
+                 str(calib_samples), "--compensate", mode, "--providers", "cpu", "--report-json", str(report)]) == 0
+    x = np.random.default_rng(6).standard_normal((400, 8)).astype(np.float32)
+    return json.loads(report.read_text())["calibration"]["compensation"], run_model(out, {"x": x}).outputs[0]
+
+
+def test_auto_keeps_bias_where_the_refit_does_worse(tmp_path, monkeypatch):
+    """A refit made worse on purpose (a negative ridge amplifies the fit to 12 samples' noise) loses to bias
+    on the held-out samples: auto measures both and writes the bias-compensated model."""
+    monkeypatch.setattr(compensate, "RIDGES", (-0.5,))
+    summary, auto = _auto_run(tmp_path, _wide_ffn(), 12, 40)
+    assert summary["mode"] == "bias" and summary["auto"]["kept"] == "bias", summary
+    assert summary["auto"]["bias"]["relative_error"] < summary["auto"]["lsq"]["relative_error"]
+    _, bias = _auto_run(tmp_path, _wide_ffn(), 12, 40, "bias")
+    np.testing.assert_array_equal(auto, bias)
+
+
+def test_auto_keeps_lsq_where_the_refit_is_better(tmp_path):
+    summary, auto = _auto_run(tmp_path, _wide_ffn(), 256, 400)
+    assert summary["mode"] == "lsq" and summary["auto"]["samples"] == 128
+    _, lsq = _auto_run(tmp_path, _wide_ffn(), 256, 400, "lsq")
+    np.testing.assert_array_equal(auto, lsq)
+
+
+def test_token_scores_of_lm_logits():
+    """Logits [N, positions, vocabulary]: KL of the softmaxes per token and the share of unchanged top-1."""
+    gen = np.random.default_rng(0)
+    a = gen.standard_normal((2, 3, 1000)).astype(np.float32)
+    b = a.copy()
+    b[0, 1, int(a[0, 1].argmax())] -= 50.0  # one position loses its top token
+    scores = calib.token_scores(a, b)
+    assert scores["token_top1_agreement"] == pytest.approx(5 / 6)
+    pa = np.exp(a[0, 1] - a[0, 1].max()) / np.exp(a[0, 1] - a[0, 1].max()).sum()
+    pb = np.exp(b[0, 1] - b[0, 1].max()) / np.exp(b[0, 1] - b[0, 1].max()).sum()
+    assert scores["token_kl"] == pytest.approx(float(np.sum(pa * np.log(pa / pb))) / 6, rel=1e-4)
+    assert calib.token_scores(a, a)["token_kl"] == pytest.approx(0.0, abs=1e-12)

@@ -117,7 +117,7 @@ BAD = [
     ("providers", ["cpu", "tpu"], "cpu,tpu", "must be one of cpu, cuda, got 'tpu'"),
     ("importance", "taylor", None, "must be one of l1, l2, bn, lamp, fpgm, random, act, obs, got 'taylor'"),
     ("group_reduction", "median", None, "must be one of sum, mean, max, got 'median'"),
-    ("compensate", "full", None, "must be one of none, bias, moments, lsq, got 'full'"),
+    ("compensate", "full", None, "must be one of none, bias, moments, lsq, auto, got 'full'"),
     ("allocation", "greedy", None, "must be one of auto, measured, uniform, got 'greedy'"),
     ("ratio_for", [("Conv*", 1.0)], None, "Conv*=1: the ratio must be in [0, 1)"),
     ("input_shapes", {"x": (1, 0)}, None, "gives 'x' the shape (1, 0): dimensions must be positive integers"),

@@ -12,7 +12,7 @@ from .annotate import downstream
 from .annotate import refresh as refresh_annotations
 from .cut import AttrEdit, Cut, cut_model
 from .edit import (Kept, Segment, add_after, add_initializer, as_identity, copy_model, fold_in_graph,
-                   get_node_attr, initializer_map, needed_for, probe_model, replace_initializer,
+                   get_node_attr, initializer_map, needed_for, overwrite, probe_model, replace_initializer,
                    replace_with_constants, reshare_clones, segment, set_initializer, set_node_attr, set_node_input,
                    set_value_dims, to_array, with_outputs)
 from .external import gather as take_kept
@@ -31,7 +31,7 @@ __all__ = ["add_after", "add_initializer", "as_identity", "AttrEdit", "constant"
            "initializer_map", "initializer_reader", "has_external", "Kept", "needed_for", "on_disk",
            "saved_from_file", "saved_size", "session_parts", "initializer_shapes", "input_specs", "integrity",
            "is_large", "is_tensor_type", "limits", "load", "Model", "ModelProto", "Node", "normalise", "np_dtype",
-           "numel", "opset_of", "probe_model", "read_model", "refresh_annotations", "register_shape_hook",
+           "numel", "opset_of", "overwrite", "probe_model", "read_model", "refresh_annotations", "register_shape_hook",
            "remove_saved", "replace_initializer", "replace_with_constants", "reshare_clones", "save", "Segment",
            "segment",
            "set_initializer", "set_initializers", "set_node_attr", "set_node_input", "set_node_shapes",

@@ -75,6 +75,11 @@ def _copy_fields(src, dst, skip: str | tuple[str, ...]) -> None:
             setattr(dst, field_desc.name, value)
 
 
+def overwrite(proto: onnx.ModelProto, source: onnx.ModelProto) -> None:
+    """Make `proto` (in place) a copy of `source`: for a caller holding `proto` that chose another model."""
+    proto.CopyFrom(source)
+
+
 def set_initializer(proto: onnx.ModelProto, name: str, value: np.ndarray) -> None:
     for t in proto.graph.initializer:
         if t.name == name:
