@@ -75,6 +75,32 @@ def zero_consumers(graph: Graph, groups: list[Group], plan: Plan) -> ModelProto:
     return ir.copy_model(graph.proto, zeroed)
 
 
+def _unsigned_weights(graph: Graph) -> set[str]:
+    """The int8 weights and zero points (Rule.integer_weights) the oracle may store as uint8: constants,
+    every reader of which reads them as such a pair, the weight's zero point given as a constant."""
+    claimed: dict[str, set[int]] = {}
+    for node in graph.nodes:
+        for w_input, zp_input in rule_for(node).integer_weights(node, graph):
+            w, zp = node.input(w_input), node.input(zp_input)
+            if not zp or not all(_is_int8_constant(graph, t) for t in (w, zp)):
+                continue
+            for t in (w, zp):
+                claimed.setdefault(t, set()).add(node.index)
+    return {t for t, readers in claimed.items() if {n.index for n, _ in graph.consumers(t)} == readers}
+
+
+def _is_int8_constant(graph: Graph, name: str) -> bool:
+    value = graph.const(name)
+    return value is not None and value.dtype == np.int8 and not graph.is_graph_input(name)
+
+
+def _as_unsigned(model: ModelProto, names: set[str]) -> ModelProto:
+    read = ir.initializer_reader(model)
+    values: dict[str, Any] = {t: (v.astype(np.int16) + 128).astype(np.uint8)
+                              for t in names for v in (read(t),) if v is not None}
+    return ir.copy_model(model, values)
+
+
 def _zero_of(graph: Graph, name: str):
     """What stands for zero in initializer `name` (a quantized weight's zero point), None for 0."""
     for node, _ in graph.consumers(name):
@@ -113,6 +139,9 @@ def run_oracle(graph: Graph, groups: list[Group], plan: Plan, input_shapes: dict
     exact = plan.only_exact()
     zeroed = zero_consumers(graph, groups, exact)
     pruned = apply_plan(graph, groups, exact, source=zeroed)
+    unsigned = _unsigned_weights(graph)
+    if unsigned:  # exact integer products on every CPU (Rule.integer_weights)
+        zeroed, pruned = _as_unsigned(zeroed, unsigned), _as_unsigned(pruned, unsigned)
     feeds = random_inputs(graph.proto, input_shapes or {}, seed)
     fake_quant = [n.index for n in graph.nodes if rule_for(n).oracle_identity(n, graph)]
     if fake_quant:  # compare the float computation: the analysis is what is checked

@@ -241,6 +241,14 @@ class Rule:
         embedding table): random test inputs must stay in range."""
         return {}
 
+    def integer_weights(self, node: Node, graph: Graph) -> tuple[tuple[int, int], ...]:
+        """(weight input, its zero-point input) of each 8-bit integer weight whose products with
+        activations ONNX Runtime computes in integers. On x86 without VNNI, ORT adds the u8 x s8 products
+        pairwise in saturating 16 bits: such a model's outputs there are not its ONNX semantics, and
+        removing a channel changes which products pair up. The oracle stores these weights as uint8
+        (value and zero point + 128: the same numbers), for which ORT's products are exact."""
+        return ()
+
     def oracle_identity(self, node: Node, graph: Graph) -> bool:
         """True when the dead-channel oracle runs the node as Identity of input 0: activation fake
         quantization, whose rounding turns float32 summation-order noise into whole quantization steps."""

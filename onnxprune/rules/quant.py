@@ -185,12 +185,18 @@ class MatMulIntegerRule(QuantMatMulBase):
 
     per_column, per_tensor = (3,), (2,)
 
+    def integer_weights(self, node: Node, graph: Graph) -> tuple[tuple[int, int], ...]:
+        return ((1, 3),)
+
 
 @register("DynamicQuantizeMatMul", domain="com.microsoft")
 class DynamicQuantizeMatMulRule(QuantMatMulBase):
     """Y = quantize(A) @ dequantize(B, b_scale, b_zp) + bias; A is quantized with its own range."""
 
     per_column, dynamic = (2, 3, 4), True
+
+    def integer_weights(self, node: Node, graph: Graph) -> tuple[tuple[int, int], ...]:
+        return ((1, 3),)
 
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         return _matmul_shapes(input_shapes)
@@ -201,6 +207,9 @@ class MatMulIntegerToFloatRule(QuantMatMulBase):
     """Y = (A - a_zp) a_scale @ (B - b_zp) b_scale + bias (inputs A, B, a_scale, b_scale, a_zp, b_zp, bias)."""
 
     per_column, per_tensor = (3, 5, 6), (2, 4)
+
+    def integer_weights(self, node: Node, graph: Graph) -> tuple[tuple[int, int], ...]:
+        return ((1, 5),)
 
     def infer_shape(self, node: Node, input_shapes: list) -> list | None:
         return _matmul_shapes(input_shapes)
@@ -217,6 +226,9 @@ class ConvIntegerRule(Rule):
 
     def macs(self, node: Node, graph: Graph) -> int:
         return self._conv.macs(node, graph)
+
+    def integer_weights(self, node: Node, graph: Graph) -> tuple[tuple[int, int], ...]:
+        return ((1, 3),)
 
     def propagate(self, node: Node, graph: Graph, port: Port, axis: int, pairs: Pairs, fx: Effects) -> None:
         if port.is_input and port.index >= 2:

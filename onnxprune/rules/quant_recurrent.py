@@ -50,6 +50,9 @@ class DynamicQuantizeLSTMRule(Rule):
         steps, batch = x[0], x[1]
         return [(steps, dirs, batch, hidden), (dirs, batch, hidden), (dirs, batch, hidden)]
 
+    def integer_weights(self, node: Node, graph: Graph) -> tuple[tuple[int, int], ...]:
+        return ((1, 9), (2, 11))
+
     def zero_of(self, node: Node, graph: Graph, tensor: str):
         """Zero point of W or R, per direction [dirs] or per gate row [dirs, 4H]."""
         for i, zp_input in ((1, 9), (2, 11)):
