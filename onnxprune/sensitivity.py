@@ -100,8 +100,13 @@ def measure(graph: Graph, groups: list[Group], scores: Mapping[int, np.ndarray],
             skipped += [{"id": h.id, "root": h.root_label, "reason": f"time budget {budget_s:g}s spent"}
                         for h in todo[k:]]
             break
-        measured[str(g.id)] = _measure_group(graph, groups, g, scores[g.id], data, fractions, reference,
-                                             covariances)
+        row = _measure_group(graph, groups, g, scores[g.id], data, fractions, reference, covariances,
+                             deadline=t0 + budget_s)
+        if row is None:  # one group of a large model can outlast the budget: stopped between fractions
+            skipped += [{"id": h.id, "root": h.root_label, "reason": f"time budget {budget_s:g}s spent"}
+                        for h in todo[k:]]
+            break
+        measured[str(g.id)] = row
         now = time.perf_counter()
         if now - last >= LOG_EVERY_S or k + 1 == len(todo):
             per = (now - t0) / (k + 1)
@@ -116,11 +121,14 @@ def measure(graph: Graph, groups: list[Group], scores: Mapping[int, np.ndarray],
 
 def _measure_group(graph: Graph, groups: list[Group], g: Group, scores: np.ndarray, data: CalibData,
                    fractions: list[float], reference: list[np.ndarray],
-                   covariances: Mapping[tuple, Any] | None = None) -> dict[str, Any]:
+                   covariances: Mapping[tuple, Any] | None = None,
+                   deadline: float = math.inf) -> dict[str, Any] | None:
     errors: list[float] = []
     kl: list[float | None] = []
     removed: list[int] = []
     for f, units in zip(fractions, _choice(g, scores, fractions)):
+        if time.perf_counter() >= deadline:
+            return None
         removed.append(len(units))
         roots = g.roots_of_units(units)
         if not len(roots):

@@ -141,3 +141,22 @@ def test_class_score_outputs_get_the_softmax_kl(tmp_path):
     same = [np.array([[1.0, 2.0, 3.0]])]
     assert sensitivity.softmax_kl(same, same) == pytest.approx(0.0, abs=1e-12)
     assert sensitivity.softmax_kl([np.zeros((2, 3, 4))], [np.zeros((2, 3, 4))]) is None
+
+
+def test_the_budget_stops_a_group_between_fractions(tmp_path, monkeypatch):
+    """One group of a large model can take longer than the whole budget (SmolLM2: 181 s for one group
+    against 60 s): the measuring stops between fractions, and the unfinished group is listed as skipped."""
+    import time
+
+    real = sensitivity._outputs
+
+    def slow(model, data, label):
+        if label.startswith("sensitivity of"):
+            time.sleep(0.2)
+        return real(model, data, label)
+
+    monkeypatch.setattr(sensitivity, "_outputs", slow)
+    result, by_root = _measure(tmp_path, budget_s=0.1)
+    assert not by_root and len(result["skipped"]) == 2
+    assert all("time budget" in s["reason"] for s in result["skipped"])
+    assert result["seconds"] < 0.6  # one fraction run, not the group's four
