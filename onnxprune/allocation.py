@@ -175,3 +175,24 @@ def closeness_text(check: Mapping[str, Any], kind: str) -> str:
         parts.append(f"cosine gap {m['cosine_gap']:.3g}")
     parts.append(f"output error {m['relative_error']:.4g}")
     return ", ".join(parts)
+
+
+def allocation_note(plan: Plan, measured_allocation: bool) -> str:
+    """One line for the report: how the measured sensitivity was used (`measured_allocation`: whether the
+    config asked to spread a target by it)."""
+    used = plan.meta.get("allocation")
+    check = (used or {}).get("check")
+    if check and check["kept"] == "uniform":
+        return (f"allocation: one ratio for all groups, not the measured allocation: on {check['samples']} "
+                f"{'held-out ' if check['held_out'] else ''}samples it was closer to the original "
+                f"(uniform: {closeness_text(check, 'uniform')}; measured: {closeness_text(check, 'measured')})")
+    if used:
+        fallback = used.get("mean_curve_groups", 0)
+        rest = f"; {fallback} groups not measured took the mean curve" if fallback else ""
+        if check:
+            rest += (f"; on {check['samples']} {'held-out ' if check['held_out'] else ''}samples, measured: "
+                     f"{closeness_text(check, 'measured')}; one ratio for all: {closeness_text(check, 'uniform')}")
+        return f"allocation: measured sensitivity spreads the {used['metric']} target over the groups{rest}"
+    if measured_allocation:
+        return "allocation: the measured curves could not meet the target; one ratio for all groups instead"
+    return "sensitivity is measured and reported only: the plan spreads a --target-* by it (with --calib)"

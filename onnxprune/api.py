@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from . import activation, cache_io, calib, compensate, genai_config, ir, paths, saliency, sensitivity
+from . import activation, cache_io, calib, compensate, genai_config, ir, latency, paths, saliency, sensitivity
 from .apply import apply_plan
 from .depgraph import build_groups
 from .errors import BadInputError, CheckFailedError, OnnxPruneError, OutputWriteError
@@ -23,7 +23,7 @@ from .ir import Graph, Model
 from .ir.model import IN_MEMORY, read_checked
 from .oracle import OracleResult, run_oracle
 from .planner import Plan, Planner
-from .allocation import allocate, closeness_text, compare_allocations
+from .allocation import allocate, allocation_note, compare_allocations
 from .targets import CostModel, plan_for_target
 from .removal import interface_changes
 from .report import (PruneReport, frozen_reasons, group_rows, model_stats, nothing_pruned_reason,
@@ -176,14 +176,17 @@ def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None,
         return Plan.load(config.plan_in)
     scores = group_scores(analysis, config, stats, covariances) if scores is None else scores
     planner = Planner(analysis.groups, scores, config.plan_options(analysis))
-    metric, target = ("params", config.target_params) if config.target_params is not None \
-        else ("macs", config.target_macs)
-    allocated = allocate(planner, CostModel(analysis.graph, analysis.groups), metric, target, measured) \
+    metric, target = config.target
+    cost: Any = latency.LatencyModel(analysis.graph, analysis.groups, scores, (config.providers or ["cpu"])[0],
+                                     analysis.input_shapes, config.seed) if metric == "latency" and target \
+        else CostModel(analysis.graph, analysis.groups)
+    allocated = allocate(planner, cost, metric, target, measured) \
         if target is not None and measured and config.measured_allocation else None
     if allocated is not None:
         plan = allocated
     elif target is not None:
-        plan = plan_for_target(planner, CostModel(analysis.graph, analysis.groups), metric, target)
+        plan = plan_for_target(planner, cost, metric, target)
+        plan = plan.with_meta(latency_table=cost.table()) if metric == "latency" else plan
     else:
         plan = planner.plan()
     return plan.with_meta(importance=config.criterion, group_reduction=config.group_reduction)
@@ -274,26 +277,6 @@ def keep_better_allocation(analysis: Analysis, config: PruneConfig, cal: Calibra
     return uniform.with_meta(allocation={"kind": "uniform", "check": check}), uniform_pruned, uniform_calibration
 
 
-def _allocation_note(plan: Plan, config: PruneConfig) -> str:
-    """One line: how the measured sensitivity was used."""
-    used = plan.meta.get("allocation")
-    check = (used or {}).get("check")
-    if check and check["kept"] == "uniform":
-        return (f"allocation: one ratio for all groups, not the measured allocation: on {check['samples']} "
-                f"{'held-out ' if check['held_out'] else ''}samples it was closer to the original "
-                f"(uniform: {closeness_text(check, 'uniform')}; measured: {closeness_text(check, 'measured')})")
-    if used:
-        fallback = used.get("mean_curve_groups", 0)
-        rest = f"; {fallback} groups not measured took the mean curve" if fallback else ""
-        if check:
-            rest += (f"; on {check['samples']} {'held-out ' if check['held_out'] else ''}samples, measured: "
-                     f"{closeness_text(check, 'measured')}; one ratio for all: {closeness_text(check, 'uniform')}")
-        return f"allocation: measured sensitivity spreads the {used['metric']} target over the groups{rest}"
-    if config.measured_allocation:
-        return "allocation: the measured curves could not meet the target; one ratio for all groups instead"
-    return "sensitivity is measured and reported only: the plan spreads a --target-* by it (with --calib)"
-
-
 def default_output(model_path: str) -> str:
     root, ext = os.path.splitext(model_path)
     return f"{root}.pruned{ext or '.onnx'}"
@@ -358,7 +341,9 @@ def _prune_file(model_path: str, output_path: str | None, config: PruneConfig | 
     report.calibration = calibration
     if measured is not None:
         report.sensitivity = measured
-        report.notes.append(_allocation_note(plan, config))
+        report.notes.append(allocation_note(plan, config.measured_allocation))
+    if plan.meta.get("latency_table"):
+        report.notes.append(latency.note(plan))
     if not cal:
         report.notes.append("no calibration data (--calib): only weight-based criteria apply, no compensation")
     _check_and_write(model_path, output_path, analysis, pruned, config, report, lap, interface)

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from .planner import PlanOptions
 
 # Options that shape a new plan: a saved plan (plan_in) is applied exactly, so they cannot apply.
-PLANNER_OPTIONS = ("global_ranking", "max_ratio", "round_to", "target_params", "target_macs", "ignore",
-                   "ratio_for", "group_reduction")
+PLANNER_OPTIONS = ("global_ranking", "max_ratio", "round_to", "target_params", "target_macs", "target_latency",
+                   "ignore", "ratio_for", "group_reduction")
 
 
 def _seed(value: Any) -> str | None:
@@ -52,6 +52,11 @@ class PruneConfig:
         "--target-macs", metavar="F", parse=number, exclusive="target",
         check=in_range(0, 1, closed_left=False, closed_right=True),
         help="prune until the model keeps fraction F of its MACs (within 0.01)"))
+    target_latency: float | None = field(default=None, metadata=option(
+        "--target-latency", metavar="F", parse=number, exclusive="target",
+        check=in_range(0, 1, closed_left=False, closed_right=True),
+        help="prune until the model keeps about fraction F of its ONNX Runtime latency on the first of "
+             "--providers, estimated from a per-group table timed once (each group alone at half its units)"))
     # None: act with calibration data, else l1 (see `criterion`)
     importance: str | None = field(default=None, metadata=option(
         "--importance", choices=WEIGHT_CRITERIA + ACTIVATION_CRITERIA,
@@ -186,6 +191,15 @@ class PruneConfig:
     def compensation(self) -> str:
         from .compensate import DEFAULT_MODE
         return self.compensate or (DEFAULT_MODE if self.calib else "none")
+
+    @property
+    def target(self) -> tuple[str, float | None]:
+        """The cost target: ("params" | "macs" | "latency", kept fraction), or ("macs", None) for none."""
+        for metric in ("params", "macs", "latency"):
+            value = getattr(self, f"target_{metric}")
+            if value is not None:
+                return metric, value
+        return "macs", None
 
     @property
     def measured_allocation(self) -> bool:

@@ -142,3 +142,22 @@ def test_analyze_json_names_only_the_input_models_tensors(tmp_path):
     slices = [s for g in json.loads(out.read_text())["groups"] for s in g["slices"]]
     assert {s["tensor"] for s in slices} <= _model_names(path)
     assert {(s["node"], s["input"]) for s in slices if s["tensor"] == "w"} == {("Conv_a", 1), ("Conv_c", 1)}
+
+
+def test_target_latency_plans_from_a_table_timed_per_group(tmp_path):
+    """--target-latency: every prunable group is timed alone at half its units, the plan's estimated
+    latency from that table meets the target, and the report says what the estimate rests on (the
+    measured speed itself is the benchmarks' business, not a test's)."""
+    path = save(conv_chain((96, 96), spatial=48), tmp_path)  # compute-bound: ~0.1 GMAC per conv
+    code, plan = _run(tmp_path, path, "--target-latency", "0.7")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert code == 0, report
+    table, target = plan["meta"]["latency_table"], plan["meta"]["target"]
+    assert table["provider"] == "cpu" and table["original_ms"] > 0 and len(table["saved_ms_per_unit"]) == 2
+    assert target["metric"] == "latency" and abs(target["kept"] - 0.7) <= 0.01
+    assert any(n.startswith("latency target: the plan is estimated to keep") for n in report["notes"])
+
+
+def test_target_latency_excludes_the_other_targets(tmp_path, model_path, capsys):
+    assert main([model_path, "-o", str(tmp_path / "o.onnx"), "--target-latency", "0.5", "--target-macs", "0.5"]) == 2
+    assert "--target-latency" in capsys.readouterr().err

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("removal", {"removal", "targets", "allocation"}),
     ("runtime", {"runtime"}),  # the only place that loads ONNX Runtime (besides ir.integrity's load check)
     ("checks", {"validate", "calib"}),
-    ("passes", {"apply", "fold", "fold_bodies", "oracle", "compensate", "activation", "saliency", "report",
+    ("passes", {"apply", "fold", "fold_bodies", "oracle", "compensate", "activation", "saliency", "latency", "report",
                  "sensitivity", "report_html_text", "report_html_calib", "genai_config"}),
     ("config", {"config"}),
     ("api", {"api", "testing", "rule_harness", "report_html"}),

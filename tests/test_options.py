@@ -112,6 +112,7 @@ BAD = [
     ("round_to", 0, "0", "must be a positive integer, got 0"),
     ("target_params", 0.0, "0", "must be in (0, 1], got 0"),
     ("target_macs", 1.5, "1.5", "must be in (0, 1], got 1.5"),
+    ("target_latency", 0.0, "0", "must be in (0, 1], got 0"),
     ("calib_samples", 1, "1", "must be at least 2, got 1"),
     ("seed", -1, "-1", "expects a non-negative integer, got -1"),
     ("providers", ["cpu", "tpu"], "cpu,tpu", "must be one of cpu, cuda, got 'tpu'"),
