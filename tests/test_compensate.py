@@ -450,3 +450,20 @@ def test_token_scores_of_lm_logits():
     pb = np.exp(b[0, 1] - b[0, 1].max()) / np.exp(b[0, 1] - b[0, 1].max()).sum()
     assert scores["token_kl"] == pytest.approx(float(np.sum(pa * np.log(pa / pb))) / 6, rel=1e-4)
     assert calib.token_scores(a, a)["token_kl"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_auto_judges_lm_logits_by_their_token_kl():
+    """SmolLM2-135M at 20 % fewer parameters, measured: lsq's logits were closer to the original's by
+    relative error, cosine and top-1 tokens, bias's by per-token KL, and bias had the lower perplexity
+    (72.6 against 75.7). For LM logits the KL decides; without it, the vote does."""
+    def fidelity(rel, cos, kl=None, top1=None):
+        row = {"relative_error": rel, "cosine_mean": cos, "cosine_min": cos}
+        if kl is not None:
+            row.update(token_kl=kl, token_top1_agreement=top1)
+        return {"samples": 16, "outputs": {"logits": row}}
+
+    lsq, bias = fidelity(0.485, 0.879, 0.911, 0.507), fidelity(0.669, 0.782, 0.887, 0.503)
+    measures = compensate.fidelity_measures
+    assert compensate.no_worse(measures(bias), measures(lsq))
+    assert not compensate.no_worse(measures(lsq), measures(bias))
+    assert compensate.no_worse(measures(fidelity(0.485, 0.879)), measures(fidelity(0.669, 0.782)))
