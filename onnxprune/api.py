@@ -185,8 +185,8 @@ def plan_for(analysis: Analysis, config: PruneConfig, stats: dict | None = None,
     if allocated is not None:
         plan = allocated
     elif target is not None:
-        plan = plan_for_target(planner, cost, metric, target)
-        plan = plan.with_meta(latency_table=cost.table()) if metric == "latency" else plan
+        plan = latency.meet(planner, cost, target) if metric == "latency" else plan_for_target(planner, cost, metric,
+                                                                                                  target)
     else:
         plan = planner.plan()
     return plan.with_meta(importance=config.criterion, group_reduction=config.group_reduction)

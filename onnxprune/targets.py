@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from .removal import collect
 from .errors import BadInputError
@@ -92,8 +92,15 @@ class CostModel:
         return getattr(self.counts(plan), metric) / before if before else 1.0
 
 
-def plan_for_target(planner: Planner, cost: CostModel, metric: str, target: float, steps: int = 30) -> Plan:
-    """The plan whose kept fraction of `metric` is closest to `target` (within TOLERANCE, else
+class Cost(Protocol):
+    """What the bisection needs: the fraction of a metric a plan keeps (CostModel; latency.LatencyModel)."""
+
+    def kept(self, plan: Plan, metric: str) -> float: ...
+
+
+def plan_for_target(planner: Planner, cost: Cost, metric: str, target: float, steps: int = 30,
+                    tolerance: float = TOLERANCE) -> Plan:
+    """The plan whose kept fraction of `metric` is closest to `target` (within `tolerance`, else
     BadInputError naming the closest reachable fraction)."""
     hi = planner.options.max_ratio if planner.options.global_ranking else 1.0
     lo_ratio, hi_ratio = 0.0, hi
@@ -110,7 +117,7 @@ def plan_for_target(planner: Planner, cost: CostModel, metric: str, target: floa
     if best is None:
         raise ValueError(f"plan_for_target needs at least one bisection step, got steps={steps}")
     kept, ratio, plan = best
-    if abs(kept - target) > TOLERANCE:
+    if abs(kept - target) > tolerance:
         floor = cost.kept(planner.plan(hi, fine=True), metric)
         raise BadInputError(f"--target-{metric} {target:g} is out of reach: the closest plan keeps {kept:.3f} "
                             f"(pruning the most allowed keeps {floor:.3f}; frozen and ignored groups stay whole)")
