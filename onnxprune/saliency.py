@@ -72,9 +72,14 @@ def consumer_form(graph: Graph, s: Slice) -> LinearForm | None:
 
 
 def _columns(graph: Graph, form: LinearForm) -> int:
+    """n of the form's M [C, K, N] reshaped to [n, N]: every weight element over the output channels."""
     shape = graph.const_shape(form.weight)
-    m = form.matrix(np.zeros(shape, dtype=np.float32)) if shape is not None else None
-    return int(m.shape[0] * m.shape[1]) if m is not None else MAX_COLUMNS + 1
+    return int(np.prod(shape)) // max(int(shape[form.w_out_axis]), 1)
+
+
+def _unit_columns(channels, taps: int) -> list[int]:
+    """The columns of M's [C x K, N] form that input `channels` (sorted) own: K taps each."""
+    return [col for pos in channels for col in range(pos * taps, pos * taps + taps)]
 
 
 def _row_key(form: LinearForm) -> tuple:
@@ -139,7 +144,7 @@ def _consumer_state(graph: Graph, group: Group, s: Slice, form: LinearForm, cov:
     channels: list[set[int]] = [set() for _ in range(group.unit_count)]
     for pos, root in zip(s.positions.tolist(), s.roots.tolist()):
         channels[group.units[root]].add(pos)
-    per_unit = [[col for pos in sorted(chs) for col in range(pos * k, pos * k + k)] for chs in channels]
+    per_unit = [_unit_columns(sorted(chs), k) for chs in channels]
     sizes = {len(cols) for cols in per_unit if cols}
     if len(sizes) != 1 or sum(map(len, channels)) != len(set().union(*channels)):
         return None  # units of different widths, or sharing a channel: no batched, disjoint blocks
@@ -256,9 +261,8 @@ def refit_values(graph: Graph, group: Group, roots: np.ndarray, covs: dict[tuple
         m = form.matrix(original.astype(np.float64))
         c, k, n_out = m.shape
         flat = m.reshape(c * k, n_out)
-        channels = np.unique(s.positions[gone[s.roots]])
         removed = np.zeros(c * k, dtype=bool)
-        removed[(channels[:, None] * k + np.arange(k)[None, :]).reshape(-1)] = True
+        removed[_unit_columns(np.unique(s.positions[gone[s.roots]]).tolist(), k)] = True
         keep = ~removed
         h = cov.matrix
         refit = np.zeros_like(flat)
