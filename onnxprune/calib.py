@@ -337,10 +337,12 @@ def outputs(model: ModelProto, data: CalibData, label: str,
     return names, [np.concatenate([p[i] for p in parts]) for i in range(len(names))]
 
 
-def fidelity(original: ModelProto, pruned: ModelProto, data: CalibData) -> dict:
+def fidelity(original: ModelProto, pruned: ModelProto, data: CalibData,
+             reference: tuple[list[str], list[np.ndarray]] | None = None) -> dict:
     """Per output: mean/min cosine similarity per sample, relative L2 error, top-1 agreement for [N, classes],
-    and for LM logits [N, positions, vocabulary] the per-token KL and top-1 agreement (`token_scores`)."""
-    names, ref = outputs(original, data, "fidelity (original)")
+    and for LM logits [N, positions, vocabulary] the per-token KL and top-1 agreement (`token_scores`).
+    `reference`: the original's `outputs` on `data`, when the caller compares several models with it."""
+    names, ref = reference or outputs(original, data, "fidelity (original)")
     _, new = outputs(pruned, data, "fidelity (pruned)")
     result: dict[str, Any] = {"samples": data.count, "outputs": {}}
     for name, a, b in zip(names, ref, new):

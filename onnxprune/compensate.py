@@ -161,8 +161,9 @@ def _closer_of(graph: Graph, found: list[Consumer], pruned: ModelProto, data: Ca
     other = ir.copy_model(pruned)
     compensate(graph, found, other, data, stats, second)
     compensate(graph, found, pruned, data, stats, first)
-    fidelity = {first: calib.fidelity(graph.proto, pruned, held_out),
-                second: calib.fidelity(graph.proto, other, held_out)}
+    reference = calib.outputs(graph.proto, held_out, "fidelity (original)")  # once for both
+    fidelity = {first: calib.fidelity(graph.proto, pruned, held_out, reference),
+                second: calib.fidelity(graph.proto, other, held_out, reference)}
     measures = {m: fidelity_measures(f) for m, f in fidelity.items()}
     kept = first if no_worse(measures[first], measures[second]) else second
     if kept == second:
