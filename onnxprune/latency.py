@@ -19,9 +19,10 @@ import numpy as np
 from .apply import apply_plan
 from .group import Group
 from .ir import Graph
-from .planner import Plan, PlanGroup, Planner, UnitTable, local_count
+from .planner import Plan, PlanGroup, Planner
 from .progress import Progress
 from .runtime import run_interleaved
+from .sensitivity import group_plan, lowest_units
 from .targets import plan_for_target
 from .validate import random_inputs
 
@@ -109,9 +110,8 @@ def meet(planner: Planner, cost: LatencyModel, target: float) -> Plan:
 
 def _half(group: Group, scores: np.ndarray) -> tuple[Plan, int]:
     """The plan removing FRACTION of the group's lowest-scoring units, and how many units that is."""
-    units = UnitTable(group).choose(scores, max(1, local_count(group.unit_count, FRACTION)))
-    roots = group.roots_of_units(units)
-    return Plan((PlanGroup(group.id, group.root, group.exact, group.size, tuple(int(r) for r in roots)),)), len(units)
+    (units,) = lowest_units(group, scores, [FRACTION])
+    return group_plan(group, group.roots_of_units(units)), len(units)
 
 
 def _units(group: Group, pg: PlanGroup) -> int:

@@ -69,10 +69,15 @@ def softmax_kl(reference: list[np.ndarray], candidate: list[np.ndarray]) -> floa
     return float(np.mean(kls)) if kls else None
 
 
-def _choice(group: Group, scores: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
+def lowest_units(group: Group, scores: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
     """The units removed at each fraction (lowest scores first, every space left non-empty)."""
     table = UnitTable(group)
     return [table.choose(scores, units_at(group, f)) for f in fractions]
+
+
+def group_plan(group: Group, roots: np.ndarray) -> Plan:
+    """The plan removing `roots` of `group` alone."""
+    return Plan((PlanGroup(group.id, group.root, group.exact, group.size, tuple(int(r) for r in roots)),))
 
 
 def measure(graph: Graph, groups: list[Group], scores: Mapping[int, np.ndarray], data: CalibData,
@@ -95,14 +100,11 @@ def measure(graph: Graph, groups: list[Group], scores: Mapping[int, np.ndarray],
     measured: dict[str, dict] = {}
     last = time.perf_counter()
     for k, g in enumerate(todo):
-        elapsed = time.perf_counter() - t0
-        if elapsed >= budget_s:
-            skipped += [{"id": h.id, "root": h.root_label, "reason": f"time budget {budget_s:g}s spent"}
-                        for h in todo[k:]]
-            break
-        row = _measure_group(graph, groups, g, scores[g.id], data, fractions, reference, covariances,
-                             deadline=t0 + budget_s)
-        if row is None:  # one group of a large model can outlast the budget: stopped between fractions
+        # not started once the budget is spent, or stopped between fractions (one group of a large
+        # model can outlast the whole budget)
+        row = None if time.perf_counter() - t0 >= budget_s else _measure_group(
+            graph, groups, g, scores[g.id], data, fractions, reference, covariances, deadline=t0 + budget_s)
+        if row is None:
             skipped += [{"id": h.id, "root": h.root_label, "reason": f"time budget {budget_s:g}s spent"}
                         for h in todo[k:]]
             break
@@ -126,7 +128,7 @@ def _measure_group(graph: Graph, groups: list[Group], g: Group, scores: np.ndarr
     errors: list[float] = []
     kl: list[float | None] = []
     removed: list[int] = []
-    for f, units in zip(fractions, _choice(g, scores, fractions)):
+    for f, units in zip(fractions, lowest_units(g, scores, fractions)):
         if time.perf_counter() >= deadline:
             return None
         removed.append(len(units))
@@ -135,8 +137,7 @@ def _measure_group(graph: Graph, groups: list[Group], g: Group, scores: np.ndarr
             errors.append(0.0)
             kl.append(softmax_kl(reference, reference))
             continue
-        plan = Plan((PlanGroup(g.id, g.root, g.exact, g.size, tuple(int(r) for r in roots)),))
-        model = zero_consumers(graph, groups, plan)
+        model = zero_consumers(graph, groups, group_plan(g, roots))
         if covariances is not None:
             apply_values(model, *saliency.refit_values(graph, g, roots, dict(covariances)))
         dead = _outputs(model, data, f"sensitivity of {g.root_label} at {f:g}")
